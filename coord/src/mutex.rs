@@ -1,0 +1,257 @@
+//! Mutex: a distributed lock with a fencing token.
+//!
+//! # Protocol (etcd Go client's, so Go services and `etcdctl lock` interoperate)
+//! - Every contender puts its key `<name>/<lease id hex>` attached to its session's
+//!   lease; the etcd create revision of that key is its place in line.
+//! - The contender whose key has the smallest create revision under `<name>/` holds
+//!   the lock. Everyone else waits for the key just ahead of theirs to go away, then
+//!   checks again (a waiter ahead may have given up, which does not make us owner if
+//!   someone is still ahead of it).
+//! - Unlock deletes the key — but only if it is still *our* incarnation of it
+//!   (compare create revision), so a stale holder can never delete a successor's key.
+//!
+//! # Guarantees
+//! - `lock()` never returns a guard whose key is gone: if our key disappears while we
+//!   wait (lease expired, revoked), it returns [`Error::SessionExpired`].
+//! - Cancel-safe: dropping the `lock()` future (timeout, `select!`, task abort) removes
+//!   the waiter key, also when the drop happens while the put is still in flight.
+//!   A later waiter is never blocked by an abandoned one.
+//! - Tasks sharing one session and locking the same name are serialised locally
+//!   first (Go's client would let both believe they hold it, since they share a key).
+//!
+//! # Not guaranteed — read this before relying on the lock
+//! A lease-based lock is **not** mutual exclusion by itself. If the holder stalls
+//! (GC, swap, `docker pause`, a network cut) longer than the TTL, etcd expires the
+//! lease and gives the lock to the next waiter while the old holder may still run
+//! (Jepsen, etcd 3.4.3). Make writes safe with the fencing token:
+//! - writes to etcd: put them in a txn guarded by [`MutexGuard::is_owner`];
+//! - writes elsewhere (a database): store [`MutexGuard::fencing_token`] with the data and
+//!   reject a write whose token is lower than the last one accepted.
+
+use etcd_client::Compare;
+use tokio::sync::OwnedMutexGuard;
+use tokio::task::JoinHandle;
+use tracing::{field, info_span, Instrument, Span};
+
+use crate::key::{dir_prefix, lease_key};
+use crate::ops::{compare_delete, enter, spawn_cleanup, wait_for_turn, Entered};
+use crate::{Error, Result, Session};
+
+/// A named distributed lock bound to a session. Cheap to create; one per name.
+#[derive(Clone, Debug)]
+pub struct Mutex {
+    session: Session,
+    prefix: String,
+    key: String,
+}
+
+impl Mutex {
+    /// A lock named `name` (keys live under `name/`).
+    pub fn new(session: &Session, name: &str) -> Result<Mutex> {
+        let prefix = dir_prefix(name)?;
+        let key = lease_key(&prefix, session.lease());
+        Ok(Mutex {
+            session: session.clone(),
+            prefix,
+            key,
+        })
+    }
+
+    /// The key this session uses for this lock: `<name>/<lease hex>`.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Waits until the lock is held. See the module docs for what that guarantees.
+    pub async fn lock(&self) -> Result<MutexGuard> {
+        let span = info_span!("coord.mutex.lock", key = %self.key, fencing_token = field::Empty);
+        async {
+            let local = self.session.local_lock(&self.key).lock_owned().await;
+            self.session.check_alive()?;
+            let mut pending = PendingKey::start(self, local);
+            let entered = pending.entered().await?;
+            if !entered.first {
+                wait_for_turn(&self.session, &self.prefix, entered.rev).await?;
+            }
+            Span::current().record("fencing_token", entered.rev);
+            Ok(pending.into_guard(entered.rev))
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Takes the lock if nobody holds it, else fails with [`Error::Locked`] at once
+    /// (leaving no key behind).
+    pub async fn try_lock(&self) -> Result<MutexGuard> {
+        let local = self
+            .session
+            .local_lock(&self.key)
+            .try_lock_owned()
+            .map_err(|_| Error::Locked(self.prefix.clone()))?;
+        self.session.check_alive()?;
+        let mut pending = PendingKey::start(self, local);
+        let entered = pending.entered().await?;
+        if entered.first {
+            Ok(pending.into_guard(entered.rev))
+        } else {
+            // Dropping `pending` removes our key (compare-and-delete on our revision).
+            Err(Error::Locked(self.prefix.clone()))
+        }
+    }
+}
+
+/// A waiter key whose fate is not settled yet. If dropped before it becomes a guard,
+/// it deletes the key in the background — after the in-flight put has finished, so
+/// the delete cannot race ahead of the put and miss it.
+struct PendingKey {
+    session: Session,
+    key: String,
+    local: Option<OwnedMutexGuard<()>>,
+    put: Option<JoinHandle<Result<Entered>>>,
+    rev: Option<i64>,
+}
+
+impl PendingKey {
+    fn start(mutex: &Mutex, local: OwnedMutexGuard<()>) -> PendingKey {
+        let (session, prefix, key) = (
+            mutex.session.clone(),
+            mutex.prefix.clone(),
+            mutex.key.clone(),
+        );
+        let put = tokio::spawn(async move { enter(&session, &prefix, &key, b"").await });
+        PendingKey {
+            session: mutex.session.clone(),
+            key: mutex.key.clone(),
+            local: Some(local),
+            put: Some(put),
+            rev: None,
+        }
+    }
+
+    async fn entered(&mut self) -> Result<Entered> {
+        let put = self.put.as_mut().expect("entered() is called once");
+        let entered = match put.await {
+            Ok(result) => result,
+            Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+            Err(_) => Err(Error::Etcd(etcd_client::Error::IoError(
+                std::io::Error::new(std::io::ErrorKind::Interrupted, "runtime shutting down"),
+            ))),
+        };
+        self.put = None;
+        let entered = entered?;
+        self.rev = Some(entered.rev);
+        Ok(entered)
+    }
+
+    fn into_guard(mut self, rev: i64) -> MutexGuard {
+        let hold = info_span!("coord.mutex.hold", key = %self.key, fencing_token = rev);
+        MutexGuard {
+            session: self.session.clone(),
+            key: std::mem::take(&mut self.key),
+            rev,
+            local: self.local.take(),
+            released: false,
+            _hold: hold,
+        }
+    }
+}
+
+impl Drop for PendingKey {
+    fn drop(&mut self) {
+        let Some(local) = self.local.take() else {
+            return; // became a guard
+        };
+        let (mut client, key) = (self.session.client(), std::mem::take(&mut self.key));
+        let (put, rev) = (self.put.take(), self.rev);
+        spawn_cleanup(async move {
+            let rev = match (rev, put) {
+                (Some(rev), _) => Some(rev),
+                (None, Some(put)) => put.await.ok().and_then(|r| r.ok()).map(|e| e.rev),
+                (None, None) => None,
+            };
+            if let Some(rev) = rev {
+                let _ = compare_delete(&mut client, &key, rev).await;
+            }
+            // Only now may the next local user of this name enter.
+            drop(local);
+        });
+    }
+}
+
+/// Proof of holding a [`Mutex`]. Release with [`MutexGuard::unlock`]; if dropped
+/// instead, the key is deleted in the background (or expires with the lease).
+#[derive(Debug)]
+pub struct MutexGuard {
+    session: Session,
+    key: String,
+    rev: i64,
+    local: Option<OwnedMutexGuard<()>>,
+    released: bool,
+    _hold: Span,
+}
+
+impl MutexGuard {
+    /// The fencing token: the create revision of our lock key. It increases with
+    /// every acquisition of the lock name, so storing it with each protected write and
+    /// rejecting lower ones makes a stale holder's late write harmless.
+    pub fn fencing_token(&self) -> i64 {
+        self.rev
+    }
+
+    /// The lock key we hold.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The session the lock is held under.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// A txn comparison that is true only while we still hold the lock. Put it in the
+    /// `when` of every etcd write the lock protects.
+    pub fn is_owner(&self) -> Compare {
+        Compare::create_revision(self.key.as_str(), etcd_client::CompareOp::Equal, self.rev)
+    }
+
+    /// Asks etcd whether our key is still there (the lock is still ours). A `true` is
+    /// already stale when it arrives; use [`MutexGuard::is_owner`] in a txn to act on it.
+    pub async fn is_held(&self) -> Result<bool> {
+        let resp = self.session.client().get(self.key.as_str(), None).await?;
+        Ok(resp
+            .kvs()
+            .first()
+            .is_some_and(|kv| kv.create_revision() == self.rev))
+    }
+
+    /// Releases the lock. Fails with [`Error::OwnershipLost`] if the key was no longer
+    /// ours (our lease expired and someone else may hold the lock now).
+    pub async fn unlock(mut self) -> Result<()> {
+        self.released = true;
+        let deleted = compare_delete(&mut self.session.client(), &self.key, self.rev).await?;
+        self.local.take();
+        if deleted {
+            Ok(())
+        } else {
+            Err(Error::OwnershipLost(self.key.clone()))
+        }
+    }
+}
+
+impl Drop for MutexGuard {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        let (mut client, key, rev, local) = (
+            self.session.client(),
+            std::mem::take(&mut self.key),
+            self.rev,
+            self.local.take(),
+        );
+        spawn_cleanup(async move {
+            let _ = compare_delete(&mut client, &key, rev).await;
+            drop(local);
+        });
+    }
+}

@@ -1,0 +1,10 @@
+//! Integration tests for `coord` against a real etcd 3.5 (no mocks).
+//!
+//! One test binary (faster to link); one module per primitive. Every test works under
+//! its own random key prefix, so tests run in parallel against one etcd.
+//! The etcd endpoint comes from `ETCD_ENDPOINTS` (default `127.0.0.1:2379`);
+//! `scripts/etcd.sh start` runs one.
+
+mod common;
+mod mutex;
+mod session;

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs what building and testing coord-shop needs, from Debian's package
+# registry only (no other downloads), idempotently:
+#   - protoc (Debian bookworm's protobuf-compiler) for the gRPC crates;
+#   - etcd/etcdctl 3.5.16 and the docker compose v2 CLI plugin, unpacked from
+#     Debian trixie's etcd-server, etcd-client and docker-compose packages into
+#     $DEPS (nothing is installed into the system from trixie);
+#   - debootstrap, for building offline container images (scripts/images.sh).
+# Prints the PATH addition to use: eval "$(scripts/install-deps.sh --env)".
+set -euo pipefail
+DEPS=${COORD_SHOP_DEPS:-$HOME/.cache/coord-shop/deps}
+quiet() { "$@" >/dev/null 2>&1; }
+
+env_only=0
+[ "${1:-}" = "--env" ] && env_only=1
+
+if [ $env_only = 0 ]; then
+  need_apt=()
+  command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
+  command -v debootstrap >/dev/null || need_apt+=(debootstrap)
+  command -v pg_ctl >/dev/null || [ -x /usr/lib/postgresql/15/bin/pg_ctl ] || need_apt+=(postgresql)
+  if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "install-deps: apt-get install ${need_apt[*]}" >&2
+    quiet apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  fi
+
+  if [ ! -x "$DEPS/root/usr/bin/etcd" ] || [ ! -x "$DEPS/root/usr/libexec/docker/cli-plugins/docker-compose" ]; then
+    echo "install-deps: fetching etcd 3.5 and compose v2 from Debian trixie into $DEPS" >&2
+    apt_dir=$DEPS/apt
+    mkdir -p "$apt_dir/lists/partial" "$DEPS/root"
+    echo 'deb http://deb.debian.org/debian trixie main' >"$apt_dir/sources.list"
+    o=(-o Dir::Etc::SourceList="$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
+       -o Dir::State::Lists="$apt_dir/lists" -o Dir::Cache::archives="$apt_dir")
+    quiet apt-get "${o[@]}" update
+    (cd "$apt_dir" && quiet apt-get "${o[@]}" download etcd-server etcd-client docker-compose)
+    for deb in "$apt_dir"/*.deb; do dpkg -x "$deb" "$DEPS/root"; done
+  fi
+  mkdir -p "$HOME/.docker/cli-plugins"
+  if ! docker compose version >/dev/null 2>&1; then
+    cp "$DEPS/root/usr/libexec/docker/cli-plugins/docker-compose" "$HOME/.docker/cli-plugins/"
+  fi
+  "$DEPS/root/usr/bin/etcd" --version | head -1 >&2
+fi
+echo "export PATH=\"$DEPS/root/usr/bin:\$PATH\""
