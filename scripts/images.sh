@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Builds, from Debian packages only, local stand-ins for the container images that
+# compose.yaml and the testcontainers helpers use, tagged with the upstream names so
+# both run unchanged on a machine that reaches no container registry:
+#   debian:bookworm-slim          debootstrap (minbase) of Debian bookworm
+#   quay.io/coreos/etcd:v3.5.16   + etcd/etcdctl 3.5.16 from Debian trixie
+#   postgres:15-bookworm          + Debian's postgresql-15, official-image compatible env
+# A user with a registry never needs this script. An image that already exists is left
+# alone unless --force is given.
+#   scripts/images.sh [--force] [base|etcd|postgres|all]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+force=0
+[ "${1:-}" = --force ] && { force=1; shift; }
+what=${1:-all}
+cache=${COORD_SHOP_CACHE:-$HOME/.cache/coord-shop}/images
+mkdir -p "$cache"
+eval "$(scripts/install-deps.sh --env)"
+deps=$(dirname "$(dirname "$(dirname "$(command -v etcd)")")")
+
+have() { [ $force = 0 ] && docker image inspect "$1" >/dev/null 2>&1; }
+log() { echo "images: $*" >&2; }
+
+build_base() {
+  have debian:bookworm-slim && { log "debian:bookworm-slim present"; return; }
+  local tarball=$cache/bookworm-minbase.tar
+  if [ ! -s "$tarball" ]; then
+    command -v debootstrap >/dev/null || scripts/install-deps.sh
+    local root; root=$(mktemp -d)
+    log "debootstrap bookworm (minbase) into $root"
+    debootstrap --variant=minbase --include=ca-certificates,netbase bookworm "$root" \
+      http://deb.debian.org/debian >"$cache/debootstrap.log" 2>&1 \
+      || { tail -20 "$cache/debootstrap.log" >&2; exit 1; }
+    rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+    tar -C "$root" -cf "$tarball" .
+    rm -rf "$root"
+  fi
+  docker import -c 'CMD ["bash"]' "$tarball" debian:bookworm-slim >/dev/null
+  log "tagged debian:bookworm-slim"
+}
+
+build_etcd() {
+  have quay.io/coreos/etcd:v3.5.16 && { log "etcd image present"; return; }
+  local ctx; ctx=$(mktemp -d)
+  cp docker/standins/etcd/Dockerfile "$ctx/"
+  cp "$deps"/usr/bin/etcd "$deps"/usr/bin/etcdctl "$deps"/usr/bin/etcdutl "$ctx/"
+  docker build -q -t quay.io/coreos/etcd:v3.5.16 "$ctx" >/dev/null
+  rm -rf "$ctx"
+  log "tagged quay.io/coreos/etcd:v3.5.16"
+}
+
+build_postgres() {
+  have postgres:15-bookworm && { log "postgres image present"; return; }
+  docker build -q -t postgres:15-bookworm docker/standins/postgres >/dev/null
+  log "tagged postgres:15-bookworm"
+}
+
+case "$what" in
+  base) build_base ;;
+  etcd) build_base; build_etcd ;;
+  postgres) build_base; build_postgres ;;
+  all) build_base; build_etcd; build_postgres ;;
+  *) echo "usage: $0 [--force] [base|etcd|postgres|all]" >&2; exit 2 ;;
+esac
