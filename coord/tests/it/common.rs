@@ -8,10 +8,10 @@ use std::time::Duration;
 use coord::etcd_client::{Client, GetOptions};
 use coord::Session;
 
-/// The etcd endpoints to test against.
+/// The etcd endpoints to test against: `ETCD_ENDPOINTS`, else a container
+/// (see the `testkit` crate).
 pub fn endpoints() -> Vec<String> {
-    std::env::var("ETCD_ENDPOINTS")
-        .unwrap_or_else(|_| "127.0.0.1:2379".into())
+    testkit::etcd_endpoints()
         .split(',')
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())

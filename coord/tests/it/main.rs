@@ -2,7 +2,7 @@
 //!
 //! One test binary (faster to link); one module per primitive. Every test works under
 //! its own random key prefix, so tests run in parallel against one etcd.
-//! The etcd endpoint comes from `ETCD_ENDPOINTS` (default `127.0.0.1:2379`);
+//! etcd comes from `ETCD_ENDPOINTS`, else a testcontainers etcd (crate `testkit`);
 //! `scripts/etcd.sh start` runs one.
 
 mod common;
