@@ -705,3 +705,27 @@ async fn observe_recovers_from_a_broken_watch_stream() {
     lb.resign().await.unwrap();
     assert_eq!(until_no_leader(&mut events).await, LeaderEvent::NoLeader);
 }
+
+#[tokio::test]
+async fn campaigns_sharing_one_session_are_serialised() {
+    // Both would use the same key; the second waits for the first leadership to end.
+    let name = unique("election-shared-session");
+    let s = session(10).await;
+    let e = Election::new(&s, &name).unwrap();
+    let mut first = e.campaign("first").await.unwrap();
+    let e2 = e.clone();
+    let second = tokio::spawn(async move { e2.campaign("second").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!second.is_finished(), "the second campaign waits locally");
+    assert_eq!(e.leader().await.unwrap().value, b"first");
+    first.resign().await.unwrap();
+    let mut second = coord::timeout(Duration::from_secs(5), async { second.await.unwrap() })
+        .await
+        .unwrap();
+    assert!(
+        second.fencing_token() > first.fencing_token(),
+        "a new incarnation"
+    );
+    assert_eq!(e.leader().await.unwrap().value, b"second");
+    second.resign().await.unwrap();
+}
