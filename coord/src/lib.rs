@@ -13,6 +13,8 @@
 //! |---|---|
 //! | [`session`] | a lease kept alive in the background; the liveness every primitive uses |
 //! | [`mutex`] | distributed lock with a fencing token |
+//! | [`election`] | leader election: campaign, proclaim, resign, observe leader changes |
+//! | [`leader`] | run a job on one replica at a time; cancel it when leadership is lost |
 //! | [`config`] | connecting to etcd (endpoints, credentials) from code or the environment |
 //! | [`error`] | the crate's one error type and the `timeout` helper |
 //! | `key`, `ops` (private) | key layout helpers; enter / wait / leave a queue of waiters |
@@ -24,14 +26,18 @@
 //! comparison), because a paused holder can outlive its lease.
 
 pub mod config;
+pub mod election;
 pub mod error;
 mod key;
+pub mod leader;
 pub mod mutex;
 mod ops;
 pub mod session;
 
 pub use config::{connect_from_env, EtcdConfig};
+pub use election::{Election, ElectionObserver, LeaderEvent, LeaderInfo, Leadership};
 pub use error::{timeout, Error, Result};
 pub use etcd_client;
+pub use leader::{run_as_leader, LeaderContext, LeaderJob, LeaderOutcome};
 pub use mutex::{Mutex, MutexGuard};
 pub use session::{Session, SessionBuilder};

@@ -30,11 +30,10 @@
 
 use etcd_client::Compare;
 use tokio::sync::OwnedMutexGuard;
-use tokio::task::JoinHandle;
 use tracing::{field, info_span, Instrument, Span};
 
 use crate::key::{dir_prefix, lease_key};
-use crate::ops::{compare_delete, enter, spawn_cleanup, wait_for_turn, Entered};
+use crate::ops::{compare_delete, release_in_background, wait_for_turn, PendingKey};
 use crate::{Error, Result, Session};
 
 /// A named distributed lock bound to a session. Cheap to create; one per name.
@@ -68,13 +67,13 @@ impl Mutex {
         async {
             let local = self.session.local_lock(&self.key).lock_owned().await;
             self.session.check_alive()?;
-            let mut pending = PendingKey::start(self, local);
+            let mut pending = self.enter(local);
             let entered = pending.entered().await?;
             if !entered.first {
                 wait_for_turn(&self.session, &self.prefix, entered.rev).await?;
             }
             Span::current().record("fencing_token", entered.rev);
-            Ok(pending.into_guard(entered.rev))
+            Ok(self.guard(pending, entered.rev))
         }
         .instrument(span)
         .await
@@ -89,92 +88,33 @@ impl Mutex {
             .try_lock_owned()
             .map_err(|_| Error::Locked(self.prefix.clone()))?;
         self.session.check_alive()?;
-        let mut pending = PendingKey::start(self, local);
+        let mut pending = self.enter(local);
         let entered = pending.entered().await?;
         if entered.first {
-            Ok(pending.into_guard(entered.rev))
+            Ok(self.guard(pending, entered.rev))
         } else {
             // Dropping `pending` removes our key (compare-and-delete on our revision).
             Err(Error::Locked(self.prefix.clone()))
         }
     }
-}
 
-/// A waiter key whose fate is not settled yet. If dropped before it becomes a guard,
-/// it deletes the key in the background — after the in-flight put has finished, so
-/// the delete cannot race ahead of the put and miss it.
-struct PendingKey {
-    session: Session,
-    key: String,
-    local: Option<OwnedMutexGuard<()>>,
-    put: Option<JoinHandle<Result<Entered>>>,
-    rev: Option<i64>,
-}
-
-impl PendingKey {
-    fn start(mutex: &Mutex, local: OwnedMutexGuard<()>) -> PendingKey {
-        let (session, prefix, key) = (
-            mutex.session.clone(),
-            mutex.prefix.clone(),
-            mutex.key.clone(),
-        );
-        let put = tokio::spawn(async move { enter(&session, &prefix, &key, b"").await });
-        PendingKey {
-            session: mutex.session.clone(),
-            key: mutex.key.clone(),
-            local: Some(local),
-            put: Some(put),
-            rev: None,
-        }
+    /// Puts our (empty-valued) waiter key; dropping the result before it is kept
+    /// removes the key again.
+    fn enter(&self, local: OwnedMutexGuard<()>) -> PendingKey {
+        PendingKey::start(&self.session, &self.prefix, &self.key, Vec::new(), local)
     }
 
-    async fn entered(&mut self) -> Result<Entered> {
-        let put = self.put.as_mut().expect("entered() is called once");
-        let entered = match put.await {
-            Ok(result) => result,
-            Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
-            Err(_) => Err(Error::Etcd(etcd_client::Error::IoError(
-                std::io::Error::new(std::io::ErrorKind::Interrupted, "runtime shutting down"),
-            ))),
-        };
-        self.put = None;
-        let entered = entered?;
-        self.rev = Some(entered.rev);
-        Ok(entered)
-    }
-
-    fn into_guard(mut self, rev: i64) -> MutexGuard {
+    /// Turns a pending key that reached the front of the line into a guard.
+    fn guard(&self, pending: PendingKey, rev: i64) -> MutexGuard {
         let hold = info_span!("coord.mutex.hold", key = %self.key, fencing_token = rev);
         MutexGuard {
             session: self.session.clone(),
-            key: std::mem::take(&mut self.key),
+            key: self.key.clone(),
             rev,
-            local: self.local.take(),
+            local: pending.keep(),
             released: false,
             _hold: hold,
         }
-    }
-}
-
-impl Drop for PendingKey {
-    fn drop(&mut self) {
-        let Some(local) = self.local.take() else {
-            return; // became a guard
-        };
-        let (mut client, key) = (self.session.client(), std::mem::take(&mut self.key));
-        let (put, rev) = (self.put.take(), self.rev);
-        spawn_cleanup(async move {
-            let rev = match (rev, put) {
-                (Some(rev), _) => Some(rev),
-                (None, Some(put)) => put.await.ok().and_then(|r| r.ok()).map(|e| e.rev),
-                (None, None) => None,
-            };
-            if let Some(rev) = rev {
-                let _ = compare_delete(&mut client, &key, rev).await;
-            }
-            // Only now may the next local user of this name enter.
-            drop(local);
-        });
     }
 }
 
@@ -243,15 +183,11 @@ impl Drop for MutexGuard {
         if self.released {
             return;
         }
-        let (mut client, key, rev, local) = (
-            self.session.client(),
+        release_in_background(
+            &self.session,
             std::mem::take(&mut self.key),
             self.rev,
             self.local.take(),
         );
-        spawn_cleanup(async move {
-            let _ = compare_delete(&mut client, &key, rev).await;
-            drop(local);
-        });
     }
 }

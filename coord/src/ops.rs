@@ -17,6 +17,8 @@ use etcd_client::{
     Client, Compare, CompareOp, EventType, GetOptions, PutOptions, SortOrder, SortTarget, Txn,
     TxnOp, WatchFilterType, WatchOptions,
 };
+use tokio::sync::OwnedMutexGuard;
+use tokio::task::JoinHandle;
 use tokio::time::sleep;
 use tracing::debug;
 
@@ -30,7 +32,6 @@ pub(crate) struct Entered {
     /// True when our key is the oldest under the prefix, i.e. we hold it already.
     pub first: bool,
     /// The value our key had if it already existed (the txn's else branch).
-    #[allow(dead_code)] // read by Election
     pub existing_value: Option<Vec<u8>>,
 }
 
@@ -57,7 +58,13 @@ pub(crate) async fn enter(
             TxnOp::get(prefix, Some(oldest.clone())),
         ])
         .or_else([TxnOp::get(key, None), TxnOp::get(prefix, Some(oldest))]);
-    let resp = session.client().txn(txn).await?;
+    let resp = session.client().txn(txn).await.map_err(|e| match e {
+        // The lease is gone but the keepalive has not noticed yet.
+        etcd_client::Error::GRpcStatus(s) if s.message().contains("lease not found") => {
+            Error::SessionExpired(session.lease())
+        }
+        other => other.into(),
+    })?;
     let (rev, existing_value) = if resp.succeeded() {
         (txn_rev(&resp), None)
     } else {
@@ -76,6 +83,104 @@ pub(crate) async fn enter(
         first,
         existing_value,
     })
+}
+
+/// A queue key whose fate is not settled yet: entering is in flight or done, but the
+/// caller has not decided to keep the key. If dropped before [`PendingKey::keep`], it
+/// deletes the key in the background — after the in-flight put has finished, so the
+/// delete cannot race ahead of the put and miss it. This is what makes `lock()` and
+/// `campaign()` cancel-safe.
+///
+/// It also carries the session's local lock for the key (see `Session::local_lock`),
+/// released only once the key is gone, so the next same-session user starts clean.
+pub(crate) struct PendingKey {
+    session: Session,
+    key: String,
+    local: Option<OwnedMutexGuard<()>>,
+    put: Option<JoinHandle<Result<Entered>>>,
+    rev: Option<i64>,
+}
+
+impl PendingKey {
+    /// Starts [`enter`] for `key` under `prefix` with `value`, in a task of its own so
+    /// that the put completes (and can be undone) even if the caller is dropped.
+    pub(crate) fn start(
+        session: &Session,
+        prefix: &str,
+        key: &str,
+        value: Vec<u8>,
+        local: OwnedMutexGuard<()>,
+    ) -> PendingKey {
+        let (task_session, prefix, task_key) = (session.clone(), prefix.to_owned(), key.to_owned());
+        let put =
+            tokio::spawn(async move { enter(&task_session, &prefix, &task_key, &value).await });
+        PendingKey {
+            session: session.clone(),
+            key: key.to_owned(),
+            local: Some(local),
+            put: Some(put),
+            rev: None,
+        }
+    }
+
+    /// Waits for the put to finish and returns where we entered. Called once.
+    pub(crate) async fn entered(&mut self) -> Result<Entered> {
+        let put = self.put.as_mut().expect("entered() is called once");
+        let entered = match put.await {
+            Ok(result) => result,
+            Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+            Err(_) => Err(Error::Etcd(etcd_client::Error::IoError(
+                std::io::Error::new(std::io::ErrorKind::Interrupted, "runtime shutting down"),
+            ))),
+        };
+        self.put = None;
+        let entered = entered?;
+        self.rev = Some(entered.rev);
+        Ok(entered)
+    }
+
+    /// Keeps the key (it now belongs to a guard) and hands over the local lock, which
+    /// the guard must hold until it releases the key.
+    pub(crate) fn keep(mut self) -> Option<OwnedMutexGuard<()>> {
+        self.local.take()
+    }
+}
+
+impl Drop for PendingKey {
+    fn drop(&mut self) {
+        let Some(local) = self.local.take() else {
+            return; // kept by a guard
+        };
+        let (mut client, key) = (self.session.client(), std::mem::take(&mut self.key));
+        let (put, rev) = (self.put.take(), self.rev);
+        spawn_cleanup(async move {
+            let rev = match (rev, put) {
+                (Some(rev), _) => Some(rev),
+                (None, Some(put)) => put.await.ok().and_then(|r| r.ok()).map(|e| e.rev),
+                (None, None) => None,
+            };
+            if let Some(rev) = rev {
+                let _ = compare_delete(&mut client, &key, rev).await;
+            }
+            // Only now may the next local user of this name enter.
+            drop(local);
+        });
+    }
+}
+
+/// What a guard's destructor does when it was not released explicitly: compare-delete
+/// its key in the background, then free the session's local lock for the name.
+pub(crate) fn release_in_background(
+    session: &Session,
+    key: String,
+    rev: i64,
+    local: Option<OwnedMutexGuard<()>>,
+) {
+    let mut client = session.client();
+    spawn_cleanup(async move {
+        let _ = compare_delete(&mut client, &key, rev).await;
+        drop(local);
+    });
 }
 
 /// Waits until every key under `prefix` created before `my_rev` is gone, i.e. until

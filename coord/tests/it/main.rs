@@ -6,5 +6,7 @@
 //! `scripts/etcd.sh start` runs one.
 
 mod common;
+mod election;
+mod leader;
 mod mutex;
 mod session;
