@@ -13,6 +13,8 @@
 //! |---|---|
 //! | [`session`] | a lease kept alive in the background; the liveness every primitive uses |
 //! | [`mutex`] | distributed lock with a fencing token |
+//! | [`stm`] | software transactional memory: read, decide, write atomically, retried on conflict |
+//! | [`txn`] | a typed builder for plain etcd transactions, with named comparison helpers |
 //! | [`config`] | connecting to etcd (endpoints, credentials) from code or the environment |
 //! | [`error`] | the crate's one error type and the `timeout` helper |
 //! | `key`, `ops` (private) | key layout helpers; enter / wait / leave a queue of waiters |
@@ -29,9 +31,12 @@ mod key;
 pub mod mutex;
 mod ops;
 pub mod session;
+pub mod stm;
+pub mod txn;
 
 pub use config::{connect_from_env, EtcdConfig};
 pub use error::{timeout, Error, Result};
 pub use etcd_client;
 pub use mutex::{Mutex, MutexGuard};
 pub use session::{Session, SessionBuilder};
+pub use txn::{Ops, Txn, TxnOutcome};

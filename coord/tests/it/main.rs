@@ -8,3 +8,5 @@
 mod common;
 mod mutex;
 mod session;
+mod stm;
+mod txn;
