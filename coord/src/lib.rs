@@ -15,6 +15,8 @@
 //! | [`mutex`] | distributed lock with a fencing token |
 //! | [`election`] | leader election: campaign, proclaim, resign, observe leader changes |
 //! | [`leader`] | run a job on one replica at a time; cancel it when leadership is lost |
+//! | [`stm`] | software transactional memory: read, decide, write atomically, retried on conflict |
+//! | [`txn`] | a typed builder for plain etcd transactions, with named comparison helpers |
 //! | [`config`] | connecting to etcd (endpoints, credentials) from code or the environment |
 //! | [`error`] | the crate's one error type and the `timeout` helper |
 //! | `key`, `ops` (private) | key layout helpers; enter / wait / leave a queue of waiters |
@@ -33,6 +35,8 @@ pub mod leader;
 pub mod mutex;
 mod ops;
 pub mod session;
+pub mod stm;
+pub mod txn;
 
 pub use config::{connect_from_env, EtcdConfig};
 pub use election::{Election, ElectionObserver, LeaderEvent, LeaderInfo, Leadership};
@@ -41,3 +45,4 @@ pub use etcd_client;
 pub use leader::{run_as_leader, LeaderContext, LeaderJob, LeaderOutcome};
 pub use mutex::{Mutex, MutexGuard};
 pub use session::{Session, SessionBuilder};
+pub use txn::{Ops, Txn, TxnOutcome};

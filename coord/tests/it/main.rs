@@ -10,3 +10,5 @@ mod election;
 mod leader;
 mod mutex;
 mod session;
+mod stm;
+mod txn;
