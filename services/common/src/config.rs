@@ -125,9 +125,8 @@ impl CommonSettings {
             var("GRPC_ADDR"),
             SocketAddr::from(([0, 0, 0, 0], service.default_port())),
         )?;
-        let url = var("DATABASE_URL").unwrap_or_else(|| {
-            format!("postgres://postgres@127.0.0.1:5432/{}", service.as_str())
-        });
+        let url = var("DATABASE_URL")
+            .unwrap_or_else(|| format!("postgres://postgres@127.0.0.1:5432/{}", service.as_str()));
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(ConfigError(
                 "DATABASE_URL must start with postgres:// or postgresql://".into(),
@@ -145,11 +144,13 @@ impl CommonSettings {
             acquire_timeout: Duration::from_secs(5),
         };
         if database.max_connections == 0 {
-            return Err(ConfigError("DATABASE_MAX_CONNECTIONS must be at least 1".into()));
+            return Err(ConfigError(
+                "DATABASE_MAX_CONNECTIONS must be at least 1".into(),
+            ));
         }
         let endpoints = var("ETCD_ENDPOINTS").unwrap_or_else(|| "127.0.0.1:2379".into());
-        let mut etcd_config =
-            coord::EtcdConfig::new(&endpoints).map_err(|e| ConfigError(format!("ETCD_ENDPOINTS: {e}")))?;
+        let mut etcd_config = coord::EtcdConfig::new(&endpoints)
+            .map_err(|e| ConfigError(format!("ETCD_ENDPOINTS: {e}")))?;
         match (var("ETCD_USERNAME"), var("ETCD_PASSWORD")) {
             (Some(user), Some(password)) => etcd_config.credentials = Some((user, password)),
             (None, None) => {}
@@ -167,7 +168,9 @@ impl CommonSettings {
         }
         let session_ttl: i64 = parse_or("ETCD_SESSION_TTL", var("ETCD_SESSION_TTL"), 10)?;
         if session_ttl < 1 {
-            return Err(ConfigError("ETCD_SESSION_TTL must be at least 1 second".into()));
+            return Err(ConfigError(
+                "ETCD_SESSION_TTL must be at least 1 second".into(),
+            ));
         }
         let peer = |name: &str, of: ServiceName| {
             var(name)
@@ -257,9 +260,13 @@ mod tests {
     fn bad_values_name_the_variable() {
         let e = settings(&[("GRPC_ADDR", "nope")]).unwrap_err().to_string();
         assert!(e.contains("GRPC_ADDR"), "{e}");
-        let e = settings(&[("ETCD_USERNAME", "root")]).unwrap_err().to_string();
+        let e = settings(&[("ETCD_USERNAME", "root")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("ETCD_PASSWORD"), "{e}");
-        let e = settings(&[("DATABASE_URL", "mysql://x")]).unwrap_err().to_string();
+        let e = settings(&[("DATABASE_URL", "mysql://x")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("DATABASE_URL"), "{e}");
     }
 

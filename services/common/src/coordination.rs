@@ -51,7 +51,10 @@ impl SharedSession {
             if !session.is_expired() {
                 return Ok(session.clone());
             }
-            tracing::warn!(lease = format_args!("{:x}", session.lease()), "etcd session lost; starting a new one");
+            tracing::warn!(
+                lease = format_args!("{:x}", session.lease()),
+                "etcd session lost; starting a new one"
+            );
         }
         let client = match &state.client {
             Some(client) => client.clone(),
@@ -65,7 +68,11 @@ impl SharedSession {
             .ttl(self.settings.session_ttl)
             .build()
             .await?;
-        tracing::info!(lease = format_args!("{:x}", session.lease()), ttl = session.ttl(), "etcd session started");
+        tracing::info!(
+            lease = format_args!("{:x}", session.lease()),
+            ttl = session.ttl(),
+            "etcd session started"
+        );
         state.session = Some(session.clone());
         Ok(session)
     }
@@ -77,8 +84,12 @@ impl SharedSession {
         if let Some(session) = session {
             match tokio::time::timeout(Duration::from_secs(2), session.close()).await {
                 Ok(Ok(())) => tracing::info!("etcd session closed"),
-                Ok(Err(e)) => tracing::warn!(error = %e, "closing the etcd session failed; its lease will expire"),
-                Err(_) => tracing::warn!("closing the etcd session timed out; its lease will expire"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "closing the etcd session failed; its lease will expire")
+                }
+                Err(_) => {
+                    tracing::warn!("closing the etcd session timed out; its lease will expire")
+                }
             }
         }
     }

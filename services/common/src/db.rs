@@ -65,7 +65,8 @@ pub async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::R
         {
             Ok(_) => tracing::info!(database = %name, "created database"),
             // Another replica created it between our check and our create.
-            Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("42P04" | "23505")) => {}
+            Err(sqlx::Error::Database(e))
+                if matches!(e.code().as_deref(), Some("42P04" | "23505")) => {}
             Err(e) => return Err(e.into()),
         }
     }

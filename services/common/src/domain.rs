@@ -146,10 +146,7 @@ impl OrderId {
             return Err(ValidationError::new(field, "must not be empty"));
         }
         Uuid::parse_str(raw).map(OrderId).map_err(|_| {
-            ValidationError::new(
-                field,
-                format!("{:?} is not a UUID", truncate(raw, 80)),
-            )
+            ValidationError::new(field, format!("{:?} is not a UUID", truncate(raw, 80)))
         })
     }
     pub fn as_uuid(self) -> Uuid {
@@ -240,12 +237,7 @@ pub enum Strategy {
 }
 
 impl Strategy {
-    pub const ALL: [Strategy; 4] = [
-        Strategy::None,
-        Strategy::Mutex,
-        Strategy::Stm,
-        Strategy::Pg,
-    ];
+    pub const ALL: [Strategy; 4] = [Strategy::None, Strategy::Mutex, Strategy::Stm, Strategy::Pg];
 
     /// `none`, `mutex`, `stm`, `pg`: the name in configuration, logs and the database.
     pub fn as_str(self) -> &'static str {
@@ -328,7 +320,10 @@ mod tests {
     #[test]
     fn bad_lines_name_the_field() {
         let e = Cart::parse("items", [("a", 1), ("b", 0)]).unwrap_err();
-        assert_eq!(e.to_string(), "items[1].quantity: must be at least 1, got 0");
+        assert_eq!(
+            e.to_string(),
+            "items[1].quantity: must be at least 1, got 0"
+        );
         let e = Cart::parse("items", [("a/b", 1)]).unwrap_err();
         assert!(e.to_string().starts_with("items[0].sku:"), "{e}");
         assert!(Cart::parse("items", []).is_err());

@@ -104,9 +104,13 @@ impl GrpcServer {
         let signal = async move {
             shutdown.await;
             tracing::info!(%local_addr, "shutting down: draining requests in flight");
-            health.set_service_status("", ServingStatus::NotServing).await;
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
             for name in services {
-                health.set_service_status(name, ServingStatus::NotServing).await;
+                health
+                    .set_service_status(name, ServingStatus::NotServing)
+                    .await;
             }
         };
         Server::builder()

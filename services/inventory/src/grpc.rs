@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use shop_common::db::status_for;
-use shop_common::telemetry::error_chain;
 use shop_common::domain::{Cart, OrderId, Sku, Strategy, ValidationError};
 use shop_common::leaders::{list_leaders, LeaderDirectory};
+use shop_common::telemetry::error_chain;
 use shop_proto::v1 as pb;
 use shop_proto::v1::inventory_service_server::InventoryService;
 use tonic::{Request, Response, Status};
@@ -56,7 +56,10 @@ impl InventoryService for InventoryApi {
         if !(0..=MAX_STOCK).contains(&request.available) {
             return Err(StockError::Validation(ValidationError::new(
                 "available",
-                format!("must be between 0 and {MAX_STOCK}, got {}", request.available),
+                format!(
+                    "must be between 0 and {MAX_STOCK}, got {}",
+                    request.available
+                ),
             ))
             .into());
         }
@@ -74,7 +77,12 @@ impl InventoryService for InventoryApi {
         request: Request<pb::GetStockRequest>,
     ) -> Result<Response<pb::Stock>, Status> {
         let sku = Sku::parse("sku", &request.get_ref().sku).map_err(StockError::Validation)?;
-        match self.db.get_stock(&sku).await.map_err(StockError::Database)? {
+        match self
+            .db
+            .get_stock(&sku)
+            .await
+            .map_err(StockError::Database)?
+        {
             Some(level) => Ok(Response::new(stock_to_proto(level))),
             None => Err(StockError::NotFound(sku).into()),
         }

@@ -34,6 +34,60 @@ pub struct StockLevel {
     pub fence_token: i64,
 }
 
+/// A SKU's counters next to what its reservation rows add up to: the input of the
+/// reconciliation job (planned: leader-elected `reconcile-stock`) and of the tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StockAudit {
+    pub level: StockLevel,
+    /// Units on lines of RESERVED reservations.
+    pub lines_reserved: i64,
+    /// Units on lines of COMMITTED reservations.
+    pub lines_committed: i64,
+}
+
+impl StockAudit {
+    /// Units promised to buyers (reserved or sold) according to the reservation rows.
+    pub fn promised(&self) -> i64 {
+        self.lines_reserved + self.lines_committed
+    }
+
+    /// Where the counters disagree with the rows (empty when they agree).
+    pub fn drift(&self) -> Vec<String> {
+        let mut drift = Vec::new();
+        if self.level.reserved != self.lines_reserved {
+            drift.push(format!(
+                "{}: reserved counter {} but reservation rows hold {}",
+                self.level.sku, self.level.reserved, self.lines_reserved
+            ));
+        }
+        if self.level.sold != self.lines_committed {
+            drift.push(format!(
+                "{}: sold counter {} but committed rows hold {}",
+                self.level.sku, self.level.sold, self.lines_committed
+            ));
+        }
+        drift
+    }
+
+    /// `Ok` when the counters agree with the rows and no unit was created or lost
+    /// since the SKU was stocked with `initial` units (and not restocked since).
+    pub fn check(&self, initial: i64) -> Result<(), String> {
+        let mut problems = self.drift();
+        let l = &self.level;
+        if l.available + l.reserved + l.sold != initial {
+            problems.push(format!(
+                "{}: available {} + reserved {} + sold {} != {initial} stocked",
+                l.sku, l.available, l.reserved, l.sold
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
+
 /// An order's reservation state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReservationState {
@@ -177,6 +231,27 @@ impl InventoryDb {
         .fetch_optional(&self.pool)
         .await?;
         row.map(|row| stock_level(sku, &row)).transpose()
+    }
+
+    /// The counters and reservation rows of a SKU (`None` if unknown).
+    pub async fn audit(&self, sku: &Sku) -> Result<Option<StockAudit>, sqlx::Error> {
+        let Some(level) = self.get_stock(sku).await? else {
+            return Ok(None);
+        };
+        let (lines_reserved, lines_committed): (i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(l.quantity) FILTER (WHERE r.state = 'RESERVED'), 0)::bigint,
+                    COALESCE(SUM(l.quantity) FILTER (WHERE r.state = 'COMMITTED'), 0)::bigint
+             FROM reservation_lines l JOIN reservations r USING (order_id)
+             WHERE l.sku = $1",
+        )
+        .bind(sku.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Some(StockAudit {
+            level,
+            lines_reserved,
+            lines_committed,
+        }))
     }
 
     /// The cart's SKUs that do not exist, sorted.
@@ -412,10 +487,7 @@ async fn set_state(
 
 /// Reads a SKU's available units (no row lock: that is the point of `none` and the
 /// job of the lock in `mutex`).
-async fn read_available(
-    tx: &mut Transaction<'_, Postgres>,
-    sku: &Sku,
-) -> Result<i64, sqlx::Error> {
+async fn read_available(tx: &mut Transaction<'_, Postgres>, sku: &Sku) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT available FROM stock WHERE sku = $1")
         .bind(sku.as_str())
         .fetch_one(&mut **tx)

@@ -43,8 +43,16 @@ impl Settings {
         let lookup = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         Ok(Settings {
             common: CommonSettings::from_env(ServiceName::Inventory)?,
-            default_strategy: parse_or("DEFAULT_STRATEGY", lookup("DEFAULT_STRATEGY"), Strategy::Mutex)?,
-            think_time: Duration::from_millis(parse_or("THINK_TIME_MS", lookup("THINK_TIME_MS"), 2)?),
+            default_strategy: parse_or(
+                "DEFAULT_STRATEGY",
+                lookup("DEFAULT_STRATEGY"),
+                Strategy::Mutex,
+            )?,
+            think_time: Duration::from_millis(parse_or(
+                "THINK_TIME_MS",
+                lookup("THINK_TIME_MS"),
+                2,
+            )?),
             lock_timeout: Duration::from_millis(parse_or(
                 "LOCK_TIMEOUT_MS",
                 lookup("LOCK_TIMEOUT_MS"),

@@ -139,7 +139,9 @@ pub struct Order {
 /// A validated PaymentResult.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PaymentOutcome {
-    Captured { payment_id: String },
+    Captured {
+        payment_id: String,
+    },
     Failed {
         payment_id: Option<String>,
         reason: String,
@@ -152,11 +154,18 @@ pub const MAX_PAYMENT_ID_LEN: usize = 128;
 pub const MAX_REASON_LEN: usize = 500;
 
 impl PaymentOutcome {
-    pub fn parse(ok: bool, payment_id: &str, reason: &str) -> Result<PaymentOutcome, ValidationError> {
+    pub fn parse(
+        ok: bool,
+        payment_id: &str,
+        reason: &str,
+    ) -> Result<PaymentOutcome, ValidationError> {
         if payment_id.len() > MAX_PAYMENT_ID_LEN {
             return Err(ValidationError::new(
                 "payment_id",
-                format!("must be at most {MAX_PAYMENT_ID_LEN} characters, got {}", payment_id.len()),
+                format!(
+                    "must be at most {MAX_PAYMENT_ID_LEN} characters, got {}",
+                    payment_id.len()
+                ),
             ));
         }
         if !payment_id.chars().all(|c| c.is_ascii_graphic()) {

@@ -55,7 +55,10 @@ impl OrderApi {
             idempotency_key: IdempotencyKey::parse("idempotency_key", &r.idempotency_key)?,
             customer_id: CustomerId::parse("customer_id", &r.customer_id)?,
             customer_tier,
-            cart: Cart::parse("items", r.items.iter().map(|l| (l.sku.as_str(), l.quantity)))?,
+            cart: Cart::parse(
+                "items",
+                r.items.iter().map(|l| (l.sku.as_str(), l.quantity)),
+            )?,
             strategy: Strategy::from_proto("strategy", r.strategy)?
                 .unwrap_or(self.default_strategy),
             sale_id: r
@@ -152,7 +155,11 @@ pub fn order_to_proto(order: &Order) -> pb::Order {
             })
             .collect(),
         strategy: order.request.strategy.to_proto() as i32,
-        sale_id: order.request.sale_id.as_ref().map(|s| s.as_str().to_owned()),
+        sale_id: order
+            .request
+            .sale_id
+            .as_ref()
+            .map(|s| s.as_str().to_owned()),
         status: status as i32,
         status_reason: order.status_reason.clone(),
         payment_id: order.payment_id.clone().unwrap_or_default(),

@@ -93,12 +93,14 @@ impl OrdersDb {
     }
 
     pub async fn get(&self, id: OrderId) -> Result<Option<Order>, sqlx::Error> {
-        sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders o WHERE order_id = $1"))
-            .bind(id.as_uuid())
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|row| order_from_row(&row))
-            .transpose()
+        sqlx::query(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders o WHERE order_id = $1"
+        ))
+        .bind(id.as_uuid())
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|row| order_from_row(&row))
+        .transpose()
     }
 
     pub async fn get_by_key(&self, key: &IdempotencyKey) -> Result<Option<Order>, sqlx::Error> {
@@ -142,10 +144,12 @@ impl OrdersDb {
 
     /// Records that inventory confirmed the Commit/Release of a PAID/CANCELLED order.
     pub async fn mark_stock_settled(&self, id: OrderId) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE orders SET stock_settled = true, updated_at = now() WHERE order_id = $1")
-            .bind(id.as_uuid())
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE orders SET stock_settled = true, updated_at = now() WHERE order_id = $1",
+        )
+        .bind(id.as_uuid())
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -182,7 +186,9 @@ fn order_from_row(row: &PgRow) -> Result<Order, sqlx::Error> {
     let bad = |what: &str, value: &str| decode_error(what, value);
     let cart = Cart::parse(
         "order_lines",
-        skus.iter().map(String::as_str).zip(quantities.iter().copied()),
+        skus.iter()
+            .map(String::as_str)
+            .zip(quantities.iter().copied()),
     )
     .map_err(|e| bad("order lines", &e.to_string()))?;
     Ok(Order {

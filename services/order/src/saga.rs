@@ -39,7 +39,9 @@ pub enum CreateOrderError {
     Refused(tonic::Status),
     /// Inventory failed or could not be reached; the attempt was compensated (Release)
     /// and removed, so nothing is reserved and no order is kept.
-    #[error("inventory unavailable ({0}); nothing was reserved, retry with the same idempotency key")]
+    #[error(
+        "inventory unavailable ({0}); nothing was reserved, retry with the same idempotency key"
+    )]
     InventoryUnavailable(String),
     /// Inventory failed and the compensation could not be confirmed either.
     #[error("inventory unavailable ({message}); order {id} stays PENDING and a retry with the same idempotency key resumes it")]
@@ -150,7 +152,10 @@ impl Saga {
                         return self
                             .compensate(
                                 id,
-                                format!("inventory answered an unknown outcome {}", response.outcome),
+                                format!(
+                                    "inventory answered an unknown outcome {}",
+                                    response.outcome
+                                ),
                             )
                             .await
                     }
@@ -243,9 +248,11 @@ impl Saga {
                 PaymentOutcome::Captured { payment_id } => {
                     (OrderStatus::Paid, "", Some(payment_id.as_str()))
                 }
-                PaymentOutcome::Failed { payment_id, reason } => {
-                    (OrderStatus::Cancelled, reason.as_str(), payment_id.as_deref())
-                }
+                PaymentOutcome::Failed { payment_id, reason } => (
+                    OrderStatus::Cancelled,
+                    reason.as_str(),
+                    payment_id.as_deref(),
+                ),
             };
             (order, _) = self
                 .db

@@ -75,7 +75,12 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        Self::build_with(settings, Arc::new(PaymentQueueNotWired), Arc::new(NoLeaderJobs)).await
+        Self::build_with(
+            settings,
+            Arc::new(PaymentQueueNotWired),
+            Arc::new(NoLeaderJobs),
+        )
+        .await
     }
 
     /// [`Application::build`] with the saga's integration points filled in: the payment

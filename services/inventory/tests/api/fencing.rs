@@ -19,7 +19,11 @@ async fn a_stale_lock_holder_is_rejected_by_the_fenced_write() {
     // Holder A takes the SKU's lock (the same name the service's mutex strategy uses)
     // and reads the stock; then it "pauses".
     let mut etcd = EtcdConfig::from_env().unwrap().connect().await.unwrap();
-    let session_a = Session::builder(etcd.clone()).ttl(30).build().await.unwrap();
+    let session_a = Session::builder(etcd.clone())
+        .ttl(30)
+        .build()
+        .await
+        .unwrap();
     let guard_a = coord::Mutex::new(&session_a, &lock_name)
         .unwrap()
         .lock()
@@ -34,21 +38,28 @@ async fn a_stale_lock_holder_is_rejected_by_the_fenced_write() {
     // B (the service, under its own session) now gets the lock and writes with a
     // newer token.
     let order_b = new_order_id();
-    let r = coord::timeout(
-        Duration::from_secs(10),
-        async { Ok(app.reserve(&order_b, &[("melon", 1)], Strategy::Mutex).await) },
-    )
+    let r = coord::timeout(Duration::from_secs(10), async {
+        Ok(app
+            .reserve(&order_b, &[("melon", 1)], Strategy::Mutex)
+            .await)
+    })
     .await
     .expect("B gets the lock once A's lease is gone")
     .unwrap();
     assert_eq!(outcome(&r), pb::ReserveOutcome::Reserved);
     let after_b = app
         .client()
-        .get_stock(pb::GetStockRequest { sku: "melon".into() })
+        .get_stock(pb::GetStockRequest {
+            sku: "melon".into(),
+        })
         .await
         .unwrap()
         .into_inner();
-    assert!(after_b.fence_token > stale_token, "B's token {} must exceed A's {stale_token}", after_b.fence_token);
+    assert!(
+        after_b.fence_token > stale_token,
+        "B's token {} must exceed A's {stale_token}",
+        after_b.fence_token
+    );
 
     // A wakes up, still believing it holds the lock, and makes its write with its
     // token: the database rejects it and nothing of A's reservation is stored.
@@ -61,7 +72,10 @@ async fn a_stale_lock_holder_is_rejected_by_the_fenced_write() {
             order_a,
             &cart,
             Strategy::Mutex,
-            StockCheck::Fenced { tokens: &tokens, think_time: Duration::ZERO },
+            StockCheck::Fenced {
+                tokens: &tokens,
+                think_time: Duration::ZERO,
+            },
         )
         .await
         .unwrap_err();
@@ -73,13 +87,24 @@ async fn a_stale_lock_holder_is_rejected_by_the_fenced_write() {
         other => panic!("expected a stale-token rejection, got {other:?}"),
     }
     let t = app.truth("melon").await;
-    assert_eq!((t.available, t.reserved), (9, 1), "only B's unit is taken");
+    assert_eq!(
+        (t.available(), t.reserved()),
+        (9, 1),
+        "only B's unit is taken"
+    );
     t.assert_consistent(10);
-    assert_eq!(db.reservation_state(order_a).await.unwrap(), None, "A left no reservation");
+    assert_eq!(
+        db.reservation_state(order_a).await.unwrap(),
+        None,
+        "A left no reservation"
+    );
 
     // A's unlock reports what happened instead of deleting B's key.
     let unlocked = guard_a.unlock().await;
-    assert!(matches!(unlocked, Err(coord::Error::OwnershipLost(_))), "{unlocked:?}");
+    assert!(
+        matches!(unlocked, Err(coord::Error::OwnershipLost(_))),
+        "{unlocked:?}"
+    );
     app.stop().await;
 }
 
@@ -106,6 +131,6 @@ async fn a_current_token_writes_and_is_recorded() {
         .await
         .unwrap();
     assert!(token_2 > token_1, "every acquisition carries a newer token");
-    assert_eq!(first.available, 2);
+    assert_eq!(first.available(), 2);
     app.stop().await;
 }

@@ -2,8 +2,9 @@
 
 #![allow(dead_code)]
 
+use inventory_service::repository::{InventoryDb, StockAudit};
 use inventory_service::{Application, Settings};
-use shop_common::domain::Strategy;
+use shop_common::domain::{Sku, Strategy};
 use shop_common::testing::{
     init_test_logging, test_settings, unique_etcd_prefix, RunningServer, TestDatabase,
 };
@@ -40,9 +41,8 @@ impl TestInventory {
         let app = Application::build(settings)
             .await
             .expect("build the inventory service");
-        let server = RunningServer::spawn(app.local_addr(), |shutdown| {
-            app.run_until_stopped(shutdown)
-        });
+        let server =
+            RunningServer::spawn(app.local_addr(), |shutdown| app.run_until_stopped(shutdown));
         let client = InventoryServiceClient::connect(server.uri())
             .await
             .expect("connect to the inventory service");
@@ -129,60 +129,46 @@ pub fn new_order_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-/// A SKU's counters and the reservation lines held against it, from the database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Truth {
-    pub available: i64,
-    pub reserved: i64,
-    pub sold: i64,
-    /// Units on lines of RESERVED reservations.
-    pub lines_reserved: i64,
-    /// Units on lines of COMMITTED reservations.
-    pub lines_committed: i64,
+/// A SKU's counters and reservation rows, from the database.
+pub async fn truth(pool: &PgPool, sku: &str) -> Truth {
+    let sku = Sku::parse("sku", sku).unwrap();
+    Truth(
+        InventoryDb::new(pool.clone())
+            .audit(&sku)
+            .await
+            .unwrap()
+            .expect("known SKU"),
+    )
+}
+
+/// [`StockAudit`] with the assertions the tests make.
+#[derive(Debug, Clone)]
+pub struct Truth(pub StockAudit);
+
+impl std::ops::Deref for Truth {
+    type Target = StockAudit;
+    fn deref(&self) -> &StockAudit {
+        &self.0
+    }
 }
 
 impl Truth {
-    /// Units promised to buyers (reserved or sold), according to the reservation rows.
-    pub fn promised(&self) -> i64 {
-        self.lines_reserved + self.lines_committed
+    pub fn available(&self) -> i64 {
+        self.level.available
+    }
+    pub fn reserved(&self) -> i64 {
+        self.level.reserved
+    }
+    pub fn sold(&self) -> i64 {
+        self.level.sold
     }
 
-    /// Counters agree with the rows and nothing was created or lost.
+    /// Counters agree with the rows, and nothing was created or lost.
     #[track_caller]
     pub fn assert_consistent(&self, initial: i64) {
-        assert_eq!(self.reserved, self.lines_reserved, "reserved counter vs rows: {self:?}");
-        assert_eq!(self.sold, self.lines_committed, "sold counter vs rows: {self:?}");
-        assert_eq!(
-            self.available + self.reserved + self.sold,
-            initial,
-            "available + reserved + sold must equal the initial stock: {self:?}"
-        );
-    }
-}
-
-pub async fn truth(pool: &PgPool, sku: &str) -> Truth {
-    let (available, reserved, sold): (i64, i64, i64) =
-        sqlx::query_as("SELECT available, reserved, sold FROM stock WHERE sku = $1")
-            .bind(sku)
-            .fetch_one(pool)
-            .await
-            .expect("stock row");
-    let (lines_reserved, lines_committed): (i64, i64) = sqlx::query_as(
-        "SELECT COALESCE(SUM(l.quantity) FILTER (WHERE r.state = 'RESERVED'), 0)::bigint,
-                COALESCE(SUM(l.quantity) FILTER (WHERE r.state = 'COMMITTED'), 0)::bigint
-         FROM reservation_lines l JOIN reservations r USING (order_id)
-         WHERE l.sku = $1",
-    )
-    .bind(sku)
-    .fetch_one(pool)
-    .await
-    .expect("reservation lines");
-    Truth {
-        available,
-        reserved,
-        sold,
-        lines_reserved,
-        lines_committed,
+        if let Err(problems) = self.check(initial) {
+            panic!("{problems}");
+        }
     }
 }
 

@@ -19,13 +19,13 @@ async fn reserve_then_commit_moves_units_to_sold_once() {
         assert_eq!(outcome(&r), pb::ReserveOutcome::Reserved);
         assert_eq!(r.strategy, strategy.to_proto() as i32);
         let t = app.truth(&sku).await;
-        assert_eq!((t.available, t.reserved, t.sold), (7, 3, 0));
+        assert_eq!((t.available(), t.reserved(), t.sold()), (7, 3, 0));
         for _ in 0..2 {
             let c = app.commit(&order).await.unwrap();
             assert_eq!(c.state, pb::ReservationState::Committed as i32);
         }
         let t = app.truth(&sku).await;
-        assert_eq!((t.available, t.reserved, t.sold), (7, 0, 3));
+        assert_eq!((t.available(), t.reserved(), t.sold()), (7, 0, 3));
         t.assert_consistent(10);
         // Releasing a sale is not a compensation any more.
         let err = app.release(&order).await.unwrap_err();
@@ -40,13 +40,19 @@ async fn release_returns_units_once_and_blocks_a_later_commit() {
     let app = TestInventory::spawn().await;
     app.set_stock("plum", 4).await;
     let order = new_order_id();
-    app.reserve(&order, &[("plum", 4)], Strategy::Pg).await.unwrap();
+    app.reserve(&order, &[("plum", 4)], Strategy::Pg)
+        .await
+        .unwrap();
     for _ in 0..3 {
         let r = app.release(&order).await.unwrap();
         assert_eq!(r.state, pb::ReservationState::Released as i32);
     }
     let t = app.truth("plum").await;
-    assert_eq!((t.available, t.reserved), (4, 0), "released exactly once");
+    assert_eq!(
+        (t.available(), t.reserved()),
+        (4, 0),
+        "released exactly once"
+    );
     t.assert_consistent(4);
     let err = app.commit(&order).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
@@ -65,10 +71,18 @@ async fn release_before_reserve_makes_the_late_reserve_take_nothing() {
         let r = app.release(&order).await.unwrap();
         assert_eq!(r.state, pb::ReservationState::Released as i32);
         let late = app.reserve(&order, &[(&sku, 2)], strategy).await.unwrap();
-        assert_eq!(outcome(&late), pb::ReserveOutcome::AlreadyReleased, "{strategy}");
+        assert_eq!(
+            outcome(&late),
+            pb::ReserveOutcome::AlreadyReleased,
+            "{strategy}"
+        );
         assert!(late.reason.contains("released"), "{late:?}");
         let t = app.truth(&sku).await;
-        assert_eq!((t.available, t.reserved), (5, 0), "{strategy}: nothing taken");
+        assert_eq!(
+            (t.available(), t.reserved()),
+            (5, 0),
+            "{strategy}: nothing taken"
+        );
         t.assert_consistent(5);
     }
     app.stop().await;
@@ -91,7 +105,11 @@ async fn reserve_is_idempotent_also_when_duplicates_race() {
         let again = app.reserve(&order, &[(&sku, 2)], strategy).await.unwrap();
         assert_eq!(outcome(&again), pb::ReserveOutcome::Reserved);
         let t = app.truth(&sku).await;
-        assert_eq!((t.available, t.reserved), (8, 2), "{strategy}: reserved once");
+        assert_eq!(
+            (t.available(), t.reserved()),
+            (8, 2),
+            "{strategy}: reserved once"
+        );
         t.assert_consistent(10);
     }
     app.stop().await;
@@ -111,12 +129,18 @@ async fn a_short_line_reserves_nothing_of_the_whole_cart() {
             .unwrap();
         assert_eq!(outcome(&r), pb::ReserveOutcome::OutOfStock, "{strategy}");
         assert!(
-            r.reason.contains(&b) && r.reason.contains("wanted 3") && r.reason.contains("1 available"),
+            r.reason.contains(&b)
+                && r.reason.contains("wanted 3")
+                && r.reason.contains("1 available"),
             "{r:?}"
         );
         app.truth(&a).await.assert_consistent(5);
-        assert_eq!(app.truth(&a).await.available, 5, "{strategy}: first line rolled back");
-        assert_eq!(app.truth(&b).await.available, 1);
+        assert_eq!(
+            app.truth(&a).await.available(),
+            5,
+            "{strategy}: first line rolled back"
+        );
+        assert_eq!(app.truth(&b).await.available(), 1);
         // Nothing was recorded, so the order can still be released (tombstone).
         app.release(&order).await.unwrap();
     }
@@ -135,12 +159,17 @@ async fn overlapping_multi_sku_carts_never_deadlock_or_oversell() {
         // 30 carts, each wanting two of the three SKUs in a different listed order.
         let buyers = (0..30).map(|i| {
             let (x, y) = (&skus[i % 3], &skus[(i + 1) % 3]);
-            let items = if i % 2 == 0 { [(x, 1), (y, 1)] } else { [(y, 1), (x, 1)] };
+            let items = if i % 2 == 0 {
+                [(x, 1), (y, 1)]
+            } else {
+                [(y, 1), (x, 1)]
+            };
             let app = &app;
             async move {
-                let items: Vec<(&str, i32)> =
-                    items.iter().map(|(s, q)| (s.as_str(), *q)).collect();
-                app.reserve(&new_order_id(), &items, strategy).await.unwrap()
+                let items: Vec<(&str, i32)> = items.iter().map(|(s, q)| (s.as_str(), *q)).collect();
+                app.reserve(&new_order_id(), &items, strategy)
+                    .await
+                    .unwrap()
             }
         });
         let results = futures::future::join_all(buyers).await;
@@ -152,7 +181,7 @@ async fn overlapping_multi_sku_carts_never_deadlock_or_oversell() {
         for sku in &skus {
             let t = app.truth(sku).await;
             t.assert_consistent(20);
-            assert_eq!(t.available, 0, "{strategy} {sku}");
+            assert_eq!(t.available(), 0, "{strategy} {sku}");
         }
     }
     app.stop().await;

@@ -34,11 +34,21 @@ async fn health_reports_the_inventory_service_serving() {
 async fn set_stock_creates_and_updates_a_sku() {
     let app = TestInventory::spawn().await;
     let stock = app.set_stock("apple", 5).await;
-    assert_eq!((stock.sku.as_str(), stock.available, stock.reserved, stock.sold), ("apple", 5, 0, 0));
+    assert_eq!(
+        (
+            stock.sku.as_str(),
+            stock.available,
+            stock.reserved,
+            stock.sold
+        ),
+        ("apple", 5, 0, 0)
+    );
     app.set_stock("apple", 7).await;
     let stock = app
         .client()
-        .get_stock(pb::GetStockRequest { sku: "apple".into() })
+        .get_stock(pb::GetStockRequest {
+            sku: "apple".into(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -77,7 +87,11 @@ async fn etcd_unreachable_makes_mutex_unavailable_and_writes_nothing() {
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
     assert!(err.message().contains("nothing was reserved"), "{err:?}");
     let truth = app.truth("pear").await;
-    assert_eq!((truth.available, truth.reserved), (3, 0), "nothing written");
+    assert_eq!(
+        (truth.available(), truth.reserved()),
+        (3, 0),
+        "nothing written"
+    );
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM reservations")
         .fetch_one(&app.pool)
         .await
