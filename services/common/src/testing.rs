@@ -209,3 +209,67 @@ impl Drop for RunningServer {
         }
     }
 }
+
+/// A TCP forwarder a test can cut, to simulate an outage of the server behind it
+/// (Postgres, etcd, a peer service) without stopping that server for other tests.
+/// While cut, every open connection is closed and new ones are accepted and closed at
+/// once, which is what a client sees of a crashed or partitioned server.
+pub struct TcpProxy {
+    addr: SocketAddr,
+    up: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    task: JoinHandle<()>,
+}
+
+impl TcpProxy {
+    /// Starts forwarding `127.0.0.1:<free port>` to `target`.
+    pub async fn start(target: SocketAddr) -> TcpProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let up = std::sync::Arc::new(tokio::sync::watch::Sender::new(true));
+        let task = tokio::spawn({
+            let up = up.clone();
+            async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if !*up.borrow() {
+                        continue; // dropped: closed at once
+                    }
+                    let mut cut = up.subscribe();
+                    tokio::spawn(async move {
+                        let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                            return;
+                        };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                            _ = cut.wait_for(|up| !*up) => {}
+                        }
+                    });
+                }
+            }
+        });
+        TcpProxy { addr, up, task }
+    }
+
+    /// Where clients should connect.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Closes every forwarded connection and refuses new ones until [`TcpProxy::restore`].
+    pub fn cut(&self) {
+        self.up.send_replace(false);
+    }
+
+    /// Forwards new connections again.
+    pub fn restore(&self) {
+        self.up.send_replace(true);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.task.abort();
+    }
+}

@@ -226,6 +226,9 @@ impl From<ReserveRpcError> for Status {
                 tracing::warn!(error = %e, "reserve: fenced write rejected");
                 Status::aborted(format!("{e}; retry"))
             }
+            ReserveError::Db(ReserveDbError::DifferentCart(_)) => {
+                Status::failed_precondition(e.to_string())
+            }
             ReserveError::Db(ReserveDbError::Database(db)) => status_for(db, "reserve"),
             ReserveError::Db(ReserveDbError::MissingToken(_)) => {
                 tracing::error!(error = %e, "reserve: bug");

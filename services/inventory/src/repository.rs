@@ -170,6 +170,11 @@ pub enum ReserveDbError {
     /// Nothing of this Reserve was written.
     #[error("stale fencing token {token} for SKU {sku}: the lock was lost and a newer holder (token {current}) has written; nothing was written")]
     StaleFencingToken { sku: Sku, token: i64, current: i64 },
+    /// The order already holds a reservation for other lines.
+    #[error(
+        "order {0} already holds a reservation for different lines; an order id reserves one cart"
+    )]
+    DifferentCart(OrderId),
     /// A fenced Reserve was called without a token for one of its SKUs (a bug).
     #[error("no fencing token for SKU {0}")]
     MissingToken(Sku),
@@ -280,6 +285,40 @@ impl InventoryDb {
         state.as_deref().map(ReservationState::from_db).transpose()
     }
 
+    /// What an earlier Reserve or Release of `order` decided, if there was one: a
+    /// retry gets the same answer. A retry must ask for the same lines; a different
+    /// cart under the same order id is [`ReserveDbError::DifferentCart`].
+    pub async fn earlier_outcome(
+        &self,
+        order: OrderId,
+        cart: &Cart,
+    ) -> Result<Option<ReserveOutcome>, ReserveDbError> {
+        match self.reservation_state(order).await? {
+            None => Ok(None),
+            Some(ReservationState::Released) => Ok(Some(ReserveOutcome::AlreadyReleased)),
+            Some(_) => {
+                let held: Vec<(String, i32)> = sqlx::query_as(
+                    "SELECT sku, quantity FROM reservation_lines WHERE order_id = $1 ORDER BY sku",
+                )
+                .bind(order.as_uuid())
+                .fetch_all(&self.pool)
+                .await?;
+                let same = held.len() == cart.lines().len()
+                    && held
+                        .iter()
+                        .zip(cart.lines())
+                        .all(|((sku, quantity), line)| {
+                            sku == line.sku.as_str() && *quantity == line.quantity.get()
+                        });
+                if same {
+                    Ok(Some(ReserveOutcome::Reserved))
+                } else {
+                    Err(ReserveDbError::DifferentCart(order))
+                }
+            }
+        }
+    }
+
     /// Reserves every line of `cart` for `order`, or nothing (see the module docs).
     pub async fn reserve(
         &self,
@@ -303,15 +342,11 @@ impl InventoryDb {
             == 1;
         if !claimed {
             tx.rollback().await?;
-            return Ok(match self.reservation_state(order).await? {
-                Some(ReservationState::Released) => ReserveOutcome::AlreadyReleased,
-                Some(_) => ReserveOutcome::Reserved,
-                None => {
-                    return Err(sqlx::Error::Protocol(format!(
-                        "reservation of order {order} conflicted but is not there"
-                    ))
-                    .into())
-                }
+            return self.earlier_outcome(order, cart).await?.ok_or_else(|| {
+                sqlx::Error::Protocol(format!(
+                    "reservation of order {order} conflicted but is not there"
+                ))
+                .into()
             });
         }
         for line in cart.lines() {

@@ -18,9 +18,7 @@ use coord::MutexGuard;
 use shop_common::coordination::SharedSession;
 use shop_common::domain::{Cart, OrderId, Sku, Strategy};
 
-use crate::repository::{
-    InventoryDb, ReservationState, ReserveDbError, ReserveOutcome, StockCheck,
-};
+use crate::repository::{InventoryDb, ReserveDbError, ReserveOutcome, StockCheck};
 
 /// Why a Reserve failed. Out of stock is not a failure: it is a [`ReserveOutcome`].
 #[derive(Debug, thiserror::Error)]
@@ -90,10 +88,8 @@ impl Reserver {
             return Err(ReserveError::UnknownSkus(unknown));
         }
         // A retry (or a Reserve after Release) is answered without locking anything.
-        match self.db.reservation_state(order).await? {
-            Some(ReservationState::Released) => return Ok(ReserveOutcome::AlreadyReleased),
-            Some(_) => return Ok(ReserveOutcome::Reserved),
-            None => {}
+        if let Some(outcome) = self.db.earlier_outcome(order, cart).await? {
+            return Ok(outcome);
         }
         let think_time = self.think_time;
         match strategy {

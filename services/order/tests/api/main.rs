@@ -8,4 +8,5 @@ mod buyers;
 mod helpers;
 mod idempotency;
 mod orders;
+mod outages;
 mod payments;

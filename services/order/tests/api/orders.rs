@@ -1,4 +1,4 @@
-//! CreateOrder and GetOrder: reserve, reject, refuse, and what an outage leaves.
+//! CreateOrder and GetOrder: reserve, reject, refuse.
 
 use shop_common::domain::Strategy;
 use shop_proto::v1 as pb;
@@ -103,59 +103,6 @@ async fn the_stm_strategy_is_unimplemented_and_keeps_no_order() {
     assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
     assert!(err.message().contains("stm"), "{err:?}");
     assert_eq!(shop.order_count().await, 0);
-    shop.stop().await;
-}
-
-#[tokio::test]
-async fn etcd_unavailable_is_unavailable_with_nothing_written() {
-    let shop = TestShop::spawn_with(|inventory, _| {
-        inventory.common.etcd.config = coord::EtcdConfig::new("127.0.0.1:1").unwrap();
-        inventory.common.etcd.config.connect_timeout = std::time::Duration::from_millis(200);
-        inventory.lock_timeout = std::time::Duration::from_secs(1);
-    })
-    .await;
-    shop.set_stock("tea", 5).await;
-    let err = shop
-        .create(&unique_key(), &[("tea", 1)], Strategy::Mutex)
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
-    assert!(err.message().contains("nothing was reserved"), "{err:?}");
-    assert_eq!(shop.order_count().await, 0, "no order left behind");
-    let t = shop.truth("tea").await;
-    assert_eq!(
-        (t.level.available, t.level.reserved),
-        (5, 0),
-        "no stock taken"
-    );
-    shop.stop().await;
-}
-
-#[tokio::test]
-async fn an_inventory_outage_leaves_a_pending_order_that_a_retry_completes() {
-    let mut shop = TestShop::spawn().await;
-    shop.set_stock("tea", 5).await;
-    shop.stop_inventory().await;
-    let key = unique_key();
-    let err = shop
-        .create(&key, &[("tea", 1)], Strategy::Pg)
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
-    assert!(err.message().contains("stays PENDING"), "{err:?}");
-
-    shop.restart_inventory().await;
-    let order = shop
-        .create(&key, &[("tea", 1)], Strategy::Pg)
-        .await
-        .unwrap();
-    assert_eq!(status(&order), pb::OrderStatus::Reserved);
-    assert_eq!(
-        shop.order_count().await,
-        1,
-        "the retry resumed the same order"
-    );
-    shop.truth("tea").await.check(5).unwrap();
     shop.stop().await;
 }
 
