@@ -41,22 +41,11 @@ impl GrpcServer {
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?
             .with_nodelay(Some(true));
         let local_addr = incoming.local_addr()?;
-        let health = HealthReporter::new();
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(shop_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let mut routes = RoutesBuilder::default();
-        routes
-            .add_service(tonic_health::pb::health_server::HealthServer::new(
-                HealthService::from_health_reporter(health.clone()),
-            ))
-            .add_service(reflection);
         Ok(GrpcServer {
             incoming,
             local_addr,
-            routes,
-            health,
+            routes: RoutesBuilder::default(),
+            health: HealthReporter::new(),
             services: Vec::new(),
         })
     }
@@ -93,14 +82,29 @@ impl GrpcServer {
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send,
-    ) -> Result<(), tonic::transport::Error> {
+    ) -> anyhow::Result<()> {
         let GrpcServer {
             incoming,
-            routes,
+            mut routes,
             health,
             services,
             local_addr,
         } = self;
+        // Reflection advertises exactly what this server serves (the descriptor set
+        // holds every shop service).
+        let mut reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(shop_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("grpc.health.v1.Health")
+            .with_service_name("grpc.reflection.v1.ServerReflection");
+        for name in &services {
+            reflection = reflection.with_service_name(*name);
+        }
+        routes
+            .add_service(tonic_health::pb::health_server::HealthServer::new(
+                HealthService::from_health_reporter(health.clone()),
+            ))
+            .add_service(reflection.build_v1()?);
         let signal = async move {
             shutdown.await;
             tracing::info!(%local_addr, "shutting down: draining requests in flight");
@@ -116,7 +120,8 @@ impl GrpcServer {
         Server::builder()
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, signal)
-            .await
+            .await?;
+        Ok(())
     }
 }
 

@@ -125,6 +125,6 @@ impl Application {
         let served = self.server.run_until_stopped(shutdown).await;
         self.session.close().await;
         self.pool.close().await;
-        Ok(served?)
+        served
     }
 }

@@ -117,6 +117,6 @@ impl Application {
     ) -> anyhow::Result<()> {
         let served = self.server.run_until_stopped(shutdown).await;
         self.pool.close().await;
-        Ok(served?)
+        served
     }
 }

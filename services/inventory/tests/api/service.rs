@@ -31,6 +31,45 @@ async fn health_reports_the_inventory_service_serving() {
 }
 
 #[tokio::test]
+async fn reflection_lists_the_shop_services() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let app = TestInventory::spawn().await;
+    let channel = tonic::transport::Endpoint::from_shared(app.server.uri())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut replies = ServerReflectionClient::new(channel)
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let reply = replies.message().await.unwrap().expect("one reply");
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("unexpected reflection reply {reply:?}");
+    };
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "shop.v1.InventoryService"
+        ]
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn set_stock_creates_and_updates_a_sku() {
     let app = TestInventory::spawn().await;
     let stock = app.set_stock("apple", 5).await;
