@@ -221,6 +221,17 @@ impl Cart {
     pub fn skus(&self) -> impl Iterator<Item = &Sku> {
         self.0.iter().map(|l| &l.sku)
     }
+
+    /// The lines as protobuf, for a request or response at a gRPC boundary.
+    pub fn to_proto(&self) -> Vec<shop_proto::v1::LineItem> {
+        self.0
+            .iter()
+            .map(|l| shop_proto::v1::LineItem {
+                sku: l.sku.as_str().to_owned(),
+                quantity: l.quantity.get(),
+            })
+            .collect()
+    }
 }
 
 /// How inventory guards "is there enough stock?" (see `shop.v1.Strategy`).

@@ -144,16 +144,7 @@ pub fn order_to_proto(order: &Order) -> pb::Order {
         idempotency_key: order.request.idempotency_key.as_str().to_owned(),
         customer_id: order.request.customer_id.as_str().to_owned(),
         customer_tier: tier as i32,
-        items: order
-            .request
-            .cart
-            .lines()
-            .iter()
-            .map(|l| pb::LineItem {
-                sku: l.sku.as_str().to_owned(),
-                quantity: l.quantity.get(),
-            })
-            .collect(),
+        items: order.request.cart.to_proto(),
         strategy: order.request.strategy.to_proto() as i32,
         sale_id: order
             .request

@@ -126,16 +126,7 @@ impl Saga {
         let id = order.id;
         let request = pb::ReserveRequest {
             order_id: id.to_string(),
-            items: order
-                .request
-                .cart
-                .lines()
-                .iter()
-                .map(|l| pb::LineItem {
-                    sku: l.sku.as_str().to_owned(),
-                    quantity: l.quantity.get(),
-                })
-                .collect(),
+            items: order.request.cart.to_proto(),
             strategy: order.request.strategy.to_proto() as i32,
         };
         let reserved = self.inventory.clone().reserve(request).await;

@@ -3,28 +3,9 @@
 use shop_proto::v1 as pb;
 use tonic::Code;
 
+use shop_common::testing::{assert_rejections, only_status};
+
 use crate::helpers::{lines, new_order_id, TestInventory};
-
-/// (case, result, expected code, text the message must contain)
-type Case = (&'static str, Result<(), tonic::Status>, Code, &'static str);
-
-#[track_caller]
-fn check(cases: Vec<Case>) {
-    for (case, result, code, text) in cases {
-        let err = result.expect_err(case);
-        assert_eq!(err.code(), code, "{case}: {err:?}");
-        assert!(
-            err.message().contains(text),
-            "{case}: {:?} should mention {text:?}",
-            err.message()
-        );
-    }
-}
-
-/// Drops the response: the table only looks at errors.
-fn ok<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Result<(), tonic::Status> {
-    r.map(|_| ())
-}
 
 fn reserve(order_id: &str, items: &[(&str, i32)], strategy: i32) -> pb::ReserveRequest {
     pb::ReserveRequest {
@@ -45,170 +26,202 @@ async fn bad_input_is_rejected_with_a_clear_message() {
     let many: Vec<(String, i32)> = (0..51).map(|i| (format!("s{i}"), 1)).collect();
     let many: Vec<(&str, i32)> = many.iter().map(|(s, q)| (s.as_str(), *q)).collect();
 
-    check(vec![
+    assert_rejections(vec![
         (
             "set_stock empty sku",
-            ok(c.clone()
-                .set_stock(pb::SetStockRequest {
-                    sku: "".into(),
-                    available: 1,
-                })
-                .await),
+            only_status(
+                c.clone()
+                    .set_stock(pb::SetStockRequest {
+                        sku: "".into(),
+                        available: 1,
+                    })
+                    .await,
+            ),
             Code::InvalidArgument,
             "sku: must not be empty",
         ),
         (
             "set_stock sku with slash",
-            ok(c.clone()
-                .set_stock(pb::SetStockRequest {
-                    sku: "a/b".into(),
-                    available: 1,
-                })
-                .await),
+            only_status(
+                c.clone()
+                    .set_stock(pb::SetStockRequest {
+                        sku: "a/b".into(),
+                        available: 1,
+                    })
+                    .await,
+            ),
             Code::InvalidArgument,
             "sku: \"a/b\" contains '/'",
         ),
         (
             "set_stock long sku",
-            ok(c.clone()
-                .set_stock(pb::SetStockRequest {
-                    sku: long_sku.clone(),
-                    available: 1,
-                })
-                .await),
+            only_status(
+                c.clone()
+                    .set_stock(pb::SetStockRequest {
+                        sku: long_sku.clone(),
+                        available: 1,
+                    })
+                    .await,
+            ),
             Code::InvalidArgument,
             "at most 64 characters",
         ),
         (
             "set_stock negative",
-            ok(c.clone()
-                .set_stock(pb::SetStockRequest {
-                    sku: "known".into(),
-                    available: -1,
-                })
-                .await),
+            only_status(
+                c.clone()
+                    .set_stock(pb::SetStockRequest {
+                        sku: "known".into(),
+                        available: -1,
+                    })
+                    .await,
+            ),
             Code::InvalidArgument,
             "available: must be between 0",
         ),
         (
             "get_stock empty sku",
-            ok(c.clone()
-                .get_stock(pb::GetStockRequest { sku: "".into() })
-                .await),
+            only_status(
+                c.clone()
+                    .get_stock(pb::GetStockRequest { sku: "".into() })
+                    .await,
+            ),
             Code::InvalidArgument,
             "sku: must not be empty",
         ),
         (
             "get_stock unknown sku",
-            ok(c.clone()
-                .get_stock(pb::GetStockRequest { sku: "nope".into() })
-                .await),
+            only_status(
+                c.clone()
+                    .get_stock(pb::GetStockRequest { sku: "nope".into() })
+                    .await,
+            ),
             Code::NotFound,
             "unknown SKU nope",
         ),
         (
             "reserve malformed order id",
-            ok(c.clone()
-                .reserve(reserve("order-1", &[("known", 1)], pg))
-                .await),
+            only_status(
+                c.clone()
+                    .reserve(reserve("order-1", &[("known", 1)], pg))
+                    .await,
+            ),
             Code::InvalidArgument,
             "order_id: \"order-1\" is not a UUID",
         ),
         (
             "reserve empty order id",
-            ok(c.clone().reserve(reserve("", &[("known", 1)], pg)).await),
+            only_status(c.clone().reserve(reserve("", &[("known", 1)], pg)).await),
             Code::InvalidArgument,
             "order_id: must not be empty",
         ),
         (
             "reserve empty cart",
-            ok(c.clone().reserve(reserve(&ok_id, &[], pg)).await),
+            only_status(c.clone().reserve(reserve(&ok_id, &[], pg)).await),
             Code::InvalidArgument,
             "items: must have at least one line",
         ),
         (
             "reserve zero quantity",
-            ok(c.clone()
-                .reserve(reserve(&ok_id, &[("known", 0)], pg))
-                .await),
+            only_status(
+                c.clone()
+                    .reserve(reserve(&ok_id, &[("known", 0)], pg))
+                    .await,
+            ),
             Code::InvalidArgument,
             "items[0].quantity: must be at least 1, got 0",
         ),
         (
             "reserve negative quantity",
-            ok(c.clone()
-                .reserve(reserve(&ok_id, &[("known", -3)], pg))
-                .await),
+            only_status(
+                c.clone()
+                    .reserve(reserve(&ok_id, &[("known", -3)], pg))
+                    .await,
+            ),
             Code::InvalidArgument,
             "items[0].quantity: must be at least 1, got -3",
         ),
         (
             "reserve huge quantity",
-            ok(c.clone()
-                .reserve(reserve(&ok_id, &[("known", 1001)], pg))
-                .await),
+            only_status(
+                c.clone()
+                    .reserve(reserve(&ok_id, &[("known", 1001)], pg))
+                    .await,
+            ),
             Code::InvalidArgument,
             "items[0].quantity: must be at most 1000",
         ),
         (
             "reserve duplicate sku",
-            ok(c.clone()
-                .reserve(reserve(&ok_id, &[("known", 1), ("known", 2)], pg))
-                .await),
+            only_status(
+                c.clone()
+                    .reserve(reserve(&ok_id, &[("known", 1), ("known", 2)], pg))
+                    .await,
+            ),
             Code::InvalidArgument,
             "items[1].sku: known appears on more than one line",
         ),
         (
             "reserve oversized cart",
-            ok(c.clone().reserve(reserve(&ok_id, &many, pg)).await),
+            only_status(c.clone().reserve(reserve(&ok_id, &many, pg)).await),
             Code::InvalidArgument,
             "items: at most 50 lines",
         ),
         (
             "reserve bad sku",
-            ok(c.clone()
-                .reserve(reserve(&ok_id, &[("bad sku", 1)], pg))
-                .await),
+            only_status(
+                c.clone()
+                    .reserve(reserve(&ok_id, &[("bad sku", 1)], pg))
+                    .await,
+            ),
             Code::InvalidArgument,
             "items[0].sku",
         ),
         (
             "reserve unknown strategy",
-            ok(c.clone()
-                .reserve(reserve(&ok_id, &[("known", 1)], 42))
-                .await),
+            only_status(
+                c.clone()
+                    .reserve(reserve(&ok_id, &[("known", 1)], 42))
+                    .await,
+            ),
             Code::InvalidArgument,
             "strategy: 42 is not a strategy",
         ),
         (
             "reserve unknown skus",
-            ok(c.clone()
-                .reserve(reserve(
-                    &ok_id,
-                    &[("known", 1), ("ghost", 1), ("phantom", 1)],
-                    pg,
-                ))
-                .await),
+            only_status(
+                c.clone()
+                    .reserve(reserve(
+                        &ok_id,
+                        &[("known", 1), ("ghost", 1), ("phantom", 1)],
+                        pg,
+                    ))
+                    .await,
+            ),
             Code::NotFound,
             "unknown SKU(s): ghost, phantom",
         ),
         (
             "commit malformed id",
-            ok(c.clone()
-                .commit(pb::CommitRequest {
-                    order_id: "42".into(),
-                })
-                .await),
+            only_status(
+                c.clone()
+                    .commit(pb::CommitRequest {
+                        order_id: "42".into(),
+                    })
+                    .await,
+            ),
             Code::InvalidArgument,
             "order_id: \"42\" is not a UUID",
         ),
         (
             "release malformed id",
-            ok(c.clone()
-                .release(pb::ReleaseRequest {
-                    order_id: "".into(),
-                })
-                .await),
+            only_status(
+                c.clone()
+                    .release(pb::ReleaseRequest {
+                        order_id: "".into(),
+                    })
+                    .await,
+            ),
             Code::InvalidArgument,
             "order_id: must not be empty",
         ),

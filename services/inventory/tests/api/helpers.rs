@@ -56,6 +56,15 @@ impl TestInventory {
         }
     }
 
+    /// A fresh connection to the service, for clients of other gRPC services on it.
+    pub async fn channel(&self) -> Channel {
+        tonic::transport::Endpoint::from_shared(self.server.uri())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
     pub fn client(&self) -> InventoryServiceClient<Channel> {
         self.client.clone()
     }

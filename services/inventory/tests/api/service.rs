@@ -10,11 +10,7 @@ use crate::helpers::TestInventory;
 #[tokio::test]
 async fn health_reports_the_inventory_service_serving() {
     let app = TestInventory::spawn().await;
-    let channel = tonic::transport::Endpoint::from_shared(app.server.uri())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = app.channel().await;
     let mut health = HealthClient::new(channel);
     for service in ["", "shop.v1.InventoryService"] {
         let status = health
@@ -38,11 +34,7 @@ async fn reflection_lists_the_shop_services() {
     use tonic_reflection::pb::v1::ServerReflectionRequest;
 
     let app = TestInventory::spawn().await;
-    let channel = tonic::transport::Endpoint::from_shared(app.server.uri())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = app.channel().await;
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),

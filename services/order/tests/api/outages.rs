@@ -12,15 +12,33 @@ use tonic::Code;
 
 use crate::helpers::{status, unique_key, TestShop};
 
-/// A proxy in front of the test Postgres server, to cut one service off from it.
-async fn postgres_proxy() -> TcpProxy {
+/// Which service reaches Postgres through the proxy.
+#[derive(Clone, Copy)]
+enum Behind {
+    Order,
+    Inventory,
+}
+
+/// A shop whose `behind` service reaches Postgres through a proxy the test can cut.
+async fn shop_with_postgres_proxy(behind: Behind) -> (TestShop, TcpProxy) {
     let server = server_options();
     let target: SocketAddr = tokio::net::lookup_host((server.get_host(), server.get_port()))
         .await
         .unwrap()
         .next()
         .expect("Postgres address");
-    TcpProxy::start(target).await
+    let proxy = TcpProxy::start(target).await;
+    let port = proxy.addr().port();
+    let shop = TestShop::spawn_with(|inventory, order| {
+        let database = match behind {
+            Behind::Order => &mut order.common.database,
+            Behind::Inventory => &mut inventory.common.database,
+        };
+        database.options = database.options.clone().port(port);
+        database.acquire_timeout = Duration::from_secs(1);
+    })
+    .await;
+    (shop, proxy)
 }
 
 #[tokio::test]
@@ -78,13 +96,7 @@ async fn an_inventory_outage_leaves_a_pending_order_that_a_retry_completes() {
 
 #[tokio::test]
 async fn order_database_down_is_unavailable_and_a_retry_after_recovery_completes() {
-    let proxy = postgres_proxy().await;
-    let port = proxy.addr().port();
-    let shop = TestShop::spawn_with(|_, order| {
-        order.common.database.options = order.common.database.options.clone().port(port);
-        order.common.database.acquire_timeout = Duration::from_secs(1);
-    })
-    .await;
+    let (shop, proxy) = shop_with_postgres_proxy(Behind::Order).await;
     shop.set_stock("tea", 5).await;
     proxy.cut();
     let key = unique_key();
@@ -109,13 +121,7 @@ async fn order_database_down_is_unavailable_and_a_retry_after_recovery_completes
 
 #[tokio::test]
 async fn inventory_database_down_is_unavailable_and_a_retry_after_recovery_completes() {
-    let proxy = postgres_proxy().await;
-    let port = proxy.addr().port();
-    let shop = TestShop::spawn_with(|inventory, _| {
-        inventory.common.database.options = inventory.common.database.options.clone().port(port);
-        inventory.common.database.acquire_timeout = Duration::from_secs(1);
-    })
-    .await;
+    let (shop, proxy) = shop_with_postgres_proxy(Behind::Inventory).await;
     shop.set_stock("tea", 5).await;
     proxy.cut();
     let key = unique_key();
