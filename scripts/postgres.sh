@@ -31,7 +31,12 @@ ready() { "$bin/pg_isready" -q -h 127.0.0.1 -p "$port" -U postgres; }
 case "$cmd" in
   start)
     if ready; then
-      echo "postgres already running on 127.0.0.1:$port" >&2; exit 0
+      if "$bin/psql" -qtA -d "$url" -c 'SELECT 1' >/dev/null 2>&1; then
+        echo "postgres already running on 127.0.0.1:$port" >&2; exit 0
+      fi
+      echo "postgres.sh: a server on 127.0.0.1:$port does not let user postgres in without a" >&2
+      echo "password (another cluster?); use another port: scripts/postgres.sh start 5433" >&2
+      exit 1
     fi
     if [ -f "$run/data/postmaster.pid" ]; then
       as_pg "$bin/pg_ctl" -D "$run/data" stop -m immediate >/dev/null 2>&1 || true

@@ -109,3 +109,32 @@ pub fn status_for(e: &sqlx::Error, what: &str) -> tonic::Status {
         tonic::Status::internal(format!("{what}: internal database error"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreachable_postgres_is_unavailable_and_bugs_are_not() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert!(is_unavailable(&sqlx::Error::Io(refused)));
+        assert!(is_unavailable(&sqlx::Error::PoolTimedOut));
+        assert!(is_unavailable(&sqlx::Error::PoolClosed));
+        assert!(!is_unavailable(&sqlx::Error::RowNotFound));
+        assert!(!is_unavailable(&sqlx::Error::ColumnNotFound("x".into())));
+        let status = status_for(&sqlx::Error::PoolTimedOut, "reserve");
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert_eq!(
+            status.message(),
+            "reserve: the database is unavailable; retry"
+        );
+        let status = status_for(&sqlx::Error::RowNotFound, "reserve");
+        assert_eq!(status.code(), tonic::Code::Internal);
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("test_db"), "\"test_db\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+}
