@@ -65,6 +65,25 @@ impl TestInventory {
             .unwrap()
     }
 
+    /// A second replica of the service: same database, same etcd prefix, its own
+    /// process state (its own etcd session). Stop it before `self`.
+    pub async fn spawn_replica(&self) -> (RunningServer, InventoryServiceClient<Channel>) {
+        let settings = Settings::with_common(test_settings(
+            ServiceName::Inventory,
+            &self.db,
+            &self.etcd_prefix,
+        ));
+        let app = Application::build(settings)
+            .await
+            .expect("build the replica");
+        let server =
+            RunningServer::spawn(app.local_addr(), |shutdown| app.run_until_stopped(shutdown));
+        let client = InventoryServiceClient::connect(server.uri())
+            .await
+            .expect("connect to the replica");
+        (server, client)
+    }
+
     pub fn client(&self) -> InventoryServiceClient<Channel> {
         self.client.clone()
     }

@@ -6,5 +6,6 @@
 mod bad_input;
 mod fencing;
 mod helpers;
+mod replicas;
 mod reservations;
 mod service;
