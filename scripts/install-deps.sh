@@ -5,7 +5,8 @@
 #   - etcd/etcdctl 3.5.16 and the docker compose v2 CLI plugin, unpacked from
 #     Debian trixie's etcd-server, etcd-client and docker-compose packages into
 #     $DEPS (nothing is installed into the system from trixie);
-#   - debootstrap, for building offline container images (scripts/images.sh).
+#   - debootstrap, for building offline container images (scripts/images.sh);
+#   - PostgreSQL 15 (Debian bookworm), run by scripts/postgres.sh for the shop tests.
 # Prints the PATH addition to use: eval "$(scripts/install-deps.sh --env)".
 set -euo pipefail
 DEPS=${COORD_SHOP_DEPS:-$HOME/.cache/coord-shop/deps}

@@ -1,0 +1,280 @@
+//! Configuration from the environment, shared by every service.
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `GRPC_ADDR` | address the service listens on | `0.0.0.0:<service port>` |
+//! | `DATABASE_URL` | the service's own Postgres database | `postgres://postgres@127.0.0.1:5432/<service>` |
+//! | `DATABASE_MAX_CONNECTIONS` | connection pool size | `10` |
+//! | `ETCD_ENDPOINTS`, `ETCD_USERNAME`, `ETCD_PASSWORD` | etcd (see `coord::config`) | `127.0.0.1:2379` |
+//! | `ETCD_PREFIX` | prefix of every etcd key the shop uses | `/shop` |
+//! | `ETCD_SESSION_TTL` | TTL (seconds) of the process's etcd session | `10` |
+//! | `ORDER_ADDR`, `INVENTORY_ADDR`, `PAYMENT_ADDR` | where the other services are | `http://127.0.0.1:5005{1,2,3}` |
+//! | `RUST_LOG` | log filter (tracing `EnvFilter`) | `info` |
+//! | `OTEL_EXPORTER_OTLP_ENDPOINT` | OTLP collector for traces (not exported yet) | none |
+//!
+//! Everything is read through a lookup function, so tests parse configuration without
+//! touching the process environment.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::PgConnectOptions;
+
+/// A setting that could not be used. The message names the variable and what was wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// Which service is configuring itself; decides the defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceName {
+    Order,
+    Inventory,
+    Payment,
+}
+
+impl ServiceName {
+    /// `"order"`, `"inventory"`, `"payment"`: the default database name and log target.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceName::Order => "order",
+            ServiceName::Inventory => "inventory",
+            ServiceName::Payment => "payment",
+        }
+    }
+
+    /// The port the service listens on by default, and where its peers look for it.
+    pub fn default_port(self) -> u16 {
+        match self {
+            ServiceName::Order => 50051,
+            ServiceName::Inventory => 50052,
+            ServiceName::Payment => 50053,
+        }
+    }
+}
+
+/// The settings every service has.
+#[derive(Debug, Clone)]
+pub struct CommonSettings {
+    pub service: ServiceName,
+    pub grpc_addr: SocketAddr,
+    pub database: DatabaseSettings,
+    pub etcd: EtcdSettings,
+    pub peers: PeerAddrs,
+    /// OTLP collector endpoint; see [`crate::telemetry`].
+    pub otel_endpoint: Option<String>,
+}
+
+/// The service's Postgres database.
+#[derive(Clone)]
+pub struct DatabaseSettings {
+    /// Parsed from `DATABASE_URL`; the password stays inside and out of logs.
+    pub options: PgConnectOptions,
+    pub max_connections: u32,
+    /// How long a query waits for a free connection (or a reachable server) before the
+    /// call fails with UNAVAILABLE.
+    pub acquire_timeout: Duration,
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("host", &self.options.get_host())
+            .field("port", &self.options.get_port())
+            .field("user", &self.options.get_username())
+            .field("database", &self.options.get_database())
+            .field("max_connections", &self.max_connections)
+            .finish_non_exhaustive()
+    }
+}
+
+/// etcd: how to connect, and where the shop's keys live.
+#[derive(Debug, Clone)]
+pub struct EtcdSettings {
+    pub config: coord::EtcdConfig,
+    /// Every key the shop writes starts with this (`/shop`), so several shops (or
+    /// tests) can share one etcd.
+    pub prefix: String,
+    /// TTL of the process's one session: how long a crashed replica keeps its locks.
+    pub session_ttl: i64,
+}
+
+/// gRPC addresses (URIs) of the three services, for clients.
+#[derive(Debug, Clone)]
+pub struct PeerAddrs {
+    pub order: String,
+    pub inventory: String,
+    pub payment: String,
+}
+
+impl CommonSettings {
+    /// From the process environment.
+    pub fn from_env(service: ServiceName) -> Result<CommonSettings, ConfigError> {
+        Self::from_lookup(service, |name| std::env::var(name).ok())
+    }
+
+    /// From any lookup function (the environment, or a map in tests).
+    pub fn from_lookup(
+        service: ServiceName,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<CommonSettings, ConfigError> {
+        let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let grpc_addr = parse_or(
+            "GRPC_ADDR",
+            var("GRPC_ADDR"),
+            SocketAddr::from(([0, 0, 0, 0], service.default_port())),
+        )?;
+        let url = var("DATABASE_URL")
+            .unwrap_or_else(|| format!("postgres://postgres@127.0.0.1:5432/{}", service.as_str()));
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(ConfigError(
+                "DATABASE_URL must start with postgres:// or postgresql://".into(),
+            ));
+        }
+        let options = PgConnectOptions::from_str(&url)
+            .map_err(|e| ConfigError(format!("DATABASE_URL is not a Postgres URL: {e}")))?;
+        let database = DatabaseSettings {
+            options,
+            max_connections: parse_or(
+                "DATABASE_MAX_CONNECTIONS",
+                var("DATABASE_MAX_CONNECTIONS"),
+                10,
+            )?,
+            acquire_timeout: Duration::from_secs(5),
+        };
+        if database.max_connections == 0 {
+            return Err(ConfigError(
+                "DATABASE_MAX_CONNECTIONS must be at least 1".into(),
+            ));
+        }
+        let endpoints = var("ETCD_ENDPOINTS").unwrap_or_else(|| "127.0.0.1:2379".into());
+        let mut etcd_config = coord::EtcdConfig::new(&endpoints)
+            .map_err(|e| ConfigError(format!("ETCD_ENDPOINTS: {e}")))?;
+        match (var("ETCD_USERNAME"), var("ETCD_PASSWORD")) {
+            (Some(user), Some(password)) => etcd_config.credentials = Some((user, password)),
+            (None, None) => {}
+            _ => {
+                return Err(ConfigError(
+                    "set both ETCD_USERNAME and ETCD_PASSWORD, or neither".into(),
+                ))
+            }
+        }
+        let prefix = var("ETCD_PREFIX").unwrap_or_else(|| "/shop".into());
+        if !prefix.starts_with('/') || prefix.len() < 2 {
+            return Err(ConfigError(format!(
+                "ETCD_PREFIX must start with '/' and name something, got {prefix:?}"
+            )));
+        }
+        let session_ttl: i64 = parse_or("ETCD_SESSION_TTL", var("ETCD_SESSION_TTL"), 10)?;
+        if session_ttl < 1 {
+            return Err(ConfigError(
+                "ETCD_SESSION_TTL must be at least 1 second".into(),
+            ));
+        }
+        let peer = |name: &str, of: ServiceName| {
+            var(name)
+                .map(|addr| grpc_uri(&addr))
+                .unwrap_or_else(|| format!("http://127.0.0.1:{}", of.default_port()))
+        };
+        Ok(CommonSettings {
+            service,
+            grpc_addr,
+            database,
+            etcd: EtcdSettings {
+                config: etcd_config,
+                prefix: prefix.trim_end_matches('/').to_owned(),
+                session_ttl,
+            },
+            peers: PeerAddrs {
+                order: peer("ORDER_ADDR", ServiceName::Order),
+                inventory: peer("INVENTORY_ADDR", ServiceName::Inventory),
+                payment: peer("PAYMENT_ADDR", ServiceName::Payment),
+            },
+            otel_endpoint: var("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        })
+    }
+}
+
+/// `host:port` becomes `http://host:port`; a value with a scheme is kept.
+pub fn grpc_uri(addr: &str) -> String {
+    let addr = addr.trim();
+    if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+/// Parses `value` (from variable `name`) or returns `default` when unset.
+pub fn parse_or<T>(name: &str, value: Option<String>, default: T) -> Result<T, ConfigError>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    match value {
+        None => Ok(default),
+        Some(raw) => raw
+            .trim()
+            .parse()
+            .map_err(|e| ConfigError(format!("{name}={raw:?} is not valid: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<CommonSettings, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        CommonSettings::from_lookup(ServiceName::Inventory, |k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_point_at_loopback_services() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.grpc_addr.port(), 50052);
+        assert_eq!(s.database.options.get_database(), Some("inventory"));
+        assert_eq!(s.etcd.prefix, "/shop");
+        assert_eq!(s.peers.order, "http://127.0.0.1:50051");
+        assert_eq!(s.etcd.config.endpoints, vec!["127.0.0.1:2379"]);
+    }
+
+    #[test]
+    fn peer_addresses_accept_host_port_or_uri() {
+        let s = settings(&[
+            ("ORDER_ADDR", "order:7000"),
+            ("PAYMENT_ADDR", "https://pay.example:443"),
+        ])
+        .unwrap();
+        assert_eq!(s.peers.order, "http://order:7000");
+        assert_eq!(s.peers.payment, "https://pay.example:443");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e = settings(&[("GRPC_ADDR", "nope")]).unwrap_err().to_string();
+        assert!(e.contains("GRPC_ADDR"), "{e}");
+        let e = settings(&[("ETCD_USERNAME", "root")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ETCD_PASSWORD"), "{e}");
+        let e = settings(&[("DATABASE_URL", "mysql://x")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("DATABASE_URL"), "{e}");
+    }
+
+    #[test]
+    fn database_password_is_not_in_debug_output() {
+        let s = settings(&[("DATABASE_URL", "postgres://u:hunter2@db:5432/inv")]).unwrap();
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("inv"), "{shown}");
+    }
+}

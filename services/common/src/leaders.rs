@@ -1,0 +1,55 @@
+//! `ListLeaders`: which replica runs each leader-elected background job.
+//!
+//! Integration point for coord's Election (on another branch): a service hands its
+//! gRPC layer a [`LeaderDirectory`]. Until elections land, every service uses
+//! [`NoLeaderJobs`], which truthfully reports that no leader-elected job runs. The
+//! jobs planned (see docs/architecture.md): order `expire-reservations`, inventory
+//! `reconcile-stock`, payment `redrive-claims`.
+
+use futures::future::BoxFuture;
+use shop_proto::v1::{Leader, ListLeadersResponse};
+
+/// One leader-elected job and who leads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderInfo {
+    pub job: String,
+    /// The leader's election value (replica id); empty when nobody leads.
+    pub holder: String,
+    /// The leader key's create revision: the fencing token of the job's writes.
+    pub revision: i64,
+}
+
+/// Something that knows the service's leader-elected jobs (the election runner).
+pub trait LeaderDirectory: Send + Sync + 'static {
+    fn leaders(&self) -> BoxFuture<'_, anyhow::Result<Vec<LeaderInfo>>>;
+}
+
+/// No leader-elected jobs run in this process (yet).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoLeaderJobs;
+
+impl LeaderDirectory for NoLeaderJobs {
+    fn leaders(&self) -> BoxFuture<'_, anyhow::Result<Vec<LeaderInfo>>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
+/// Answers a `ListLeaders` call from a directory.
+pub async fn list_leaders(
+    directory: &dyn LeaderDirectory,
+) -> Result<ListLeadersResponse, tonic::Status> {
+    let leaders = directory.leaders().await.map_err(|e| {
+        tracing::error!(error = ?e, "listing leaders failed");
+        tonic::Status::unavailable(format!("cannot list leaders: {e}"))
+    })?;
+    Ok(ListLeadersResponse {
+        leaders: leaders
+            .into_iter()
+            .map(|l| Leader {
+                job: l.job,
+                holder: l.holder,
+                revision: l.revision,
+            })
+            .collect(),
+    })
+}

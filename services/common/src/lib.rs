@@ -1,0 +1,27 @@
+//! # shop-common — what every shop service shares
+//!
+//! # Layout
+//! | module | what it is for |
+//! |---|---|
+//! | [`config`] | settings from the environment (`GRPC_ADDR`, `DATABASE_URL`, `ETCD_*`, peers) |
+//! | [`telemetry`] | the one function that sets up logging/tracing for a process |
+//! | [`db`] | Postgres pool, database created if missing, migrations applied at start |
+//! | [`server`] | gRPC server with health + reflection, stopped by a shutdown future |
+//! | [`coordination`] | the process's one etcd session, re-created when lost |
+//! | [`domain`] | parsed domain values: `Sku`, `Quantity`, `OrderId`, `Cart`, `Strategy` |
+//! | [`leaders`] | `ListLeaders` and the integration point for leader-elected jobs |
+//! | `testing` (feature `test-harness`) | fresh database per test, servers on port 0 |
+
+pub mod config;
+pub mod coordination;
+pub mod db;
+pub mod domain;
+pub mod leaders;
+pub mod server;
+pub mod telemetry;
+#[cfg(feature = "test-harness")]
+pub mod testing;
+
+pub use config::{CommonSettings, ConfigError, ServiceName};
+pub use server::{shutdown_signal, GrpcServer};
+pub use telemetry::init_telemetry;

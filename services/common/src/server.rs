@@ -1,0 +1,155 @@
+//! The gRPC server every service runs: its own services plus standard health
+//! (`grpc.health.v1`) and reflection (`grpc.reflection.v1`), stopped gracefully by a
+//! shutdown future.
+//!
+//! ```no_run
+//! # async fn example(my_service: shop_proto::v1::inventory_service_server::InventoryServiceServer<impl shop_proto::v1::inventory_service_server::InventoryService>) -> anyhow::Result<()> {
+//! let mut server = shop_common::server::GrpcServer::bind("127.0.0.1:0".parse()?)?;
+//! server.add_service(my_service).await; // routed, and reported SERVING by health
+//! println!("listening on {}", server.local_addr());
+//! server.run_until_stopped(shop_common::shutdown_signal()).await?;
+//! # Ok(()) }
+//! ```
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+
+use tonic::body::Body;
+use tonic::codegen::{http, Service};
+use tonic::server::NamedService;
+use tonic::service::RoutesBuilder;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+use tonic_health::server::{HealthReporter, HealthService};
+use tonic_health::ServingStatus;
+
+/// A bound listener plus the services it will serve. Binding happens in
+/// [`GrpcServer::bind`], so `local_addr` is known (port 0 resolved) before serving.
+pub struct GrpcServer {
+    incoming: TcpIncoming,
+    local_addr: SocketAddr,
+    routes: RoutesBuilder,
+    health: HealthReporter,
+    services: Vec<&'static str>,
+}
+
+impl GrpcServer {
+    /// Binds `addr` (use port 0 for any free port) and prepares health and reflection.
+    pub fn bind(addr: SocketAddr) -> anyhow::Result<GrpcServer> {
+        let incoming = TcpIncoming::bind(addr)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?
+            .with_nodelay(Some(true));
+        let local_addr = incoming.local_addr()?;
+        Ok(GrpcServer {
+            incoming,
+            local_addr,
+            routes: RoutesBuilder::default(),
+            health: HealthReporter::new(),
+            services: Vec::new(),
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The health reporter, for services that want to report NOT_SERVING themselves
+    /// (for example while a dependency is down).
+    pub fn health(&self) -> HealthReporter {
+        self.health.clone()
+    }
+
+    /// Routes `service` and reports it SERVING to health checks.
+    pub async fn add_service<S>(&mut self, service: S)
+    where
+        S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.routes.add_service(service);
+        self.health.set_serving::<S>().await;
+        self.services.push(S::NAME);
+    }
+
+    /// Serves until `shutdown` resolves; then reports every service NOT_SERVING, stops
+    /// accepting connections and lets the requests in flight finish.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
+        let GrpcServer {
+            incoming,
+            mut routes,
+            health,
+            services,
+            local_addr,
+        } = self;
+        // Reflection advertises exactly what this server serves (the descriptor set
+        // holds every shop service).
+        let mut reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(shop_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("grpc.health.v1.Health")
+            .with_service_name("grpc.reflection.v1.ServerReflection");
+        for name in &services {
+            reflection = reflection.with_service_name(*name);
+        }
+        routes
+            .add_service(tonic_health::pb::health_server::HealthServer::new(
+                HealthService::from_health_reporter(health.clone()),
+            ))
+            .add_service(reflection.build_v1()?);
+        let signal = async move {
+            shutdown.await;
+            tracing::info!(%local_addr, "shutting down: draining requests in flight");
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+            for name in services {
+                health
+                    .set_service_status(name, ServingStatus::NotServing)
+                    .await;
+            }
+        };
+        Server::builder()
+            .add_routes(routes.routes())
+            .serve_with_incoming_shutdown(incoming, signal)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM (container stop) or ctrl-c: the shutdown future `main` passes
+/// to `run_until_stopped`.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("ctrl-c received"),
+        _ = terminate => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,308 @@
+//! Test harness shared by the services' integration tests (feature `test-harness`).
+//!
+//! - [`TestDatabase::create`]: a fresh, empty database per test (random name) on the
+//!   Postgres at `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`,
+//!   what `scripts/postgres.sh start` runs), dropped again when the test ends;
+//! - [`unique_etcd_prefix`]: an etcd key prefix no other test uses;
+//! - [`test_settings`]: settings for a service on `127.0.0.1:0` with both of those;
+//! - [`RunningServer`]: a service running in the test's runtime, stopped through a
+//!   oneshot (the same shutdown path SIGTERM takes in `main`).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::{CommonSettings, DatabaseSettings, ServiceName};
+use crate::db::quote_ident;
+
+/// The Postgres server tests use: `DATABASE_URL`, or the local throwaway cluster.
+pub fn server_options() -> PgConnectOptions {
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    PgConnectOptions::from_str(&url)
+        .unwrap_or_else(|e| panic!("DATABASE_URL={url:?} is not a Postgres URL: {e}"))
+}
+
+/// Logs to the test output when `RUST_LOG` is set (`RUST_LOG=debug cargo test ...`).
+pub fn init_test_logging() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// A database that exists for one test.
+pub struct TestDatabase {
+    name: String,
+    options: PgConnectOptions,
+}
+
+impl TestDatabase {
+    /// Creates `test_<label>_<random>` (empty; the service under test migrates it).
+    #[track_caller]
+    pub fn create(label: &str) -> impl Future<Output = TestDatabase> {
+        let caller = std::panic::Location::caller();
+        let label: String = label
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .take(30)
+            .collect();
+        async move {
+            let name = format!("test_{label}_{:016x}", rand::random::<u64>());
+            let server = server_options();
+            let mut admin = server.clone().connect().await.unwrap_or_else(|e| {
+                panic!(
+                    "{caller}: cannot reach Postgres at {}:{} (start one with scripts/postgres.sh start, or set DATABASE_URL): {e}",
+                    server.get_host(),
+                    server.get_port()
+                )
+            });
+            sqlx::query(&format!("CREATE DATABASE {}", quote_ident(&name)))
+                .execute(&mut admin)
+                .await
+                .unwrap_or_else(|e| panic!("{caller}: CREATE DATABASE {name}: {e}"));
+            let _ = admin.close().await;
+            TestDatabase {
+                options: server.database(&name),
+                name,
+            }
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Settings for a service pool on this database.
+    pub fn settings(&self) -> DatabaseSettings {
+        DatabaseSettings {
+            options: self.options.clone(),
+            max_connections: 10,
+            acquire_timeout: std::time::Duration::from_secs(10),
+        }
+    }
+
+    /// A direct connection pool, for a test to read the truth behind the API.
+    pub async fn pool(&self) -> sqlx::PgPool {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(self.options.clone())
+            .await
+            .expect("connect to the test database")
+    }
+}
+
+impl Drop for TestDatabase {
+    /// Drops the database (terminating whatever still uses it). Done on a helper thread
+    /// with its own runtime, since `Drop` cannot await; best effort.
+    fn drop(&mut self) {
+        let (name, server) = (self.name.clone(), server_options());
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let mut admin = server.connect().await.ok()?;
+                sqlx::query(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    quote_ident(&name)
+                ))
+                .execute(&mut admin)
+                .await
+                .ok()?;
+                admin.close().await.ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(()))) {
+            eprintln!("note: test database {} was not dropped", self.name);
+        }
+    }
+}
+
+/// An etcd key prefix no other test uses: `/shop-test/<label>/<random>`.
+pub fn unique_etcd_prefix(label: &str) -> String {
+    format!("/shop-test/{label}/{:016x}", rand::random::<u64>())
+}
+
+/// Settings for `service` listening on `127.0.0.1:0`, using `db` and the etcd at
+/// `ETCD_ENDPOINTS` (default `127.0.0.1:2379`) under `etcd_prefix`.
+pub fn test_settings(service: ServiceName, db: &TestDatabase, etcd_prefix: &str) -> CommonSettings {
+    let mut settings = CommonSettings::from_lookup(service, |name| match name {
+        "ETCD_ENDPOINTS" | "ETCD_USERNAME" | "ETCD_PASSWORD" => std::env::var(name).ok(),
+        _ => None,
+    })
+    .expect("test settings");
+    settings.grpc_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    settings.database = db.settings();
+    settings.etcd.prefix = etcd_prefix.to_owned();
+    settings
+}
+
+/// A server running inside the test, stopped by [`RunningServer::stop`] (or when
+/// dropped).
+pub struct RunningServer {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl RunningServer {
+    /// Spawns `run(shutdown)` where `shutdown` resolves when the test stops the
+    /// server. `addr` is the address the server is bound to.
+    pub fn spawn<F, Fut>(addr: SocketAddr, run: F) -> RunningServer
+    where
+        F: FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let shutdown = Box::pin(async move {
+            let _ = stopped.await;
+        });
+        let task = tokio::spawn(run(shutdown));
+        RunningServer {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:<port>`, for clients.
+    pub fn uri(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the server gracefully and returns how its run ended.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A TCP forwarder a test can cut, to simulate an outage of the server behind it
+/// (Postgres, etcd, a peer service) without stopping that server for other tests.
+/// While cut, every open connection is closed and new ones are accepted and closed at
+/// once, which is what a client sees of a crashed or partitioned server.
+pub struct TcpProxy {
+    addr: SocketAddr,
+    up: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    task: JoinHandle<()>,
+}
+
+impl TcpProxy {
+    /// Starts forwarding `127.0.0.1:<free port>` to `target`.
+    pub async fn start(target: SocketAddr) -> TcpProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let up = std::sync::Arc::new(tokio::sync::watch::Sender::new(true));
+        let task = tokio::spawn({
+            let up = up.clone();
+            async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if !*up.borrow() {
+                        continue; // dropped: closed at once
+                    }
+                    let mut cut = up.subscribe();
+                    tokio::spawn(async move {
+                        let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                            return;
+                        };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                            _ = cut.wait_for(|up| !*up) => {}
+                        }
+                    });
+                }
+            }
+        });
+        TcpProxy { addr, up, task }
+    }
+
+    /// Where clients should connect.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Closes every forwarded connection and refuses new ones until [`TcpProxy::restore`].
+    pub fn cut(&self) {
+        self.up.send_replace(false);
+    }
+
+    /// Forwards new connections again.
+    pub fn restore(&self) {
+        self.up.send_replace(true);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.task.abort();
+    }
+}
+
+/// One row of a bad-input table: the case's name, the call's result (see
+/// [`only_status`]), the code it must fail with, and text its message must contain.
+pub type Rejection = (
+    &'static str,
+    Result<(), tonic::Status>,
+    tonic::Code,
+    &'static str,
+);
+
+/// Keeps only whether a call failed, so calls of different RPCs fit in one table.
+pub fn only_status<T>(
+    result: Result<tonic::Response<T>, tonic::Status>,
+) -> Result<(), tonic::Status> {
+    result.map(|_| ())
+}
+
+/// Asserts that every call of the table failed with its code and message.
+#[track_caller]
+pub fn assert_rejections(cases: Vec<Rejection>) {
+    for (case, result, code, text) in cases {
+        let err = match result {
+            Ok(()) => panic!("{case}: succeeded, expected {code:?}"),
+            Err(err) => err,
+        };
+        assert_eq!(err.code(), code, "{case}: {err:?}");
+        assert!(
+            err.message().contains(text),
+            "{case}: {:?} should mention {text:?}",
+            err.message()
+        );
+    }
+}

@@ -1,0 +1,12 @@
+//! `inventory`: the inventory gRPC service. Configuration comes from the environment
+//! (see `inventory_service::Settings` and README.md).
+
+use inventory_service::{Application, Settings};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = Settings::from_env()?;
+    shop_common::init_telemetry("inventory", settings.common.otel_endpoint.as_deref());
+    let app = Application::build(settings).await?;
+    app.run_until_stopped(shop_common::shutdown_signal()).await
+}

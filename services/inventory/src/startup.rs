@@ -1,0 +1,130 @@
+//! Settings and `Application`: build everything from settings, then run until a
+//! shutdown future resolves.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shop_common::config::{parse_or, CommonSettings, ConfigError, ServiceName};
+use shop_common::coordination::SharedSession;
+use shop_common::db::connect_and_migrate;
+use shop_common::domain::Strategy;
+use shop_common::leaders::{LeaderDirectory, NoLeaderJobs};
+use shop_common::GrpcServer;
+use shop_proto::v1::inventory_service_server::InventoryServiceServer;
+use sqlx::migrate::Migrator;
+use sqlx::PgPool;
+
+use crate::grpc::InventoryApi;
+use crate::repository::InventoryDb;
+use crate::reservation::{Reserver, SkuLocks};
+
+/// The inventory database's migrations (`migrations/inventory/`), embedded.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/inventory");
+
+/// Inventory settings: the common ones plus
+///
+/// | variable | meaning | default |
+/// |---|---|---|
+/// | `DEFAULT_STRATEGY` | strategy for requests that leave it UNSPECIFIED | `mutex` |
+/// | `THINK_TIME_MS` | pause between read and write in `none`/`mutex` | `2` |
+/// | `LOCK_TIMEOUT_MS` | longest wait for the SKU locks before UNAVAILABLE | `10000` |
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub common: CommonSettings,
+    pub default_strategy: Strategy,
+    pub think_time: Duration,
+    pub lock_timeout: Duration,
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Settings, ConfigError> {
+        let lookup = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        Ok(Settings {
+            common: CommonSettings::from_env(ServiceName::Inventory)?,
+            default_strategy: parse_or(
+                "DEFAULT_STRATEGY",
+                lookup("DEFAULT_STRATEGY"),
+                Strategy::Mutex,
+            )?,
+            think_time: Duration::from_millis(parse_or(
+                "THINK_TIME_MS",
+                lookup("THINK_TIME_MS"),
+                2,
+            )?),
+            lock_timeout: Duration::from_millis(parse_or(
+                "LOCK_TIMEOUT_MS",
+                lookup("LOCK_TIMEOUT_MS"),
+                10_000,
+            )?),
+        })
+    }
+
+    /// Defaults for the given common settings (tests adjust fields afterwards).
+    pub fn with_common(common: CommonSettings) -> Settings {
+        Settings {
+            common,
+            default_strategy: Strategy::Mutex,
+            think_time: Duration::from_millis(2),
+            lock_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A built inventory service: database migrated, port bound, not yet serving.
+pub struct Application {
+    server: GrpcServer,
+    pool: PgPool,
+    session: Arc<SharedSession>,
+}
+
+impl Application {
+    /// Connects to Postgres (creating and migrating the database), binds the port and
+    /// wires the handlers. etcd is not contacted yet (see `SharedSession`).
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        Self::build_with(settings, Arc::new(NoLeaderJobs)).await
+    }
+
+    /// [`Application::build`] with a leader-job directory (integration point for
+    /// coord's Election: the inventory's `reconcile-stock` job).
+    pub async fn build_with(
+        settings: Settings,
+        leaders: Arc<dyn LeaderDirectory>,
+    ) -> anyhow::Result<Application> {
+        let pool = connect_and_migrate(&settings.common.database, &MIGRATOR).await?;
+        let session = Arc::new(SharedSession::new(settings.common.etcd.clone()));
+        let db = InventoryDb::new(pool.clone());
+        let reserver = Arc::new(Reserver::new(
+            db.clone(),
+            SkuLocks::new(session.clone()),
+            settings.think_time,
+            settings.lock_timeout,
+        ));
+        let api = InventoryApi::new(db, reserver, settings.default_strategy, leaders);
+        let mut server = GrpcServer::bind(settings.common.grpc_addr)?;
+        server.add_service(InventoryServiceServer::new(api)).await;
+        tracing::info!(addr = %server.local_addr(), default_strategy = %settings.default_strategy, "inventory service ready");
+        Ok(Application {
+            server,
+            pool,
+            session,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, drains, then revokes the etcd session (so no
+    /// lock outlives the process) and closes the pool.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
+        let served = self.server.run_until_stopped(shutdown).await;
+        self.session.close().await;
+        self.pool.close().await;
+        served
+    }
+}

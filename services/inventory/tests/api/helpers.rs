@@ -1,0 +1,206 @@
+//! Starting an inventory service for a test and reading the truth behind it.
+
+#![allow(dead_code)]
+
+use inventory_service::repository::{InventoryDb, StockAudit};
+use inventory_service::{Application, Settings};
+use shop_common::domain::{Sku, Strategy};
+use shop_common::testing::{
+    init_test_logging, test_settings, unique_etcd_prefix, RunningServer, TestDatabase,
+};
+use shop_common::ServiceName;
+use shop_proto::v1 as pb;
+use shop_proto::v1::inventory_service_client::InventoryServiceClient;
+use sqlx::PgPool;
+use tonic::transport::Channel;
+
+/// A running inventory service with its own database and etcd prefix.
+/// Field order matters: the server stops before its database is dropped.
+pub struct TestInventory {
+    pub server: RunningServer,
+    pub client: InventoryServiceClient<Channel>,
+    /// A direct pool on the service's database: the truth, not the API's word.
+    pub pool: PgPool,
+    pub etcd_prefix: String,
+    pub db: TestDatabase,
+}
+
+impl TestInventory {
+    pub async fn spawn() -> TestInventory {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Starts the service with settings adjusted by `adjust`.
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> TestInventory {
+        init_test_logging();
+        let db = TestDatabase::create("inventory").await;
+        let etcd_prefix = unique_etcd_prefix("inventory");
+        let mut settings =
+            Settings::with_common(test_settings(ServiceName::Inventory, &db, &etcd_prefix));
+        adjust(&mut settings);
+        let app = Application::build(settings)
+            .await
+            .expect("build the inventory service");
+        let server =
+            RunningServer::spawn(app.local_addr(), |shutdown| app.run_until_stopped(shutdown));
+        let client = InventoryServiceClient::connect(server.uri())
+            .await
+            .expect("connect to the inventory service");
+        let pool = db.pool().await;
+        TestInventory {
+            server,
+            client,
+            pool,
+            etcd_prefix,
+            db,
+        }
+    }
+
+    /// A fresh connection to the service, for clients of other gRPC services on it.
+    pub async fn channel(&self) -> Channel {
+        tonic::transport::Endpoint::from_shared(self.server.uri())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// A second replica of the service: same database, same etcd prefix, its own
+    /// process state (its own etcd session). Stop it before `self`.
+    pub async fn spawn_replica(&self) -> (RunningServer, InventoryServiceClient<Channel>) {
+        let settings = Settings::with_common(test_settings(
+            ServiceName::Inventory,
+            &self.db,
+            &self.etcd_prefix,
+        ));
+        let app = Application::build(settings)
+            .await
+            .expect("build the replica");
+        let server =
+            RunningServer::spawn(app.local_addr(), |shutdown| app.run_until_stopped(shutdown));
+        let client = InventoryServiceClient::connect(server.uri())
+            .await
+            .expect("connect to the replica");
+        (server, client)
+    }
+
+    pub fn client(&self) -> InventoryServiceClient<Channel> {
+        self.client.clone()
+    }
+
+    pub async fn set_stock(&self, sku: &str, available: i64) -> pb::Stock {
+        self.client()
+            .set_stock(pb::SetStockRequest {
+                sku: sku.into(),
+                available,
+            })
+            .await
+            .expect("set stock")
+            .into_inner()
+    }
+
+    pub async fn reserve(
+        &self,
+        order_id: &str,
+        items: &[(&str, i32)],
+        strategy: Strategy,
+    ) -> Result<pb::ReserveResponse, tonic::Status> {
+        self.client()
+            .reserve(pb::ReserveRequest {
+                order_id: order_id.into(),
+                items: lines(items),
+                strategy: strategy.to_proto() as i32,
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn commit(&self, order_id: &str) -> Result<pb::ReservationResponse, tonic::Status> {
+        self.client()
+            .commit(pb::CommitRequest {
+                order_id: order_id.into(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn release(&self, order_id: &str) -> Result<pb::ReservationResponse, tonic::Status> {
+        self.client()
+            .release(pb::ReleaseRequest {
+                order_id: order_id.into(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// What the database says about a SKU.
+    pub async fn truth(&self, sku: &str) -> Truth {
+        truth(&self.pool, sku).await
+    }
+
+    pub async fn stop(self) {
+        self.server.stop().await.expect("server ran cleanly");
+    }
+}
+
+pub fn lines(items: &[(&str, i32)]) -> Vec<pb::LineItem> {
+    items
+        .iter()
+        .map(|(sku, quantity)| pb::LineItem {
+            sku: (*sku).into(),
+            quantity: *quantity,
+        })
+        .collect()
+}
+
+pub fn new_order_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// A SKU's counters and reservation rows, from the database.
+pub async fn truth(pool: &PgPool, sku: &str) -> Truth {
+    let sku = Sku::parse("sku", sku).unwrap();
+    Truth(
+        InventoryDb::new(pool.clone())
+            .audit(&sku)
+            .await
+            .unwrap()
+            .expect("known SKU"),
+    )
+}
+
+/// [`StockAudit`] with the assertions the tests make.
+#[derive(Debug, Clone)]
+pub struct Truth(pub StockAudit);
+
+impl std::ops::Deref for Truth {
+    type Target = StockAudit;
+    fn deref(&self) -> &StockAudit {
+        &self.0
+    }
+}
+
+impl Truth {
+    pub fn available(&self) -> i64 {
+        self.level.available
+    }
+    pub fn reserved(&self) -> i64 {
+        self.level.reserved
+    }
+    pub fn sold(&self) -> i64 {
+        self.level.sold
+    }
+
+    /// Counters agree with the rows, and nothing was created or lost.
+    #[track_caller]
+    pub fn assert_consistent(&self, initial: i64) {
+        if let Err(problems) = self.check(initial) {
+            panic!("{problems}");
+        }
+    }
+}
+
+/// The outcome enum of a Reserve response.
+pub fn outcome(r: &pb::ReserveResponse) -> pb::ReserveOutcome {
+    pb::ReserveOutcome::try_from(r.outcome).expect("known outcome")
+}

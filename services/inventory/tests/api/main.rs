@@ -1,0 +1,11 @@
+//! Integration tests of the inventory service against a real Postgres and a real etcd
+//! (no mocks). One binary; each test gets its own database and etcd key prefix, so
+//! they run in parallel. Needs `scripts/postgres.sh start` and `scripts/etcd.sh start`
+//! (or `DATABASE_URL` / `ETCD_ENDPOINTS`).
+
+mod bad_input;
+mod fencing;
+mod helpers;
+mod replicas;
+mod reservations;
+mod service;

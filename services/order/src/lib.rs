@@ -1,0 +1,22 @@
+//! # order-service — the saga's orchestrator
+//!
+//! # Layout
+//! | module | what it is for |
+//! |---|---|
+//! | [`startup`] | `Settings` from the environment, `Application::build` / `run_until_stopped` |
+//! | [`grpc`] | the `shop.v1.OrderService` handlers: protobuf ⇄ domain, errors ⇄ status |
+//! | [`saga`] | CreateOrder and PaymentResult: reserve, reject, compensate, commit, release |
+//! | [`payment`] | the payment step's integration point (`PaymentRequester`) |
+//! | [`repository`] | the orders table: idempotent insert, compare-and-set transitions |
+//! | [`domain`] | `NewOrder`, `Order`, `OrderStatus`, `IdempotencyKey`, `PaymentOutcome` |
+//!
+//! The saga, compensation and the strategies are described in `docs/architecture.md`.
+
+pub mod domain;
+pub mod grpc;
+pub mod payment;
+pub mod repository;
+pub mod saga;
+pub mod startup;
+
+pub use startup::{Application, Settings, MIGRATOR};

@@ -1,0 +1,217 @@
+//! The order database (`migrations/order/`).
+//!
+//! Every status change is a compare-and-set on the current status
+//! (`UPDATE ... WHERE status = 'PENDING'`), so concurrent duplicates of a request race
+//! harmlessly: one moves the order, the others read where it went.
+
+use shop_common::domain::{Cart, CustomerId, OrderId, SaleId, Strategy};
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
+
+use crate::domain::{CustomerTier, IdempotencyKey, NewOrder, Order, OrderStatus};
+
+/// What inserting a new order found.
+#[derive(Debug)]
+pub enum Inserted {
+    /// A new PENDING order.
+    New(Order),
+    /// The idempotency key was used before: this is that order.
+    Existing(Order),
+}
+
+/// The order database. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct OrdersDb {
+    pool: PgPool,
+}
+
+const ORDER_COLUMNS: &str = "order_id, idempotency_key, customer_id, customer_tier, strategy, \
+     sale_id, status, status_reason, payment_id, stock_settled, created_at, updated_at, \
+     (SELECT COALESCE(array_agg(l.sku ORDER BY l.sku), '{}') FROM order_lines l WHERE l.order_id = o.order_id) AS skus, \
+     (SELECT COALESCE(array_agg(l.quantity ORDER BY l.sku), '{}') FROM order_lines l WHERE l.order_id = o.order_id) AS quantities";
+
+impl OrdersDb {
+    pub fn new(pool: PgPool) -> OrdersDb {
+        OrdersDb { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Inserts `new` as a PENDING order, unless its idempotency key exists: then the
+    /// existing order is returned instead. Two concurrent calls with one key get one
+    /// order (the unique index makes the second insert wait for the first, then yield).
+    pub async fn insert_pending(&self, new: &NewOrder) -> Result<Inserted, sqlx::Error> {
+        // The existing order can vanish between our insert conflict and our read (a
+        // failed attempt deleting its PENDING order); then try again.
+        for _ in 0..3 {
+            let id = OrderId::new_random();
+            let mut tx = self.pool.begin().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO orders (order_id, idempotency_key, customer_id, customer_tier,
+                                     strategy, sale_id, status)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'PENDING')
+                 ON CONFLICT (idempotency_key) DO NOTHING",
+            )
+            .bind(id.as_uuid())
+            .bind(new.idempotency_key.as_str())
+            .bind(new.customer_id.as_str())
+            .bind(new.customer_tier.as_str())
+            .bind(new.strategy.as_str())
+            .bind(new.sale_id.as_ref().map(SaleId::as_str))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if inserted {
+                let skus: Vec<&str> = new.cart.skus().map(|s| s.as_str()).collect();
+                let quantities: Vec<i32> =
+                    new.cart.lines().iter().map(|l| l.quantity.get()).collect();
+                sqlx::query(
+                    "INSERT INTO order_lines (order_id, sku, quantity)
+                     SELECT $1, sku, quantity FROM UNNEST($2::text[], $3::int[]) AS l (sku, quantity)",
+                )
+                .bind(id.as_uuid())
+                .bind(&skus)
+                .bind(&quantities)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                let order = self.get(id).await?.ok_or_else(|| vanished(id))?;
+                return Ok(Inserted::New(order));
+            }
+            tx.rollback().await?;
+            if let Some(existing) = self.get_by_key(&new.idempotency_key).await? {
+                return Ok(Inserted::Existing(existing));
+            }
+        }
+        Err(sqlx::Error::Protocol(format!(
+            "idempotency key {:?} kept conflicting with an order that then disappeared",
+            new.idempotency_key.as_str()
+        )))
+    }
+
+    pub async fn get(&self, id: OrderId) -> Result<Option<Order>, sqlx::Error> {
+        sqlx::query(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders o WHERE order_id = $1"
+        ))
+        .bind(id.as_uuid())
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|row| order_from_row(&row))
+        .transpose()
+    }
+
+    pub async fn get_by_key(&self, key: &IdempotencyKey) -> Result<Option<Order>, sqlx::Error> {
+        sqlx::query(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders o WHERE idempotency_key = $1"
+        ))
+        .bind(key.as_str())
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|row| order_from_row(&row))
+        .transpose()
+    }
+
+    /// Moves the order from `from` to `to` (with a reason and payment id) if it is
+    /// still in `from`. Returns the order as it is afterwards — moved by us (`true`),
+    /// or by whoever got there first (`false`) — or `None` if it no longer exists.
+    pub async fn transition(
+        &self,
+        id: OrderId,
+        from: OrderStatus,
+        to: OrderStatus,
+        reason: &str,
+        payment_id: Option<&str>,
+    ) -> Result<Option<(Order, bool)>, sqlx::Error> {
+        let moved = sqlx::query(
+            "UPDATE orders SET status = $3, status_reason = $4,
+                               payment_id = COALESCE($5, payment_id), updated_at = now()
+             WHERE order_id = $1 AND status = $2",
+        )
+        .bind(id.as_uuid())
+        .bind(from.as_str())
+        .bind(to.as_str())
+        .bind(reason)
+        .bind(payment_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1;
+        Ok(self.get(id).await?.map(|order| (order, moved)))
+    }
+
+    /// Records that inventory confirmed the Commit/Release of a PAID/CANCELLED order.
+    pub async fn mark_stock_settled(&self, id: OrderId) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE orders SET stock_settled = true, updated_at = now() WHERE order_id = $1",
+        )
+        .bind(id.as_uuid())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes a PENDING order (and its lines): used when inventory reserved nothing
+    /// for it and the request failed, so nothing half-done stays behind and a retry
+    /// with the same key starts afresh.
+    pub async fn delete_pending(&self, id: OrderId) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM orders WHERE order_id = $1 AND status = 'PENDING'")
+            .bind(id.as_uuid())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+fn vanished(id: OrderId) -> sqlx::Error {
+    sqlx::Error::Protocol(format!("order {id} vanished right after it was written"))
+}
+
+fn decode_error(what: &str, value: &str) -> sqlx::Error {
+    sqlx::Error::Decode(format!("unexpected {what} {value:?} in the orders table").into())
+}
+
+fn order_from_row(row: &PgRow) -> Result<Order, sqlx::Error> {
+    let id: uuid::Uuid = row.try_get("order_id")?;
+    let key: String = row.try_get("idempotency_key")?;
+    let customer: String = row.try_get("customer_id")?;
+    let tier: String = row.try_get("customer_tier")?;
+    let strategy: String = row.try_get("strategy")?;
+    let sale: Option<String> = row.try_get("sale_id")?;
+    let status: String = row.try_get("status")?;
+    let skus: Vec<String> = row.try_get("skus")?;
+    let quantities: Vec<i32> = row.try_get("quantities")?;
+    let bad = |what: &str, value: &str| decode_error(what, value);
+    let cart = Cart::parse(
+        "order_lines",
+        skus.iter()
+            .map(String::as_str)
+            .zip(quantities.iter().copied()),
+    )
+    .map_err(|e| bad("order lines", &e.to_string()))?;
+    Ok(Order {
+        id: OrderId::from(id),
+        request: NewOrder {
+            idempotency_key: IdempotencyKey::parse("idempotency_key", &key)
+                .map_err(|_| bad("idempotency key", &key))?,
+            customer_id: CustomerId::parse("customer_id", &customer)
+                .map_err(|_| bad("customer id", &customer))?,
+            customer_tier: CustomerTier::from_db(&tier).ok_or_else(|| bad("tier", &tier))?,
+            cart,
+            strategy: strategy
+                .parse::<Strategy>()
+                .map_err(|_| bad("strategy", &strategy))?,
+            sale_id: sale
+                .map(|s| SaleId::parse("sale_id", &s).map_err(|_| bad("sale id", &s)))
+                .transpose()?,
+        },
+        status: OrderStatus::from_db(&status).ok_or_else(|| bad("status", &status))?,
+        status_reason: row.try_get("status_reason")?,
+        payment_id: row.try_get("payment_id")?,
+        stock_settled: row.try_get("stock_settled")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}

@@ -1,0 +1,339 @@
+//! The order saga, orchestrated here:
+//!
+//! ```text
+//! CreateOrder ──insert PENDING (same key → same order)──► inventory.Reserve
+//!     RESERVED ──► order RESERVED ──► PaymentRequester (payment queue, to come)
+//!     OUT_OF_STOCK ──► order REJECTED (a normal answer, with the reason)
+//!     ALREADY_RELEASED ──► order CANCELLED (a Release overtook this Reserve)
+//!     refused (unknown SKU, bad input) ──► PENDING order deleted, error returned
+//!     failed / unreachable ──► compensate: inventory.Release (tombstone), delete PENDING
+//! PaymentResult(ok)   ──► order PAID      ──► inventory.Commit
+//! PaymentResult(fail) ──► order CANCELLED ──► inventory.Release   (compensation)
+//! ```
+//!
+//! Each step is idempotent on the order id, so a retried CreateOrder (same key) or a
+//! redelivered PaymentResult converges on the same end state. The order's status is
+//! written before the inventory call that follows from it, and the call is repeated
+//! by any duplicate until inventory confirms (`stock_settled`).
+
+use std::sync::Arc;
+
+use shop_common::domain::OrderId;
+use shop_proto::v1 as pb;
+use shop_proto::v1::inventory_service_client::InventoryServiceClient;
+use tonic::transport::Channel;
+use tonic::Code;
+
+use crate::domain::{NewOrder, Order, OrderStatus, PaymentOutcome};
+use crate::payment::{PaymentRequest, PaymentRequester};
+use crate::repository::{Inserted, OrdersDb};
+
+/// Why CreateOrder failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateOrderError {
+    #[error("idempotency key {key:?} was already used for a different order (order {existing}); use a new key for a new order")]
+    IdempotencyKeyReused { key: String, existing: OrderId },
+    /// Inventory refused the request itself (unknown SKU, strategy not available):
+    /// nothing was reserved and no order is kept.
+    #[error("{}", .0.message())]
+    Refused(tonic::Status),
+    /// Inventory failed or could not be reached; the attempt was compensated (Release)
+    /// and removed, so nothing is reserved and no order is kept.
+    #[error(
+        "inventory unavailable ({0}); nothing was reserved, retry with the same idempotency key"
+    )]
+    InventoryUnavailable(String),
+    /// Inventory failed and the compensation could not be confirmed either.
+    #[error("inventory unavailable ({message}); order {id} stays PENDING and a retry with the same idempotency key resumes it")]
+    InventoryUnavailablePending { message: String, id: OrderId },
+    /// Another attempt with the same key changed the order under us.
+    #[error("order {0} was changed by a concurrent attempt with the same idempotency key; retry")]
+    Raced(OrderId),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Why PaymentResult failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentResultError {
+    #[error("order {0} does not exist")]
+    NotFound(OrderId),
+    /// The result contradicts the order's state (already settled the other way, not
+    /// reserved yet, rejected).
+    #[error("{0}")]
+    Conflict(String),
+    /// The order's new status is recorded but inventory did not confirm the
+    /// Commit/Release; a retry of PaymentResult repeats it.
+    #[error("order {id} is {status}, but inventory did not confirm the {action} ({message}); retry PaymentResult")]
+    InventoryUnavailable {
+        id: OrderId,
+        status: OrderStatus,
+        action: &'static str,
+        message: String,
+    },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// The orchestrator. One per process.
+pub struct Saga {
+    db: OrdersDb,
+    inventory: InventoryServiceClient<Channel>,
+    payments: Arc<dyn PaymentRequester>,
+}
+
+impl Saga {
+    pub fn new(
+        db: OrdersDb,
+        inventory: InventoryServiceClient<Channel>,
+        payments: Arc<dyn PaymentRequester>,
+    ) -> Saga {
+        Saga {
+            db,
+            inventory,
+            payments,
+        }
+    }
+
+    pub fn db(&self) -> &OrdersDb {
+        &self.db
+    }
+
+    /// Creates (or finds) the order for `new.idempotency_key` and drives it as far as
+    /// it goes without the payment: RESERVED, REJECTED or CANCELLED.
+    pub async fn create_order(&self, new: NewOrder) -> Result<Order, CreateOrderError> {
+        let order = match self.db.insert_pending(&new).await? {
+            Inserted::New(order) => order,
+            Inserted::Existing(order) => {
+                if order.request != new {
+                    return Err(CreateOrderError::IdempotencyKeyReused {
+                        key: new.idempotency_key.as_str().to_owned(),
+                        existing: order.id,
+                    });
+                }
+                if order.status != OrderStatus::Pending {
+                    return Ok(order);
+                }
+                // A previous attempt stopped half-way (or is running now): resume it.
+                // Reserve is idempotent, and the status changes are compare-and-set.
+                order
+            }
+        };
+        self.reserve_stock(order).await
+    }
+
+    async fn reserve_stock(&self, order: Order) -> Result<Order, CreateOrderError> {
+        let id = order.id;
+        let request = pb::ReserveRequest {
+            order_id: id.to_string(),
+            items: order.request.cart.to_proto(),
+            strategy: order.request.strategy.to_proto() as i32,
+        };
+        let reserved = self.inventory.clone().reserve(request).await;
+        let (to, reason) = match reserved {
+            Ok(response) => {
+                let response = response.into_inner();
+                match pb::ReserveOutcome::try_from(response.outcome) {
+                    Ok(pb::ReserveOutcome::Reserved) => (OrderStatus::Reserved, String::new()),
+                    Ok(pb::ReserveOutcome::OutOfStock) => (OrderStatus::Rejected, response.reason),
+                    Ok(pb::ReserveOutcome::AlreadyReleased) => {
+                        (OrderStatus::Cancelled, response.reason)
+                    }
+                    _ => {
+                        return self
+                            .compensate(
+                                id,
+                                format!(
+                                    "inventory answered an unknown outcome {}",
+                                    response.outcome
+                                ),
+                            )
+                            .await
+                    }
+                }
+            }
+            // Inventory looked at the request and reserved nothing: keep no order.
+            Err(status)
+                if matches!(
+                    status.code(),
+                    Code::InvalidArgument
+                        | Code::NotFound
+                        | Code::FailedPrecondition
+                        | Code::Unimplemented
+                ) =>
+            {
+                self.db.delete_pending(id).await?;
+                return Err(CreateOrderError::Refused(status));
+            }
+            // Anything else may or may not have reserved: undo it to be sure.
+            Err(status) => {
+                return self
+                    .compensate(id, format!("{:?}: {}", status.code(), status.message()))
+                    .await
+            }
+        };
+        let (order, moved) = self
+            .db
+            .transition(id, OrderStatus::Pending, to, &reason, None)
+            .await?
+            .ok_or(CreateOrderError::Raced(id))?;
+        // Only the attempt that moved the order to RESERVED asks for the payment.
+        if moved && order.status == OrderStatus::Reserved {
+            let request = PaymentRequest {
+                order_id: id,
+                customer_id: order.request.customer_id.clone(),
+                customer_tier: order.request.customer_tier,
+                cart: order.request.cart.clone(),
+            };
+            if let Err(e) = self.payments.request_payment(request).await {
+                // The order stays RESERVED; the expiry job releases it if nobody pays.
+                tracing::error!(order_id = %id, error = ?e, "handing the order to the payment step failed");
+            }
+        }
+        Ok(order)
+    }
+
+    /// Reserve failed in a way that leaves its effect unknown: Release (which also
+    /// tombstones the order id, so a Reserve still in flight takes nothing), then drop
+    /// the PENDING order. If the Release cannot be confirmed, the order stays PENDING
+    /// for a retry (or the expiry job) to finish.
+    async fn compensate(&self, id: OrderId, message: String) -> Result<Order, CreateOrderError> {
+        tracing::warn!(order_id = %id, %message, "reserve failed; compensating with release");
+        let released = self
+            .inventory
+            .clone()
+            .release(pb::ReleaseRequest {
+                order_id: id.to_string(),
+            })
+            .await;
+        match released {
+            Ok(_) => {
+                self.db.delete_pending(id).await?;
+                Err(CreateOrderError::InventoryUnavailable(message))
+            }
+            Err(status) => {
+                tracing::warn!(order_id = %id, error = %status.message(), "compensating release failed too");
+                Err(CreateOrderError::InventoryUnavailablePending { message, id })
+            }
+        }
+    }
+
+    pub async fn get_order(&self, id: OrderId) -> Result<Option<Order>, sqlx::Error> {
+        self.db.get(id).await
+    }
+
+    /// Applies a payment's outcome: PAID + Commit, or CANCELLED + Release.
+    /// Duplicates are answered with the order; contradictions are conflicts.
+    pub async fn payment_result(
+        &self,
+        id: OrderId,
+        outcome: PaymentOutcome,
+    ) -> Result<Order, PaymentResultError> {
+        let mut order = self
+            .db
+            .get(id)
+            .await?
+            .ok_or(PaymentResultError::NotFound(id))?;
+        if order.status == OrderStatus::Reserved {
+            let (to, reason, payment_id) = match &outcome {
+                PaymentOutcome::Captured { payment_id } => {
+                    (OrderStatus::Paid, "", Some(payment_id.as_str()))
+                }
+                PaymentOutcome::Failed { payment_id, reason } => (
+                    OrderStatus::Cancelled,
+                    reason.as_str(),
+                    payment_id.as_deref(),
+                ),
+            };
+            (order, _) = self
+                .db
+                .transition(id, OrderStatus::Reserved, to, reason, payment_id)
+                .await?
+                .ok_or(PaymentResultError::NotFound(id))?;
+        }
+        match (order.status, &outcome) {
+            (OrderStatus::Paid, PaymentOutcome::Captured { payment_id })
+                if order.payment_id.as_deref() != Some(payment_id.as_str()) =>
+            {
+                Err(PaymentResultError::Conflict(format!(
+                    "order {id} is already PAID by payment {}; payment {payment_id} is a second charge and must be refunded",
+                    order.payment_id.as_deref().unwrap_or("?")
+                )))
+            }
+            (OrderStatus::Paid, PaymentOutcome::Captured { .. })
+            | (OrderStatus::Cancelled, PaymentOutcome::Failed { .. }) => {
+                self.settle_stock(&order).await?;
+                Ok(self.db.get(id).await?.unwrap_or(order))
+            }
+            (OrderStatus::Paid, PaymentOutcome::Failed { .. }) => Err(PaymentResultError::Conflict(format!(
+                "order {id} is already PAID (payment {}); a failed payment result cannot cancel it",
+                order.payment_id.as_deref().unwrap_or("?")
+            ))),
+            (OrderStatus::Cancelled, PaymentOutcome::Captured { payment_id }) => {
+                Err(PaymentResultError::Conflict(format!(
+                    "order {id} is already CANCELLED ({}); payment {payment_id} must be refunded",
+                    order.status_reason
+                )))
+            }
+            (OrderStatus::Pending, _) => Err(PaymentResultError::Conflict(format!(
+                "order {id} is PENDING: its stock is not reserved yet, so it cannot have been paid"
+            ))),
+            (OrderStatus::Rejected, _) => Err(PaymentResultError::Conflict(format!(
+                "order {id} was REJECTED ({}); it takes no payment",
+                order.status_reason
+            ))),
+            (OrderStatus::Reserved, _) => Err(PaymentResultError::Conflict(format!(
+                "order {id} is still RESERVED after recording the payment result; retry"
+            ))),
+        }
+    }
+
+    /// Commit (PAID) or Release (CANCELLED) the order's stock until inventory confirms.
+    async fn settle_stock(&self, order: &Order) -> Result<(), PaymentResultError> {
+        if order.stock_settled {
+            return Ok(());
+        }
+        let id = order.id.to_string();
+        let (action, settled) = match order.status {
+            OrderStatus::Paid => (
+                "commit",
+                self.inventory
+                    .clone()
+                    .commit(pb::CommitRequest { order_id: id })
+                    .await
+                    .map(|_| ()),
+            ),
+            _ => (
+                "release",
+                self.inventory
+                    .clone()
+                    .release(pb::ReleaseRequest { order_id: id })
+                    .await
+                    .map(|_| ()),
+            ),
+        };
+        match settled {
+            Ok(()) => {
+                self.db.mark_stock_settled(order.id).await?;
+                Ok(())
+            }
+            Err(status) if matches!(status.code(), Code::FailedPrecondition | Code::NotFound) => {
+                // Inventory disagrees with our record (e.g. committed vs released):
+                // a bug or a manual intervention; needs a human, so say so.
+                tracing::error!(order_id = %order.id, status = %order.status, error = %status.message(), "inventory refused to settle the order's stock");
+                Err(PaymentResultError::Conflict(format!(
+                    "order {} is {}, but inventory refused to {action} its stock: {}",
+                    order.id,
+                    order.status,
+                    status.message()
+                )))
+            }
+            Err(status) => Err(PaymentResultError::InventoryUnavailable {
+                id: order.id,
+                status: order.status,
+                action,
+                message: status.message().to_owned(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! Settings and `Application`: build everything from settings, then run until a
+//! shutdown future resolves.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shop_common::config::{parse_or, CommonSettings, ConfigError, ServiceName};
+use shop_common::db::connect_and_migrate;
+use shop_common::domain::Strategy;
+use shop_common::leaders::{LeaderDirectory, NoLeaderJobs};
+use shop_common::GrpcServer;
+use shop_proto::v1::inventory_service_client::InventoryServiceClient;
+use shop_proto::v1::order_service_server::OrderServiceServer;
+use sqlx::migrate::Migrator;
+use sqlx::PgPool;
+use tonic::transport::Endpoint;
+
+use crate::grpc::OrderApi;
+use crate::payment::{PaymentQueueNotWired, PaymentRequester};
+use crate::repository::OrdersDb;
+use crate::saga::Saga;
+
+/// The order database's migrations (`migrations/order/`), embedded.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/order");
+
+/// Order settings: the common ones plus
+///
+/// | variable | meaning | default |
+/// |---|---|---|
+/// | `DEFAULT_STRATEGY` | strategy for orders that leave it UNSPECIFIED | `mutex` |
+/// | `INVENTORY_TIMEOUT_MS` | deadline of each call to inventory | `15000` |
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub common: CommonSettings,
+    pub default_strategy: Strategy,
+    /// Longer than inventory's lock timeout, so inventory answers first.
+    pub inventory_timeout: Duration,
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Settings, ConfigError> {
+        let lookup = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        Ok(Settings {
+            common: CommonSettings::from_env(ServiceName::Order)?,
+            default_strategy: parse_or(
+                "DEFAULT_STRATEGY",
+                lookup("DEFAULT_STRATEGY"),
+                Strategy::Mutex,
+            )?,
+            inventory_timeout: Duration::from_millis(parse_or(
+                "INVENTORY_TIMEOUT_MS",
+                lookup("INVENTORY_TIMEOUT_MS"),
+                15_000,
+            )?),
+        })
+    }
+
+    /// Defaults for the given common settings (tests adjust fields afterwards).
+    pub fn with_common(common: CommonSettings) -> Settings {
+        Settings {
+            common,
+            default_strategy: Strategy::Mutex,
+            inventory_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// A built order service: database migrated, port bound, not yet serving.
+pub struct Application {
+    server: GrpcServer,
+    pool: PgPool,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        Self::build_with(
+            settings,
+            Arc::new(PaymentQueueNotWired),
+            Arc::new(NoLeaderJobs),
+        )
+        .await
+    }
+
+    /// [`Application::build`] with the saga's integration points filled in: the payment
+    /// step (the payment work queue) and the leader-job directory (coord Election).
+    pub async fn build_with(
+        settings: Settings,
+        payments: Arc<dyn PaymentRequester>,
+        leaders: Arc<dyn LeaderDirectory>,
+    ) -> anyhow::Result<Application> {
+        let pool = connect_and_migrate(&settings.common.database, &MIGRATOR).await?;
+        // Connects on first use, and again after a failure: inventory may start later.
+        let inventory = InventoryServiceClient::new(
+            Endpoint::from_shared(settings.common.peers.inventory.clone())?
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(settings.inventory_timeout)
+                .connect_lazy(),
+        );
+        let saga = Arc::new(Saga::new(OrdersDb::new(pool.clone()), inventory, payments));
+        let api = OrderApi::new(saga, settings.default_strategy, leaders);
+        let mut server = GrpcServer::bind(settings.common.grpc_addr)?;
+        server.add_service(OrderServiceServer::new(api)).await;
+        tracing::info!(addr = %server.local_addr(), inventory = %settings.common.peers.inventory, "order service ready");
+        Ok(Application { server, pool })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, drains, then closes the pool.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
+        let served = self.server.run_until_stopped(shutdown).await;
+        self.pool.close().await;
+        served
+    }
+}

@@ -1,0 +1,75 @@
+//! One idempotency key, one order — sequentially and under a race.
+
+use shop_common::domain::Strategy;
+use shop_proto::v1 as pb;
+use tonic::Code;
+
+use crate::helpers::{status, unique_key, TestShop};
+
+#[tokio::test]
+async fn the_same_key_twice_is_one_order() {
+    let shop = TestShop::spawn().await;
+    shop.set_stock("tea", 10).await;
+    let key = unique_key();
+    let first = shop
+        .create(&key, &[("tea", 3)], Strategy::Pg)
+        .await
+        .unwrap();
+    let second = shop
+        .create(&key, &[("tea", 3)], Strategy::Pg)
+        .await
+        .unwrap();
+    assert_eq!(first.order_id, second.order_id);
+    assert_eq!(status(&second), pb::OrderStatus::Reserved);
+    assert_eq!(shop.order_count().await, 1);
+    assert_eq!(
+        shop.truth("tea").await.level.reserved,
+        3,
+        "stock taken once"
+    );
+    shop.stop().await;
+}
+
+#[tokio::test]
+async fn the_same_key_from_twenty_racing_clients_is_one_order() {
+    let shop = TestShop::spawn().await;
+    shop.set_stock("tea", 100).await;
+    for strategy in [Strategy::Mutex, Strategy::Pg] {
+        let key = unique_key();
+        let racers = (0..20).map(|_| shop.create(&key, &[("tea", 2)], strategy));
+        let orders: Vec<pb::Order> = futures::future::join_all(racers)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        for order in &orders {
+            assert_eq!(order.order_id, orders[0].order_id, "{strategy}");
+            assert_eq!(status(order), pb::OrderStatus::Reserved, "{strategy}");
+        }
+    }
+    assert_eq!(shop.order_count().await, 2);
+    let t = shop.truth("tea").await;
+    assert_eq!(t.level.reserved, 4, "each order's stock taken once");
+    t.check(100).unwrap();
+    shop.stop().await;
+}
+
+#[tokio::test]
+async fn the_same_key_with_a_different_cart_is_refused() {
+    let shop = TestShop::spawn().await;
+    shop.set_stock("tea", 10).await;
+    let key = unique_key();
+    let first = shop
+        .create(&key, &[("tea", 1)], Strategy::Pg)
+        .await
+        .unwrap();
+    let err = shop
+        .create(&key, &[("tea", 2)], Strategy::Pg)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    assert!(err.message().contains(&first.order_id), "{err:?}");
+    assert!(err.message().contains("use a new key"), "{err:?}");
+    assert_eq!(shop.truth("tea").await.level.reserved, 1);
+    shop.stop().await;
+}
