@@ -5,9 +5,11 @@
 #   debian:bookworm-slim          debootstrap (minbase) of Debian bookworm
 #   quay.io/coreos/etcd:v3.5.16   + etcd/etcdctl 3.5.16 from Debian trixie
 #   postgres:15-bookworm          + Debian's postgresql-15, official-image compatible env
+#   coord-shop:dev                the shop's binaries compiled on the host
+#                                 (docker/Dockerfile.prebuilt; PROFILE=debug|release)
 # A user with a registry never needs this script. An image that already exists is left
 # alone unless --force is given.
-#   scripts/images.sh [--force] [base|etcd|postgres|all]
+#   scripts/images.sh [--force] [base|etcd|postgres|shop|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 force=0
@@ -55,10 +57,26 @@ build_postgres() {
   log "tagged postgres:15-bookworm"
 }
 
+build_shop() {
+  local profile=${PROFILE:-release} ctx
+  local flag=--release
+  [ "$profile" = debug ] && flag=""
+  log "cargo build $flag --bins (the shop image's binaries)"
+  cargo build -q $flag --workspace --bins
+  ctx=$(mktemp -d)
+  mkdir "$ctx/bin"
+  cp docker/Dockerfile.prebuilt "$ctx/Dockerfile"
+  find "target/$profile" -maxdepth 1 -type f -perm -u+x -exec cp {} "$ctx/bin/" \;
+  docker build -q -t "${SHOP_IMAGE:-coord-shop:dev}" "$ctx" >/dev/null
+  rm -rf "$ctx"
+  log "tagged ${SHOP_IMAGE:-coord-shop:dev} ($profile binaries)"
+}
+
 case "$what" in
   base) build_base ;;
   etcd) build_base; build_etcd ;;
   postgres) build_base; build_postgres ;;
-  all) build_base; build_etcd; build_postgres ;;
-  *) echo "usage: $0 [--force] [base|etcd|postgres|all]" >&2; exit 2 ;;
+  shop) build_base; build_shop ;;
+  all) build_base; build_etcd; build_postgres; build_shop ;;
+  *) echo "usage: $0 [--force] [base|etcd|postgres|shop|all]" >&2; exit 2 ;;
 esac

@@ -76,16 +76,92 @@ impl EtcdConfig {
         Ok(config)
     }
 
-    /// Opens a client.
+    /// Opens a client. With more than one endpoint, a background task also watches
+    /// each member's health and takes unreachable members out of the client's balancer
+    /// until they answer again.
+    ///
+    /// Why: the client balances requests over the endpoints by "fewest requests in
+    /// flight", and a member that is down (or whose name no longer resolves) fails
+    /// every call at once, so it always looks idle and attracts the most calls. etcd's
+    /// Go client skips unhealthy connections; this does the same. The monitor pings
+    /// every member once a second and lives as long as the process (one client per
+    /// process is the intended use).
     pub async fn connect(&self) -> Result<Client> {
+        let options = self.connect_options();
+        let client = Client::connect(&self.endpoints, Some(options.clone())).await?;
+        if self.endpoints.len() > 1 {
+            tokio::spawn(monitor_members(
+                client.clone(),
+                self.endpoints.clone(),
+                options,
+            ));
+        }
+        Ok(client)
+    }
+
+    fn connect_options(&self) -> ConnectOptions {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(self.connect_timeout)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
         if let Some((user, password)) = &self.credentials {
             options = options.with_user(user.clone(), password.clone());
         }
-        Ok(Client::connect(&self.endpoints, Some(options)).await?)
+        options
     }
+}
+
+/// Removes members that fail a health ping from `client`'s balancer and puts them back
+/// once they answer. Never removes the last member left in rotation.
+async fn monitor_members(client: Client, endpoints: Vec<String>, options: ConnectOptions) {
+    let probe_options = options
+        .with_connect_timeout(Duration::from_millis(500))
+        .with_timeout(Duration::from_millis(800));
+    let mut in_rotation = vec![true; endpoints.len()];
+    let mut probes: Vec<Option<Client>> = vec![None; endpoints.len()];
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for (i, endpoint) in endpoints.iter().enumerate() {
+            let healthy = probe(&mut probes[i], endpoint, &probe_options).await;
+            let uri = if endpoint.contains("://") {
+                endpoint.clone()
+            } else {
+                format!("http://{endpoint}")
+            };
+            let others_up = in_rotation.iter().enumerate().any(|(j, up)| j != i && *up);
+            if in_rotation[i] && !healthy && others_up {
+                if client.remove_endpoint(&uri).await.is_err() {
+                    return; // the client's balancer is gone
+                }
+                in_rotation[i] = false;
+                tracing::warn!(endpoint = %endpoint, "etcd member unreachable; taken out of rotation");
+            } else if !in_rotation[i] && healthy {
+                if client.add_endpoint(endpoint).await.is_err() {
+                    return;
+                }
+                in_rotation[i] = true;
+                tracing::info!(endpoint = %endpoint, "etcd member answers again; back in rotation");
+            }
+        }
+    }
+}
+
+/// One status call to one member over its own connection.
+async fn probe(slot: &mut Option<Client>, endpoint: &str, options: &ConnectOptions) -> bool {
+    if slot.is_none() {
+        *slot = Client::connect([endpoint], Some(options.clone()))
+            .await
+            .ok();
+    }
+    let Some(probe) = slot.as_mut() else {
+        return false;
+    };
+    let answered = tokio::time::timeout(Duration::from_secs(1), probe.status())
+        .await
+        .is_ok_and(|r| r.is_ok());
+    if !answered {
+        *slot = None; // reconnect next time (the name may resolve elsewhere by then)
+    }
+    answered
 }
 
 /// Shorthand: `EtcdConfig::from_env()?.connect()`.

@@ -58,12 +58,22 @@ pub(crate) async fn enter(
             TxnOp::get(prefix, Some(oldest.clone())),
         ])
         .or_else([TxnOp::get(key, None), TxnOp::get(prefix, Some(oldest))]);
-    let resp = session.client().txn(txn).await.map_err(|e| match e {
+    // Safe to retry: if a lost attempt did apply, the retry takes the else branch and
+    // adopts the key it created. Retrying matters when an etcd member is down: the
+    // client's balancer may still route a call to it and fail it at once.
+    let resp = retrying(|| {
+        let (mut client, txn) = (session.client(), txn.clone());
+        async move { client.txn(txn).await }
+    })
+    .await
+    .map_err(|e| match e {
         // The lease is gone but the keepalive has not noticed yet.
-        etcd_client::Error::GRpcStatus(s) if s.message().contains("lease not found") => {
+        Error::Etcd(etcd_client::Error::GRpcStatus(s))
+            if s.message().contains("lease not found") =>
+        {
             Error::SessionExpired(session.lease())
         }
-        other => other.into(),
+        other => other,
     })?;
     let (rev, existing_value) = if resp.succeeded() {
         (txn_rev(&resp), None)
@@ -294,8 +304,23 @@ pub(crate) async fn wait_deleted(client: &mut Client, key: &[u8], create_rev: i6
 pub(crate) async fn compare_delete(client: &mut Client, key: &str, rev: i64) -> Result<bool> {
     let txn = Txn::new()
         .when([Compare::create_revision(key, CompareOp::Equal, rev)])
-        .and_then([TxnOp::delete(key, None)]);
-    Ok(client.txn(txn).await?.succeeded())
+        .and_then([TxnOp::delete(key, None)])
+        .or_else([TxnOp::get(key, Some(GetOptions::new().with_count_only()))]);
+    // Retried on transient failures (a call routed to a dead etcd member fails at once).
+    // If an attempt that looked failed had in fact applied, the retry finds the key
+    // gone: after a retry, "gone" counts as deleted by us.
+    let mut attempts = 0;
+    let resp = retrying(|| {
+        attempts += 1;
+        let (mut client, txn) = (client.clone(), txn.clone());
+        async move { client.txn(txn).await }
+    })
+    .await?;
+    if resp.succeeded() {
+        return Ok(true);
+    }
+    let gone = txn_get(&resp, 0).is_some_and(|g| g.count() == 0);
+    Ok(attempts > 1 && gone)
 }
 
 /// Runs `op` again on transient failures, a few times, with backoff.

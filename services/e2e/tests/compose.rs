@@ -1,0 +1,413 @@
+//! The whole suite from compose.yaml, brought up with testcontainers' docker compose
+//! support, driven end to end, and then broken on purpose:
+//!
+//! 1. 100 concurrent buyers race for 40 units through both order replicas: 0 oversold.
+//! 2. The inventory replica holding a SKU lock is `docker pause`d past its lease TTL: the
+//!    other replica takes the lock and sells; on unpause the stale holder's write is
+//!    rejected by its fencing token; nothing is oversold.
+//! 3. One etcd member is stopped: orders continue.
+//!
+//! One test function runs the scenarios in order against one stack (bringing compose up
+//! is the expensive part). Needs Docker, the compose v2 plugin and the images compose.yaml
+//! names; offline, `scripts/images.sh all` builds stand-ins first (`.ci/run` does).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use coord::etcd_client::{Client as EtcdClient, GetOptions};
+use shop_proto::v1::inventory_service_client::InventoryServiceClient;
+use shop_proto::v1::order_service_client::OrderServiceClient;
+use shop_proto::v1::{
+    CreateOrderRequest, GetStockRequest, LineItem, OrderStatus, ReserveOutcome, ReserveRequest,
+    SetStockRequest, Stock, Strategy,
+};
+use testcontainers::compose::DockerCompose;
+use tonic::transport::Channel;
+
+const PROJECT: &str = "coord-shop-e2e";
+/// Session TTL of every service in the stack: short, so failover tests are quick.
+const TTL: Duration = Duration::from_secs(2);
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Prints a progress line with the time since the suite started.
+fn step(started: Instant, what: &str) {
+    eprintln!("[e2e {:>6.1}s] {what}", started.elapsed().as_secs_f64());
+}
+
+/// The environment compose runs with: random host ports (no clash with anything on
+/// the machine), a short session TTL.
+fn compose_env(extra: &[(&str, &str)]) -> HashMap<String, String> {
+    let mut env: HashMap<String, String> = [
+        "ETCD_HOST_PORT",
+        "ORDER_HOST_PORT",
+        "ORDER2_HOST_PORT",
+        "INVENTORY_HOST_PORT",
+        "INVENTORY2_HOST_PORT",
+        "PAYMENT_HOST_PORT",
+        "PAYMENT2_HOST_PORT",
+        "JAEGER_HOST_PORT",
+    ]
+    .into_iter()
+    .map(|k| (k.to_owned(), "0".to_owned()))
+    .collect();
+    env.insert("ETCD_SESSION_TTL".into(), TTL.as_secs().to_string());
+    for (k, v) in extra {
+        env.insert((*k).to_owned(), (*v).to_owned());
+    }
+    env
+}
+
+/// Runs `docker compose -p PROJECT <args>` with the suite's environment.
+async fn compose_cli(env: &HashMap<String, String>, args: &[&str]) -> String {
+    let out = tokio::process::Command::new("docker")
+        .arg("compose")
+        .args(["-p", PROJECT, "-f"])
+        .arg(repo_root().join("compose.yaml"))
+        .args(args)
+        .envs(env)
+        .output()
+        .await
+        .expect("docker compose runs");
+    assert!(
+        out.status.success(),
+        "docker compose {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `docker <args>` and fails the test if it fails.
+async fn docker(args: &[&str]) {
+    let out = tokio::process::Command::new("docker")
+        .args(args)
+        .output()
+        .await
+        .expect("docker runs");
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn container(service: &str) -> String {
+    format!("{PROJECT}-{service}-1")
+}
+
+struct Stack {
+    compose: DockerCompose,
+    env: HashMap<String, String>,
+}
+
+impl Stack {
+    /// The host port published for `service:port`. Asked of compose each time, since
+    /// a re-created container gets a new one.
+    async fn port(&self, service: &str, port: u16) -> u16 {
+        assert!(
+            self.compose.service(service).is_some(),
+            "{service} is in the stack"
+        );
+        let published = compose_cli(&self.env, &["port", service, &port.to_string()]).await;
+        published
+            .trim()
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap_or_else(|| panic!("published port of {service}:{port}: {published:?}"))
+    }
+
+    async fn channel(&self, service: &str, port: u16) -> Channel {
+        let port = self.port(service, port).await;
+        Channel::from_shared(format!("http://127.0.0.1:{port}"))
+            .expect("uri")
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("connect to {service}: {e}"))
+    }
+
+    async fn order(&self, service: &str) -> OrderServiceClient<Channel> {
+        OrderServiceClient::new(self.channel(service, 50051).await)
+    }
+
+    async fn inventory(&self, service: &str) -> InventoryServiceClient<Channel> {
+        InventoryServiceClient::new(self.channel(service, 50052).await)
+    }
+
+    async fn etcd(&self) -> EtcdClient {
+        let port = self.port("etcd1", 2379).await;
+        EtcdClient::connect([format!("127.0.0.1:{port}")], None)
+            .await
+            .expect("etcd")
+    }
+
+    /// Re-creates one service's container with extra environment (compose notices the
+    /// changed configuration) and waits until it is healthy again.
+    async fn recreate(&mut self, service: &str, extra: &[(&str, &str)]) {
+        let env = compose_env(extra);
+        compose_cli(&env, &["up", "-d", "--no-deps", "--wait", service]).await;
+        self.env = env;
+    }
+}
+
+async fn stock(inventory: &mut InventoryServiceClient<Channel>, sku: &str) -> Stock {
+    inventory
+        .get_stock(GetStockRequest { sku: sku.into() })
+        .await
+        .expect("GetStock")
+        .into_inner()
+}
+
+fn one_unit(sku: &str) -> Vec<LineItem> {
+    vec![LineItem {
+        sku: sku.into(),
+        quantity: 1,
+    }]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shop_in_compose_survives_kills_pauses_and_member_loss() {
+    let started = Instant::now();
+    step(
+        started,
+        "docker compose up (3 etcd, 3 Postgres, 2 replicas per service)",
+    );
+    let env = compose_env(&[]);
+    let mut compose = DockerCompose::with_local_client(&[repo_root().join("compose.yaml")])
+        .with_project_name(PROJECT)
+        .with_env_vars(env.clone())
+        .with_wait(true);
+    compose.up().await.expect("compose up");
+    let mut stack = Stack { compose, env };
+    step(started, "stack is healthy");
+
+    flash_sale_through_both_order_replicas(&stack, started).await;
+    paused_lock_holder_is_fenced(&mut stack, started).await;
+    orders_continue_without_one_etcd_member(&stack, started).await;
+
+    step(started, "docker compose down");
+    compose_cli(&stack.env, &["down", "-v", "-t", "2"]).await;
+    drop(stack);
+}
+
+/// 100 buyers, 40 units, strategy mutex, spread over both order replicas (which spread
+/// over both inventory replicas): exactly 40 sold, the rest rejected.
+async fn flash_sale_through_both_order_replicas(stack: &Stack, started: Instant) {
+    step(
+        started,
+        "scenario 1: 100 buyers, 40 units, through both order replicas",
+    );
+    let sku = format!("e2e-flash-{}", uuid::Uuid::new_v4().simple());
+    let mut inventory = stack.inventory("inventory-1").await;
+    inventory
+        .set_stock(SetStockRequest {
+            sku: sku.clone(),
+            available: 40,
+        })
+        .await
+        .expect("SetStock");
+    let replicas = [stack.order("order-1").await, stack.order("order-2").await];
+    let buyers = (0..100).map(|i| {
+        let mut order = replicas[i % 2].clone();
+        let sku = sku.clone();
+        async move {
+            order
+                .create_order(CreateOrderRequest {
+                    idempotency_key: format!("{sku}-{i}"),
+                    customer_id: format!("buyer-{i}"),
+                    items: one_unit(&sku),
+                    strategy: Strategy::Mutex as i32,
+                    ..Default::default()
+                })
+                .await
+                .map(|r| r.into_inner().status)
+        }
+    });
+    let results = futures::future::join_all(buyers).await;
+    let reserved = results
+        .iter()
+        .filter(|r| matches!(r, Ok(s) if *s == OrderStatus::Reserved as i32))
+        .count();
+    let rejected = results
+        .iter()
+        .filter(|r| matches!(r, Ok(s) if *s == OrderStatus::Rejected as i32))
+        .count();
+    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(failed.is_empty(), "calls failed: {failed:?}");
+    let truth = stock(&mut inventory, &sku).await;
+    step(
+        started,
+        &format!(
+            "  reserved {reserved}, rejected {rejected}; inventory says available {} reserved {} sold {}",
+            truth.available, truth.reserved, truth.sold
+        ),
+    );
+    assert_eq!(
+        truth.reserved + truth.sold,
+        40,
+        "exactly the stock is taken"
+    );
+    assert_eq!(truth.available, 0);
+    assert_eq!(reserved, 40);
+    assert_eq!(rejected, 60);
+}
+
+/// The lock holder is frozen (docker pause) after taking the SKU lock and reading the
+/// stock, but before writing. Its lease expires; the other replica gets the lock and
+/// sells the last unit. When the holder wakes up, its write carries an old fencing
+/// token and the database refuses it.
+async fn paused_lock_holder_is_fenced(stack: &mut Stack, started: Instant) {
+    step(
+        started,
+        "scenario 2: pause the inventory replica holding a SKU lock past its TTL",
+    );
+    // inventory-1 "thinks" 4 s between reading and writing: long enough to pause it
+    // while it holds the lock.
+    stack
+        .recreate("inventory-1", &[("INVENTORY1_THINK_TIME_MS", "4000")])
+        .await;
+    let sku = format!("e2e-pause-{}", uuid::Uuid::new_v4().simple());
+    let mut slow = stack.inventory("inventory-1").await;
+    let mut healthy = stack.inventory("inventory-2").await;
+    healthy
+        .set_stock(SetStockRequest {
+            sku: sku.clone(),
+            available: 1,
+        })
+        .await
+        .expect("SetStock");
+
+    let stale = {
+        let sku = sku.clone();
+        tokio::spawn(async move {
+            slow.reserve(ReserveRequest {
+                order_id: uuid::Uuid::new_v4().to_string(),
+                items: one_unit(&sku),
+                strategy: Strategy::Mutex as i32,
+            })
+            .await
+        })
+    };
+    // Wait until inventory-1 holds the SKU's lock (its key is under the lock prefix).
+    let mut etcd = stack.etcd().await;
+    let lock_prefix = format!("/shop/locks/sku/{sku}/");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let held = etcd
+            .get(lock_prefix.as_str(), Some(GetOptions::new().with_prefix()))
+            .await
+            .expect("etcd get")
+            .count()
+            > 0;
+        if held {
+            break;
+        }
+        assert!(Instant::now() < deadline, "inventory-1 never took the lock");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    docker(&["pause", &container("inventory-1")]).await;
+    step(
+        started,
+        "  inventory-1 paused while holding the lock; reserving on inventory-2",
+    );
+
+    let fresh = tokio::time::timeout(
+        TTL + Duration::from_secs(15),
+        healthy.reserve(ReserveRequest {
+            order_id: uuid::Uuid::new_v4().to_string(),
+            items: one_unit(&sku),
+            strategy: Strategy::Mutex as i32,
+        }),
+    )
+    .await
+    .expect("inventory-2 gets the lock once inventory-1's lease expires")
+    .expect("Reserve on inventory-2")
+    .into_inner();
+    assert_eq!(fresh.outcome, ReserveOutcome::Reserved as i32, "{fresh:?}");
+    let after_fresh = stock(&mut healthy, &sku).await;
+    step(
+        started,
+        &format!(
+            "  inventory-2 sold the unit (fence token {}); unpausing inventory-1",
+            after_fresh.fence_token
+        ),
+    );
+
+    docker(&["unpause", &container("inventory-1")]).await;
+    let stale = tokio::time::timeout(Duration::from_secs(30), stale)
+        .await
+        .expect("the stale holder finishes after unpause")
+        .expect("task");
+    match &stale {
+        Ok(resp) => assert_ne!(
+            resp.get_ref().outcome,
+            ReserveOutcome::Reserved as i32,
+            "the stale holder must not reserve: {resp:?}"
+        ),
+        Err(status) => step(
+            started,
+            &format!(
+                "  stale holder refused: {:?}: {}",
+                status.code(),
+                status.message()
+            ),
+        ),
+    }
+    let truth = stock(&mut healthy, &sku).await;
+    assert_eq!(
+        truth.reserved + truth.sold,
+        1,
+        "one unit, sold once: {truth:?}"
+    );
+    assert_eq!(truth.available, 0);
+    assert_eq!(
+        truth.fence_token, after_fresh.fence_token,
+        "no stale write landed"
+    );
+    stack.recreate("inventory-1", &[]).await;
+}
+
+/// Stop one etcd member (not the one the test talks to): quorum remains, so locks,
+/// sessions and orders keep working.
+async fn orders_continue_without_one_etcd_member(stack: &Stack, started: Instant) {
+    step(started, "scenario 3: stop etcd3, keep ordering");
+    docker(&["stop", "-t", "2", &container("etcd3")]).await;
+    let sku = format!("e2e-member-{}", uuid::Uuid::new_v4().simple());
+    let mut inventory = stack.inventory("inventory-2").await;
+    inventory
+        .set_stock(SetStockRequest {
+            sku: sku.clone(),
+            available: 10,
+        })
+        .await
+        .expect("SetStock");
+    let mut order = stack.order("order-1").await;
+    for i in 0..10 {
+        let placed = tokio::time::timeout(
+            Duration::from_secs(20),
+            order.create_order(CreateOrderRequest {
+                idempotency_key: format!("{sku}-{i}"),
+                customer_id: format!("member-loss-{i}"),
+                items: one_unit(&sku),
+                strategy: Strategy::Mutex as i32,
+                ..Default::default()
+            }),
+        )
+        .await
+        .expect("order completes with one member down")
+        .expect("CreateOrder")
+        .into_inner();
+        assert_eq!(placed.status, OrderStatus::Reserved as i32, "{placed:?}");
+    }
+    let truth = stock(&mut inventory, &sku).await;
+    assert_eq!(truth.reserved, 10);
+    assert_eq!(truth.available, 0);
+    docker(&["start", &container("etcd3")]).await;
+    step(
+        started,
+        "  10 orders reserved with etcd3 down; etcd3 restarted",
+    );
+}
