@@ -13,6 +13,10 @@
 //! |---|---|
 //! | [`session`] | a lease kept alive in the background; the liveness every primitive uses |
 //! | [`mutex`] | distributed lock with a fencing token |
+//! | [`rwmutex`] | readers–writer lock: many readers or one writer, writer-fair |
+//! | [`barrier`] | hold processes at a point until the barrier is released |
+//! | [`double_barrier`] | `count` participants enter together and leave together |
+//! | [`semaphore`] | N permits shared by sessions, released when a holder dies |
 //! | [`config`] | connecting to etcd (endpoints, credentials) from code or the environment |
 //! | [`error`] | the crate's one error type and the `timeout` helper |
 //! | `key`, `ops` (private) | key layout helpers; enter / wait / leave a queue of waiters |
@@ -23,15 +27,23 @@
 //! lock or leadership must be written with the fencing token (or the `is_owner`
 //! comparison), because a paused holder can outlive its lease.
 
+pub mod barrier;
 pub mod config;
+pub mod double_barrier;
 pub mod error;
 mod key;
 pub mod mutex;
 mod ops;
+pub mod rwmutex;
+pub mod semaphore;
 pub mod session;
 
+pub use barrier::Barrier;
 pub use config::{connect_from_env, EtcdConfig};
+pub use double_barrier::{DoubleBarrier, DoubleBarrierGuard};
 pub use error::{timeout, Error, Result};
 pub use etcd_client;
 pub use mutex::{Mutex, MutexGuard};
+pub use rwmutex::{Access, RwMutex, RwMutexGuard};
+pub use semaphore::{Permit, Semaphore};
 pub use session::{Session, SessionBuilder};

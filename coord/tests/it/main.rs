@@ -5,6 +5,10 @@
 //! The etcd endpoint comes from `ETCD_ENDPOINTS` (default `127.0.0.1:2379`);
 //! `scripts/etcd.sh start` runs one.
 
+mod barrier;
 mod common;
+mod double_barrier;
 mod mutex;
+mod rwmutex;
+mod semaphore;
 mod session;
