@@ -17,6 +17,10 @@
 //! | [`leader`] | run a job on one replica at a time; cancel it when leadership is lost |
 //! | [`stm`] | software transactional memory: read, decide, write atomically, retried on conflict |
 //! | [`txn`] | a typed builder for plain etcd transactions, with named comparison helpers |
+//! | [`rwmutex`] | readers–writer lock: many readers or one writer, writer-fair |
+//! | [`barrier`] | hold processes at a point until the barrier is released |
+//! | [`double_barrier`] | `count` participants enter together and leave together |
+//! | [`semaphore`] | N permits shared by sessions, released when a holder dies |
 //! | [`config`] | connecting to etcd (endpoints, credentials) from code or the environment |
 //! | [`error`] | the crate's one error type and the `timeout` helper |
 //! | `key`, `ops` (private) | key layout helpers; enter / wait / leave a queue of waiters |
@@ -27,22 +31,30 @@
 //! lock or leadership must be written with the fencing token (or the `is_owner`
 //! comparison), because a paused holder can outlive its lease.
 
+pub mod barrier;
 pub mod config;
+pub mod double_barrier;
 pub mod election;
 pub mod error;
 mod key;
 pub mod leader;
 pub mod mutex;
 mod ops;
+pub mod rwmutex;
+pub mod semaphore;
 pub mod session;
 pub mod stm;
 pub mod txn;
 
+pub use barrier::Barrier;
 pub use config::{connect_from_env, EtcdConfig};
+pub use double_barrier::{DoubleBarrier, DoubleBarrierGuard};
 pub use election::{Election, ElectionObserver, LeaderEvent, LeaderInfo, Leadership};
 pub use error::{timeout, Error, Result};
 pub use etcd_client;
 pub use leader::{run_as_leader, LeaderContext, LeaderJob, LeaderOutcome};
 pub use mutex::{Mutex, MutexGuard};
+pub use rwmutex::{Access, RwMutex, RwMutexGuard};
+pub use semaphore::{Permit, Semaphore};
 pub use session::{Session, SessionBuilder};
 pub use txn::{Ops, Txn, TxnOutcome};

@@ -5,10 +5,14 @@
 //! etcd comes from `ETCD_ENDPOINTS`, else a testcontainers etcd (crate `testkit`);
 //! `scripts/etcd.sh start` runs one.
 
+mod barrier;
 mod common;
+mod double_barrier;
 mod election;
 mod leader;
 mod mutex;
+mod rwmutex;
+mod semaphore;
 mod session;
 mod stm;
 mod txn;
