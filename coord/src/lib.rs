@@ -21,6 +21,7 @@
 //! | [`barrier`] | hold processes at a point until the barrier is released |
 //! | [`double_barrier`] | `count` participants enter together and leave together |
 //! | [`semaphore`] | N permits shared by sessions, released when a holder dies |
+//! | [`work_queue`] | reliable priority work queue: claim under a lease, ack/nack, redelivery when a consumer dies |
 //! | [`config`] | connecting to etcd (endpoints, credentials) from code or the environment |
 //! | [`error`] | the crate's one error type and the `timeout` helper |
 //! | `key`, `ops` (private) | key layout helpers; enter / wait / leave a queue of waiters |
@@ -45,6 +46,7 @@ pub mod semaphore;
 pub mod session;
 pub mod stm;
 pub mod txn;
+pub mod work_queue;
 
 pub use barrier::Barrier;
 pub use config::{connect_from_env, EtcdConfig};
@@ -58,3 +60,4 @@ pub use rwmutex::{Access, RwMutex, RwMutexGuard};
 pub use semaphore::{Permit, Semaphore};
 pub use session::{Session, SessionBuilder};
 pub use txn::{Ops, Txn, TxnOutcome};
+pub use work_queue::{Claimed, Enqueued, WorkQueue};

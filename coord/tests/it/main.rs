@@ -16,3 +16,4 @@ mod semaphore;
 mod session;
 mod stm;
 mod txn;
+mod work_queue;

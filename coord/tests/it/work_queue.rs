@@ -1,0 +1,232 @@
+//! WorkQueue: priority and FIFO order, exactly-one claim per item, redelivery when a
+//! consumer dies, fenced ack, nack with delay, idempotent enqueue, dead letters.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use coord::etcd_client::PutOptions;
+use coord::{Error, WorkQueue};
+
+use crate::common::{client, keys_under, session, unique};
+
+async fn queue(name: &str) -> WorkQueue {
+    WorkQueue::new(client().await, name).unwrap()
+}
+
+#[tokio::test]
+async fn lower_priority_numbers_first_then_fifo() {
+    let name = unique("wq-order");
+    let q = queue(&name).await;
+    for (payload, priority) in [
+        ("std-1", 2),
+        ("gold-1", 1),
+        ("std-2", 2),
+        ("plat-1", 0),
+        ("gold-2", 1),
+    ] {
+        q.enqueue(payload.as_bytes(), priority).await.unwrap();
+    }
+    let s = session(10).await;
+    let mut seen = Vec::new();
+    while let Some(item) = q.try_claim(&s).await.unwrap() {
+        seen.push(String::from_utf8(item.payload().to_vec()).unwrap());
+        item.ack().await.unwrap();
+    }
+    assert_eq!(seen, ["plat-1", "gold-1", "gold-2", "std-1", "std-2"]);
+    assert_eq!(q.depth().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn four_consumers_take_every_item_exactly_once() {
+    let name = unique("wq-consumers");
+    let q = queue(&name).await;
+    for i in 0..200 {
+        q.enqueue(format!("item-{i}").as_bytes(), i % 3)
+            .await
+            .unwrap();
+    }
+    let seen = Arc::new(StdMutex::new(Vec::new()));
+    let mut consumers = Vec::new();
+    for _ in 0..4 {
+        let (q, seen) = (q.clone(), seen.clone());
+        consumers.push(tokio::spawn(async move {
+            let s = session(10).await;
+            while let Some(item) = q.try_claim(&s).await.unwrap() {
+                seen.lock().unwrap().push(item.id().to_owned());
+                item.ack().await.unwrap();
+            }
+        }));
+    }
+    for c in consumers {
+        c.await.unwrap();
+    }
+    let seen = seen.lock().unwrap().clone();
+    let distinct: HashSet<_> = seen.iter().collect();
+    assert_eq!(seen.len(), 200, "no item delivered twice");
+    assert_eq!(distinct.len(), 200, "every item delivered");
+}
+
+#[tokio::test]
+async fn blocked_claim_wakes_on_enqueue_and_dropping_it_claims_nothing() {
+    let name = unique("wq-block");
+    let q = queue(&name).await;
+    let s = session(10).await;
+    // A claim that times out leaves no claim key.
+    let err = coord::timeout(Duration::from_millis(200), q.claim(&s))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout(_)));
+    let waiter = {
+        let (q, s) = (q.clone(), s.clone());
+        tokio::spawn(async move { q.claim(&s).await.map(|c| c.payload().to_vec()) })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    q.enqueue(b"hello", 5).await.unwrap();
+    let got = coord::timeout(Duration::from_secs(5), async { waiter.await.unwrap() })
+        .await
+        .expect("woken by the enqueue");
+    assert_eq!(got, b"hello");
+}
+
+#[tokio::test]
+async fn an_item_survives_a_consumer_that_dies_before_ack() {
+    let name = unique("wq-crash");
+    let q = queue(&name).await;
+    q.enqueue_with_id("order-7", b"charge 7", 1).await.unwrap();
+    let doomed = session(10).await;
+    let first = q.try_claim(&doomed).await.unwrap().expect("an item");
+    assert_eq!(first.attempt(), 1);
+    // The consumer dies: its lease goes, and with it the claim.
+    client().await.lease_revoke(doomed.lease()).await.unwrap();
+    let survivor = session(10).await;
+    let again = coord::timeout(Duration::from_secs(5), q.claim(&survivor))
+        .await
+        .expect("redelivered");
+    assert_eq!(again.id(), "order-7");
+    assert_eq!(again.attempt(), 2);
+    assert_eq!(again.payload(), b"charge 7");
+    // The dead consumer's late ack must not delete the redelivered item.
+    let err = first.ack().await.unwrap_err();
+    assert!(matches!(err, Error::OwnershipLost(_)), "{err:?}");
+    assert_eq!(q.depth().await.unwrap(), 1);
+    again.ack().await.unwrap();
+    assert_eq!(q.depth().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn nack_redelivers_and_nack_after_waits() {
+    let name = unique("wq-nack");
+    let q = queue(&name).await;
+    q.enqueue(b"retry me", 0).await.unwrap();
+    let s = session(10).await;
+    let item = q.try_claim(&s).await.unwrap().unwrap();
+    item.nack().await.unwrap();
+    let item = q.try_claim(&s).await.unwrap().expect("back at once");
+    assert_eq!(item.attempt(), 2);
+    item.nack_after(Duration::from_millis(800)).await.unwrap();
+    assert!(
+        q.try_claim(&s).await.unwrap().is_none(),
+        "not before the delay"
+    );
+    let item = coord::timeout(Duration::from_secs(5), q.claim(&s))
+        .await
+        .expect("delivered after the delay");
+    assert_eq!(item.attempt(), 3);
+    item.ack().await.unwrap();
+}
+
+#[tokio::test]
+async fn enqueue_by_id_is_idempotent() {
+    let name = unique("wq-idem");
+    let q = queue(&name).await;
+    let first = q.enqueue_with_id("order-1", b"a", 1).await.unwrap();
+    let second = q.enqueue_with_id("order-1", b"b", 1).await.unwrap();
+    assert!(first.created);
+    assert!(!second.created);
+    assert_eq!(q.depth().await.unwrap(), 1);
+    // Racing duplicates also make one item.
+    let racers = (0..10).map(|_| {
+        let q = q.clone();
+        async move { q.enqueue_with_id("order-2", b"x", 1).await.unwrap().created }
+    });
+    let created = futures::future::join_all(racers).await;
+    assert_eq!(created.iter().filter(|c| **c).count(), 1);
+    assert_eq!(q.depth().await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn items_that_keep_failing_are_dead_lettered() {
+    let name = unique("wq-dead");
+    let q = queue(&name).await.with_max_attempts(2).unwrap();
+    q.enqueue(b"poison", 0).await.unwrap();
+    let s = session(10).await;
+    for _ in 0..2 {
+        q.try_claim(&s)
+            .await
+            .unwrap()
+            .unwrap()
+            .nack()
+            .await
+            .unwrap();
+    }
+    assert!(q.try_claim(&s).await.unwrap().is_none());
+    assert_eq!(q.depth().await.unwrap(), 0);
+    assert_eq!(q.dead_lettered().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn queue_jobs_never_sees_jobs2_and_garbage_is_an_error() {
+    let base = unique("wq-prefix");
+    let (jobs, jobs2) = (
+        queue(&format!("{base}/jobs")).await,
+        queue(&format!("{base}/jobs2")).await,
+    );
+    jobs2.enqueue(b"not yours", 0).await.unwrap();
+    let s = session(10).await;
+    assert!(jobs.try_claim(&s).await.unwrap().is_none());
+    // A foreign value where an item should be: a typed error, never a panic.
+    let mut c = client().await;
+    c.put(
+        format!("{base}/jobs/items/00000/00000000000000000001"),
+        "garbage",
+        Some(PutOptions::new()),
+    )
+    .await
+    .unwrap();
+    let err = jobs.try_claim(&s).await.unwrap_err();
+    assert!(matches!(err, Error::Malformed { .. }), "{err:?}");
+    assert!(matches!(
+        jobs.enqueue(b"x", 100_000).await,
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+#[tokio::test]
+async fn compaction_during_a_blocked_claim_does_not_lose_the_wake_up() {
+    let name = unique("wq-compact");
+    let q = queue(&name).await;
+    let s = session(10).await;
+    let waiter = {
+        let (q, s) = (q.clone(), s.clone());
+        tokio::spawn(async move { q.claim(&s).await.map(|c| c.id().to_owned()) })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let mut c = client().await;
+    let rev = c.get("/", None).await.unwrap().header().unwrap().revision();
+    c.compact(rev, None).await.unwrap();
+    q.enqueue_with_id("after-compaction", b"x", 0)
+        .await
+        .unwrap();
+    let id = coord::timeout(Duration::from_secs(5), async { waiter.await.unwrap() })
+        .await
+        .expect("claimed after compaction");
+    assert_eq!(id, "after-compaction");
+    // The claim was dropped unacked: the item stays queued and its claim is released.
+    assert_eq!(q.depth().await.unwrap(), 1);
+    crate::common::eventually(Duration::from_secs(5), "dropped claim released", || {
+        let (c, name) = (c.clone(), name.clone());
+        async move { keys_under(&c, &format!("{name}/claims")).await.is_empty() }
+    })
+    .await;
+}
