@@ -29,7 +29,6 @@ use etcd_client::{
     TxnOp, WatchFilterType, WatchOptions, WatchStream,
 };
 use tokio::sync::{broadcast, watch, Notify, OwnedMutexGuard};
-use tokio::task::JoinHandle;
 use tokio::time::sleep;
 use tracing::debug;
 
@@ -102,19 +101,27 @@ pub(crate) async fn enter(
 /// delete cannot race ahead of the put and miss it. This is what makes `lock()` and
 /// `campaign()` cancel-safe.
 ///
+/// The put runs inline in the caller's task (no task hop on the common path). If the
+/// caller is dropped while the put is in flight, the unfinished put is not dropped:
+/// it is moved into a background task that finishes it and then deletes the key.
+///
 /// It also carries the session's local lock for the key (see `Session::local_lock`),
 /// released only once the key is gone, so the next same-session user starts clean.
 pub(crate) struct PendingKey {
     session: Session,
     key: String,
     local: Option<OwnedMutexGuard<()>>,
-    put: Option<JoinHandle<Result<Entered>>>,
+    put: Option<EnterFuture>,
+    /// True once the put was polled: from then on a request may be on its way.
+    put_started: bool,
     rev: Option<i64>,
 }
 
+type EnterFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Entered>> + Send>>;
+
 impl PendingKey {
-    /// Starts [`enter`] for `key` under `prefix` with `value`, in a task of its own so
-    /// that the put completes (and can be undone) even if the caller is dropped.
+    /// Prepares [`enter`] for `key` under `prefix` with `value`; [`PendingKey::entered`]
+    /// runs it.
     pub(crate) fn start(
         session: &Session,
         prefix: &str,
@@ -123,27 +130,23 @@ impl PendingKey {
         local: OwnedMutexGuard<()>,
     ) -> PendingKey {
         let (task_session, prefix, task_key) = (session.clone(), prefix.to_owned(), key.to_owned());
-        let put =
-            tokio::spawn(async move { enter(&task_session, &prefix, &task_key, &value).await });
+        let put: EnterFuture =
+            Box::pin(async move { enter(&task_session, &prefix, &task_key, &value).await });
         PendingKey {
             session: session.clone(),
             key: key.to_owned(),
             local: Some(local),
             put: Some(put),
+            put_started: false,
             rev: None,
         }
     }
 
-    /// Waits for the put to finish and returns where we entered. Called once.
+    /// Runs the put to completion and returns where we entered. Called once.
     pub(crate) async fn entered(&mut self) -> Result<Entered> {
         let put = self.put.as_mut().expect("entered() is called once");
-        let entered = match put.await {
-            Ok(result) => result,
-            Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
-            Err(_) => Err(Error::Etcd(etcd_client::Error::IoError(
-                std::io::Error::new(std::io::ErrorKind::Interrupted, "runtime shutting down"),
-            ))),
-        };
+        self.put_started = true;
+        let entered = put.await;
         self.put = None;
         let entered = entered?;
         self.rev = Some(entered.rev);
@@ -163,11 +166,13 @@ impl Drop for PendingKey {
             return; // kept by a guard
         };
         let (mut client, key) = (self.session.client(), std::mem::take(&mut self.key));
-        let (put, rev) = (self.put.take(), self.rev);
+        // A put never polled sent nothing: drop it rather than start it.
+        let put = self.put.take().filter(|_| self.put_started);
+        let rev = self.rev;
         spawn_cleanup(async move {
             let rev = match (rev, put) {
                 (Some(rev), _) => Some(rev),
-                (None, Some(put)) => put.await.ok().and_then(|r| r.ok()).map(|e| e.rev),
+                (None, Some(put)) => put.await.ok().map(|e| e.rev),
                 (None, None) => None,
             };
             if let Some(rev) = rev {
