@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use coord::{stm, Election, EtcdConfig, Mutex, Session};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One operation of a workload, run by a worker on its own session. `key` is the
 /// run's unique key prefix; `index` numbers the operation across all workers.
@@ -131,11 +131,11 @@ fn stm_counter_contended<'a>(session: &'a Session, key: &'a str, _: usize) -> Bo
 }
 
 /// One result line; field names and meaning are the anchor's.
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct Sample {
     #[serde(rename = "impl")]
-    implementation: &'static str,
-    workload: &'static str,
+    implementation: String,
+    workload: String,
     workers: usize,
     ops: usize,
     seconds: f64,
@@ -184,8 +184,8 @@ async fn run(
     let seconds = start.elapsed().as_secs_f64();
     all.sort();
     Ok(Sample {
-        implementation: "coord",
-        workload: workload.name,
+        implementation: "coord".to_owned(),
+        workload: workload.name.to_owned(),
         workers,
         ops: all.len(),
         seconds,
@@ -201,14 +201,18 @@ struct Args {
     workers: usize,
     json: bool,
     only: Option<Vec<String>>,
+    summarize: Option<String>,
 }
 
 const USAGE: &str = "usage: bench [--endpoint HOST:PORT] [-n OPS] [--workers W] [--json] [--only NAME,...]
+       bench --summarize RESULTS.jsonl
   --endpoint  etcd endpoint (default: first of $ETCD_ENDPOINTS, else 127.0.0.1:2379)
   -n          operations of a single-worker workload; contended ones run n/workers*2 per worker (default 200)
   --workers   workers of the contended workloads (default 8)
   --json      one JSON line per workload instead of a table
-  --only      run only these workloads (comma-separated)";
+  --only      run only these workloads (comma-separated)
+  --summarize compare coord with the Go anchor: read JSON lines of both (several rounds),
+              print the median of each and the ratios as a Markdown table; runs nothing";
 
 fn parse_args() -> anyhow::Result<Args> {
     let default_endpoint = std::env::var("ETCD_ENDPOINTS")
@@ -222,6 +226,7 @@ fn parse_args() -> anyhow::Result<Args> {
         workers: 8,
         json: false,
         only: None,
+        summarize: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -254,6 +259,7 @@ fn parse_args() -> anyhow::Result<Args> {
                         .collect(),
                 )
             }
+            "summarize" => args.summarize = Some(value("--summarize")?),
             "h" | "help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -287,9 +293,120 @@ fn print_table(samples: &[Sample]) {
     }
 }
 
+/// The issue's performance targets: (workload, what is compared, bound).
+const TARGETS: &[(&str, Target)] = &[
+    ("mutex_contended", Target::OpsAtLeast(5.0)),
+    ("mutex_uncontended", Target::P50AtMost(1.1)),
+    ("election_campaign_resign", Target::P50AtMost(1.1)),
+    ("stm_counter_contended", Target::OpsAtLeast(1.0)),
+];
+
+#[derive(Clone, Copy)]
+enum Target {
+    /// coord's ops/s at least this many times Go's.
+    OpsAtLeast(f64),
+    /// coord's p50 at most this many times Go's.
+    P50AtMost(f64),
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// Reads result lines of coord and the Go anchor (any order, any number of rounds) and
+/// prints, per workload, the median over rounds of each and coord/Go ratios.
+fn summarize(path: &str) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    let mut samples = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let sample: Sample = serde_json::from_str(line)
+            .with_context(|| format!("{path}:{}: not a result line", number + 1))?;
+        samples.push(sample);
+    }
+    let mut workloads: Vec<&str> = Vec::new();
+    for s in &samples {
+        if !workloads.contains(&s.workload.as_str()) {
+            workloads.push(&s.workload);
+        }
+    }
+    // (median ops/s, p50, p99, rounds) of one implementation on one workload.
+    let stats = |is_coord: bool, workload: &str| {
+        let of: Vec<&Sample> = samples
+            .iter()
+            .filter(|s| s.workload == workload && (s.implementation == "coord") == is_coord)
+            .collect();
+        if of.is_empty() {
+            return None;
+        }
+        let pick = |f: fn(&Sample) -> f64| median(of.iter().map(|s| f(s)).collect());
+        Some((
+            pick(|s| s.ops_per_s),
+            pick(|s| s.p50_ms),
+            pick(|s| s.p99_ms),
+            of.len(),
+        ))
+    };
+    println!("| workload | coord ops/s | Go ops/s | ops/s coord/Go | coord p50 ms | Go p50 ms | p50 coord/Go | coord p99 ms | Go p99 ms | rounds | target | met |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
+    for workload in workloads {
+        let (coord, go) = (stats(true, workload), stats(false, workload));
+        let cell = |v: Option<f64>, digits: usize| match v {
+            Some(v) => format!("{v:.digits$}"),
+            None => "–".to_owned(),
+        };
+        let ops_ratio = coord.zip(go).map(|(c, g)| c.0 / g.0);
+        let p50_ratio = coord.zip(go).map(|(c, g)| c.1 / g.1);
+        let (target, met) = match TARGETS.iter().find(|(name, _)| *name == workload) {
+            Some((_, Target::OpsAtLeast(bound))) => (
+                format!("ops/s ≥ {bound}× Go"),
+                ops_ratio.map(|r| r >= *bound),
+            ),
+            Some((_, Target::P50AtMost(bound))) => (
+                format!("p50 ≤ {bound}× Go"),
+                p50_ratio.map(|r| r <= *bound),
+            ),
+            None => ("–".to_owned(), None),
+        };
+        let met = match met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "–",
+        };
+        let rounds = match (coord, go) {
+            (Some(c), Some(g)) => format!("{}/{}", c.3, g.3),
+            (Some(c), None) => format!("{}/0", c.3),
+            (None, Some(g)) => format!("0/{}", g.3),
+            (None, None) => "0/0".to_owned(),
+        };
+        println!(
+            "| {workload} | {} | {} | {} | {} | {} | {} | {} | {} | {rounds} | {target} | {met} |",
+            cell(coord.map(|c| c.0), 0),
+            cell(go.map(|g| g.0), 0),
+            cell(ops_ratio, 2),
+            cell(coord.map(|c| c.1), 3),
+            cell(go.map(|g| g.1), 3),
+            cell(p50_ratio, 2),
+            cell(coord.map(|c| c.2), 3),
+            cell(go.map(|g| g.2), 3),
+        );
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
+    if let Some(path) = &args.summarize {
+        return summarize(path);
+    }
     // `RUST_LOG=coord=debug` shows what the primitives do (to stderr), for profiling.
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
