@@ -45,27 +45,82 @@ if ! etcdctl --endpoints "$endpoint" endpoint health >/dev/null 2>&1; then
   scripts/etcd.sh start "$port"
   started=yes
 fi
-cleanup() { [ "$started" = yes ] && scripts/etcd.sh stop "$port"; }
+cleanup() { if [ "$started" = yes ]; then scripts/etcd.sh stop "$port"; fi; }
 trap cleanup EXIT
 
 echo "building coord's bench (release) ..." >&2
 cargo build -q --release -p coord --example bench
 bench=$root/target/release/examples/bench
 
-run_coord() { "$bench" --endpoint "$endpoint" -n "$n" --workers "$workers" --json; }
-run_go() { bash "$anchor" --endpoint "$endpoint" -n "$n" -workers "$workers"; }
+run_coord() { exec "$bench" --endpoint "$endpoint" -n "$n" --workers "$workers" --json; }
+run_go() { exec bash "$anchor" --endpoint "$endpoint" -n "$n" -workers "$workers"; }
 
+# CPU time (user + system, in clock ticks) a process has used so far; empty if gone.
+ticks() { [ -n "$1" ] && awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || true; }
+etcd_pid=$(pgrep -f -- "--listen-client-urls http://$endpoint" | head -1 || true)
+hz=$(getconf CLK_TCK)
+cpu_fields() { # etcd_ticks client_ticks ops -> ,"etcd_cpu_ms_per_op":…,"client_cpu_ms_per_op":…
+  awk -v e="$1" -v c="$2" -v n="$3" -v hz="$hz" 'BEGIN {
+    if (e != "") printf ",\"etcd_cpu_ms_per_op\":%.4f", e * 1000 / hz / n
+    if (c != "") printf ",\"client_cpu_ms_per_op\":%.4f", c * 1000 / hz / n }'
+}
+
+# Runs one implementation and adds to each result line the CPU time etcd and the
+# client process spent per operation during that workload (from /proc, clock-tick
+# resolution). The client's CPU for the last workload, which ends as the process
+# exits, comes from its rusage total (/usr/bin/time) minus what was already counted.
+run_measured() {
+  local impl=$1 fd cpid pid="" line pending="" etcd_used="" e0 c0 e1 c1 used=0 tfile total
+  tfile=$(mktemp)
+  if [ -x /usr/bin/time ]; then
+    coproc CLIENT { exec /usr/bin/time -f "%U %S" -o "$tfile" bash -c "$(declare -f "run_$impl"); $(declare -p bench anchor endpoint n workers 2>/dev/null); run_$impl"; }
+  else
+    coproc CLIENT { "run_$impl"; }
+  fi
+  # bash forgets CLIENT and CLIENT_PID once the coprocess ends: keep copies.
+  exec {fd}<&"${CLIENT[0]}"
+  cpid=$CLIENT_PID
+  e0=$(ticks "$etcd_pid"); c0=0
+  emit() { # $1: client ticks for the pending line, or empty
+    if [[ $pending =~ \"ops\":([0-9]+) ]]; then
+      pending=${pending%\}}$(cpu_fields "$etcd_used" "$1" "${BASH_REMATCH[1]}")\}
+    fi
+    echo "$pending"
+    pending=""
+  }
+  while IFS= read -r line <&"$fd"; do
+    # The client proper: /usr/bin/time's child (bash execs the bench, or run.sh which
+    # execs the Go binary), or the coprocess itself.
+    if [ -z "$pid" ] && [ -x /usr/bin/time ]; then pid=$(pgrep -P "$cpid" | head -1 || true); fi
+    e1=$(ticks "$etcd_pid"); c1=$(ticks "${pid:-$cpid}")
+    pending=$line
+    etcd_used=""
+    if [ -n "$e1" ] && [ -n "$e0" ]; then etcd_used=$((e1 - e0)); fi
+    e0=$e1
+    if [ -n "$c1" ]; then
+      emit "$((c1 - c0))"
+      used=$c1; c0=$c1
+    fi
+  done
+  wait "$cpid"
+  if [ -n "$pending" ]; then # the client exited before we could read its CPU
+    total=$(awk -v hz="$hz" 'NF == 2 { printf "%d", ($1 + $2) * hz }' "$tfile" 2>/dev/null || true)
+    if [ -n "$total" ]; then emit "$((total - used))"; else emit ""; fi
+  fi
+  rm -f "$tfile"
+}
 # Warm-up, not recorded: a fresh etcd (and a fresh page cache) makes whoever runs
 # first look slow.
 echo "warm-up (not recorded) ..." >&2
 "$bench" --endpoint "$endpoint" -n 100 --workers "$workers" --json >/dev/null 2>&1
 bash "$anchor" --endpoint "$endpoint" -n 100 -workers "$workers" >/dev/null
+# (The anchor is built by that first call, so later runs measure only the Go binary.)
 
 for round in $(seq 1 "$rounds"); do
   if [ $((round % 2)) -eq 1 ]; then order="coord go"; else order="go coord"; fi
   for impl in $order; do
     echo "round $round/$rounds: $impl ..." >&2
-    "run_$impl" | tee -a "$out" >&2
+    run_measured "$impl" | tee -a "$out" >&2
   done
 done
 

@@ -142,6 +142,12 @@ struct Sample {
     ops_per_s: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// Added by `scripts/bench-compare.sh` (never printed by a run): CPU time etcd and
+    /// the client process spent per operation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    etcd_cpu_ms_per_op: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_cpu_ms_per_op: Option<f64>,
 }
 
 /// The latency at quantile `p` of `sorted`, in ms truncated to whole µs.
@@ -192,6 +198,8 @@ async fn run(
         ops_per_s: all.len() as f64 / seconds,
         p50_ms: percentile(&all, 0.5),
         p99_ms: percentile(&all, 0.99),
+        etcd_cpu_ms_per_op: None,
+        client_cpu_ms_per_op: None,
     })
 }
 
@@ -369,10 +377,9 @@ fn summarize(path: &str) -> anyhow::Result<()> {
                 format!("ops/s ≥ {bound}× Go"),
                 ops_ratio.map(|r| r >= *bound),
             ),
-            Some((_, Target::P50AtMost(bound))) => (
-                format!("p50 ≤ {bound}× Go"),
-                p50_ratio.map(|r| r <= *bound),
-            ),
+            Some((_, Target::P50AtMost(bound))) => {
+                (format!("p50 ≤ {bound}× Go"), p50_ratio.map(|r| r <= *bound))
+            }
             None => ("–".to_owned(), None),
         };
         let met = match met {
@@ -397,6 +404,38 @@ fn summarize(path: &str) -> anyhow::Result<()> {
             cell(coord.map(|c| c.2), 3),
             cell(go.map(|g| g.2), 3),
         );
+    }
+    let cpu = |is_coord: bool, workload: &str, f: fn(&Sample) -> Option<f64>| {
+        let values: Vec<f64> = samples
+            .iter()
+            .filter(|s| s.workload == workload && (s.implementation == "coord") == is_coord)
+            .filter_map(f)
+            .collect();
+        (!values.is_empty()).then(|| median(values))
+    };
+    let measured = samples.iter().any(|s| s.etcd_cpu_ms_per_op.is_some());
+    if measured {
+        println!();
+        println!("CPU time per operation (ms; medians; etcd and the client process):");
+        println!();
+        println!("| workload | etcd CPU coord | etcd CPU Go | client CPU coord | client CPU Go |");
+        println!("|---|---:|---:|---:|---:|");
+        let mut seen: Vec<&str> = Vec::new();
+        for s in &samples {
+            if seen.contains(&s.workload.as_str()) {
+                continue;
+            }
+            seen.push(&s.workload);
+            let cell = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{v:.3}"));
+            println!(
+                "| {} | {} | {} | {} | {} |",
+                s.workload,
+                cell(cpu(true, &s.workload, |s| s.etcd_cpu_ms_per_op)),
+                cell(cpu(false, &s.workload, |s| s.etcd_cpu_ms_per_op)),
+                cell(cpu(true, &s.workload, |s| s.client_cpu_ms_per_op)),
+                cell(cpu(false, &s.workload, |s| s.client_cpu_ms_per_op)),
+            );
+        }
     }
     Ok(())
 }
