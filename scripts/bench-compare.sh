@@ -4,6 +4,7 @@
 # (medians over rounds, coord/Go ratios, the issue's targets).
 #
 #   scripts/bench-compare.sh [--rounds 3] [-n 400] [--workers 8] [--port 23790] [--out FILE]
+#                            [--current-thread]
 #
 # - The etcd on --port is started here (scripts/etcd.sh) and stopped at the end, so
 #   other load on the shared test etcd does not disturb the numbers. If something
@@ -19,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-rounds=3 n=400 workers=8 port=23790 out=""
+rounds=3 n=400 workers=8 port=23790 out="" coord_flags=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds=$2; shift 2 ;;
@@ -27,7 +28,8 @@ while [ $# -gt 0 ]; do
     --workers) workers=$2; shift 2 ;;
     --port) port=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    --current-thread) coord_flags+=(--current-thread); shift ;; # coord on Tokio's single-threaded runtime
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -52,7 +54,7 @@ echo "building coord's bench (release) ..." >&2
 cargo build -q --release -p coord --example bench
 bench=$root/target/release/examples/bench
 
-run_coord() { exec "$bench" --endpoint "$endpoint" -n "$n" --workers "$workers" --json; }
+run_coord() { exec "$bench" --endpoint "$endpoint" -n "$n" --workers "$workers" --json ${coord_flags[@]+"${coord_flags[@]}"}; }
 run_go() { exec bash "$anchor" --endpoint "$endpoint" -n "$n" -workers "$workers"; }
 
 # CPU time (user + system, in clock ticks) a process has used so far; empty if gone.
@@ -73,7 +75,7 @@ run_measured() {
   local impl=$1 fd cpid pid="" line pending="" etcd_used="" e0 c0 e1 c1 used=0 tfile total
   tfile=$(mktemp)
   if [ -x /usr/bin/time ]; then
-    coproc CLIENT { exec /usr/bin/time -f "%U %S" -o "$tfile" bash -c "$(declare -f "run_$impl"); $(declare -p bench anchor endpoint n workers 2>/dev/null); run_$impl"; }
+    coproc CLIENT { exec /usr/bin/time -f "%U %S" -o "$tfile" bash -c "$(declare -f "run_$impl"); $(declare -p bench anchor endpoint n workers coord_flags 2>/dev/null); run_$impl"; }
   else
     coproc CLIENT { "run_$impl"; }
   fi
@@ -132,7 +134,7 @@ cat <<EOF
 - machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(free -g | awk '/^Mem:/ {print $2}') GiB RAM, load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)
 - etcd: $etcd_version, fresh single member on $endpoint (data under \${TMPDIR:-/tmp})
 - Go: $(go version 2>/dev/null || echo unknown); anchor: $anchor
-- command: scripts/bench-compare.sh --rounds $rounds -n $n --workers $workers --port $port
+- command: scripts/bench-compare.sh --rounds $rounds -n $n --workers $workers --port $port ${coord_flags[*]+"${coord_flags[*]}"}
 - raw results: $out
 - medians over $rounds rounds; ratios are coord/Go (ops/s: higher is better for coord; p50: lower is better)
 

@@ -4,7 +4,9 @@
 //! `scripts/bench-compare.sh` for a side-by-side run.
 //!
 //! ```text
-//! cargo run --release -p coord --example bench -- --endpoint 127.0.0.1:2379 [-n 200] [--workers 8] [--json] [--only mutex_contended,...]
+//! cargo run --release -p coord --example bench -- --endpoint 127.0.0.1:2379 [-n 200] [--workers 8] [--json]
+//!     [--only mutex_contended,...] [--current-thread]
+//! cargo run --release -p coord --example bench -- --summarize results.jsonl
 //! ```
 //!
 //! How each workload is measured (as the anchor does it):
@@ -14,6 +16,8 @@
 //!   `ops_per_s` include that setup, as the anchor's do;
 //! - single-worker workloads run `n` operations; contended ones run
 //!   `n / workers * 2` per worker;
+//! - the program runs on Tokio's default multi-threaded runtime, as a service would
+//!   (`--current-thread` switches to the single-threaded one);
 //! - every operation's latency is recorded; `p50_ms`/`p99_ms` are the sorted
 //!   latencies at index `floor((len - 1) * p)`, truncated to whole microseconds.
 //!
@@ -210,15 +214,18 @@ struct Args {
     json: bool,
     only: Option<Vec<String>>,
     summarize: Option<String>,
+    current_thread: bool,
 }
 
-const USAGE: &str = "usage: bench [--endpoint HOST:PORT] [-n OPS] [--workers W] [--json] [--only NAME,...]
+const USAGE: &str = "usage: bench [--endpoint HOST:PORT] [-n OPS] [--workers W] [--json] [--only NAME,...] [--current-thread]
        bench --summarize RESULTS.jsonl
   --endpoint  etcd endpoint (default: first of $ETCD_ENDPOINTS, else 127.0.0.1:2379)
   -n          operations of a single-worker workload; contended ones run n/workers*2 per worker (default 200)
   --workers   workers of the contended workloads (default 8)
   --json      one JSON line per workload instead of a table
   --only      run only these workloads (comma-separated)
+  --current-thread  run on Tokio's single-threaded runtime instead of the default
+              multi-threaded one (one thread for all workers; fewer cross-thread wake-ups)
   --summarize compare coord with the Go anchor: read JSON lines of both (several rounds),
               print the median of each and the ratios as a Markdown table; runs nothing";
 
@@ -235,6 +242,7 @@ fn parse_args() -> anyhow::Result<Args> {
         json: false,
         only: None,
         summarize: None,
+        current_thread: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -259,6 +267,7 @@ fn parse_args() -> anyhow::Result<Args> {
                     .context("--workers must be a number")?
             }
             "json" => args.json = true,
+            "current-thread" => args.current_thread = true,
             "only" => {
                 args.only = Some(
                     value("--only")?
@@ -440,12 +449,24 @@ fn summarize(path: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     if let Some(path) = &args.summarize {
         return summarize(path);
     }
+    let runtime = if args.current_thread {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(run_all(args))
+}
+
+async fn run_all(args: Args) -> anyhow::Result<()> {
     // `RUST_LOG=coord=debug` shows what the primitives do (to stderr), for profiling.
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
