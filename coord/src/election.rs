@@ -17,7 +17,7 @@
 //!
 //! # Guarantees
 //! - [`Election::campaign`] never returns a [`Leadership`] whose key is gone: our own
-//!   key is re-read together with the last predecessor check (etcd issue 11051), and a
+//!   key is confirmed together with the last predecessor check (etcd issue 11051), and a
 //!   session lost while waiting yields [`Error::SessionExpired`].
 //! - Cancel-safe: dropping the `campaign()` future (timeout, `select!`, task abort)
 //!   removes our candidate key, also when the drop happens while the put is still in
@@ -113,8 +113,8 @@ impl Election {
     /// Becomes a candidate proclaiming `value` and waits until this session leads.
     ///
     /// Steps: put our key (or adopt it if this lease already has one, proclaiming
-    /// `value` if it differs), then wait until every older candidate is gone, re-reading
-    /// our own key in the same request as the last check. Fails with
+    /// `value` if it differs), then wait until every older candidate is gone, checking
+    /// our own key at the same revision as the last check. Fails with
     /// [`Error::SessionExpired`] if the session is lost or our key vanishes meanwhile.
     /// Dropping the future removes our candidate key (see the module docs).
     pub async fn campaign(&self, value: impl Into<Vec<u8>>) -> Result<Leadership> {
@@ -151,7 +151,8 @@ impl Election {
                 })?;
             }
             if !entered.first {
-                // Returns Ok only after a read that saw our own key and no older one.
+                // Returns Ok only once etcd showed our own key present and no older one
+                // at the same revision (a read, or the deletes that followed it).
                 wait_for_turn(&self.session, &self.observer.prefix, entered.rev).await?;
             }
             Span::current().record("fencing_token", entered.rev);

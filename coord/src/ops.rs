@@ -4,25 +4,36 @@
 //! # How a waiter waits (and why coord is faster than Go's client here)
 //! Go's client watches its predecessor key *from an old revision*. etcd serves such a
 //! watch from its "unsynced" group, which it catches up only every 100 ms, so each
-//! lock hand-off costs ~100 ms. coord instead opens the watch *from now* (always in
-//! the synced group, notified as soon as the delete commits) and only then reads
-//! whether the predecessor still exists. Watch-then-read closes the race the old
-//! revision was there for: a delete before the read is seen by the read, a delete
-//! after it by the watch. The key layout is unchanged, so Go and coord waiters
-//! still queue behind each other correctly.
+//! lock hand-off costs ~100 ms. coord instead watches *from now* (the synced group,
+//! notified as soon as the delete commits) and only then reads who is ahead.
+//! Watch-then-read closes the race the old revision was there for: a delete before
+//! the read is seen by the read, a delete after it by the watch.
+//!
+//! Two refinements make a hand-off cost no request at all (see [`wait_for_turn`]):
+//! - the waiter reads *every* key ahead of it (up to [`FOLLOW_AHEAD`]) and counts them
+//!   off as their deletes arrive, instead of reading again after each delete;
+//! - the watch is not opened per wait: each session keeps one watch per prefix
+//!   ([`DeleteFeeds`]) that consecutive waits share. Besides saving a round trip, this
+//!   sidesteps an etcd 3.5 race in which a watch "from now" that is registered while a
+//!   write commits lands in the 100 ms unsynced group after all.
+//!
+//! The key layout is unchanged, so Go and coord waiters still queue behind each other
+//! correctly.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex as StdMutex, Weak};
 use std::time::Duration;
 
 use etcd_client::{
     Client, Compare, CompareOp, EventType, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget,
-    Txn, TxnOp, TxnResponse, WatchOptions, WatchStream,
+    Txn, TxnOp, TxnResponse, WatchFilterType, WatchOptions, WatchStream,
 };
-use tokio::sync::OwnedMutexGuard;
+use tokio::sync::{broadcast, watch, Notify, OwnedMutexGuard};
 use tokio::task::JoinHandle;
 use tokio::time::sleep;
 use tracing::debug;
 
-use crate::key::{show, txn_get, txn_rev};
+use crate::key::{header_rev, show, txn_get, txn_rev};
 use crate::{Error, Result, Session};
 
 /// Where a freshly entered waiter stands.
@@ -101,19 +112,27 @@ pub(crate) async fn enter(
 /// delete cannot race ahead of the put and miss it. This is what makes `lock()` and
 /// `campaign()` cancel-safe.
 ///
+/// The put runs inline in the caller's task (no task hop on the common path). If the
+/// caller is dropped while the put is in flight, the unfinished put is not dropped:
+/// it is moved into a background task that finishes it and then deletes the key.
+///
 /// It also carries the session's local lock for the key (see `Session::local_lock`),
 /// released only once the key is gone, so the next same-session user starts clean.
 pub(crate) struct PendingKey {
     session: Session,
     key: String,
     local: Option<OwnedMutexGuard<()>>,
-    put: Option<JoinHandle<Result<Entered>>>,
+    put: Option<EnterFuture>,
+    /// True once the put was polled: from then on a request may be on its way.
+    put_started: bool,
     rev: Option<i64>,
 }
 
+type EnterFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Entered>> + Send>>;
+
 impl PendingKey {
-    /// Starts [`enter`] for `key` under `prefix` with `value`, in a task of its own so
-    /// that the put completes (and can be undone) even if the caller is dropped.
+    /// Prepares [`enter`] for `key` under `prefix` with `value`; [`PendingKey::entered`]
+    /// runs it.
     pub(crate) fn start(
         session: &Session,
         prefix: &str,
@@ -122,27 +141,23 @@ impl PendingKey {
         local: OwnedMutexGuard<()>,
     ) -> PendingKey {
         let (task_session, prefix, task_key) = (session.clone(), prefix.to_owned(), key.to_owned());
-        let put =
-            tokio::spawn(async move { enter(&task_session, &prefix, &task_key, &value).await });
+        let put: EnterFuture =
+            Box::pin(async move { enter(&task_session, &prefix, &task_key, &value).await });
         PendingKey {
             session: session.clone(),
             key: key.to_owned(),
             local: Some(local),
             put: Some(put),
+            put_started: false,
             rev: None,
         }
     }
 
-    /// Waits for the put to finish and returns where we entered. Called once.
+    /// Runs the put to completion and returns where we entered. Called once.
     pub(crate) async fn entered(&mut self) -> Result<Entered> {
         let put = self.put.as_mut().expect("entered() is called once");
-        let entered = match put.await {
-            Ok(result) => result,
-            Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
-            Err(_) => Err(Error::Etcd(etcd_client::Error::IoError(
-                std::io::Error::new(std::io::ErrorKind::Interrupted, "runtime shutting down"),
-            ))),
-        };
+        self.put_started = true;
+        let entered = put.await;
         self.put = None;
         let entered = entered?;
         self.rev = Some(entered.rev);
@@ -162,11 +177,13 @@ impl Drop for PendingKey {
             return; // kept by a guard
         };
         let (mut client, key) = (self.session.client(), std::mem::take(&mut self.key));
-        let (put, rev) = (self.put.take(), self.rev);
+        // A put never polled sent nothing: drop it rather than start it.
+        let put = self.put.take().filter(|_| self.put_started);
+        let rev = self.rev;
         spawn_cleanup(async move {
             let rev = match (rev, put) {
                 (Some(rev), _) => Some(rev),
-                (None, Some(put)) => put.await.ok().and_then(|r| r.ok()).map(|e| e.rev),
+                (None, Some(put)) => put.await.ok().map(|e| e.rev),
                 (None, None) => None,
             };
             if let Some(rev) = rev {
@@ -193,25 +210,47 @@ pub(crate) fn release_in_background(
     });
 }
 
+/// How many keys ahead of ours a waiter follows itself. Up to this many, the
+/// session's delete feed for the prefix and the waiter's own bookkeeping replace a
+/// read per hand-off; a waiter further back waits for its predecessor alone (as Go's
+/// client does), so a long line does not make every release an event for every waiter.
+const FOLLOW_AHEAD: usize = 16;
+
 /// Waits until every key under `prefix` created before `my_rev` is gone, i.e. until
 /// the waiter whose key has create revision `my_rev` is first in line.
 ///
 /// Fails with [`Error::SessionExpired`] if our own key disappears while we wait
 /// (lease expired or revoked): a waiter must never report success without its key.
 /// Also returns early with that error when the session is lost.
+///
+/// How: subscribe to the session's feed of deletes under the prefix (see
+/// [`DeleteFeeds`]; a live etcd watch), then read our key and the keys ahead of it
+/// (created before it, newest first) at some revision R. Nothing can join ahead of us
+/// later — a new key gets a newer create revision — so the keys ahead can only leave.
+/// Each delete after R removes one of them; when none is left we are first, with no
+/// read on the hand-off path. The feed delivers deletes in revision order and covers
+/// our own key too, so "the last one ahead left at revision D and our key was still
+/// there at D" is exactly what a read at D would have said. With more than
+/// [`FOLLOW_AHEAD`] keys ahead: wait for the nearest one to go, then look again.
 pub(crate) async fn wait_for_turn(session: &Session, prefix: &str, my_rev: i64) -> Result<()> {
     let lost = session.done();
     tokio::pin!(lost);
     let turn = async {
         let mut client = session.client();
+        let mut feed: Option<Subscription> = None;
+        let mut long_line = false;
         loop {
-            // Our own key and our predecessor in one read: the keys created up to
-            // my_rev, newest first. Ours must be first; the second is whom we wait for.
+            // 1. Deletes under the prefix from now on (unless we only wait for the
+            //    predecessor, in a long line).
+            if feed.is_none() && !long_line {
+                feed = Some(session.delete_feeds().subscribe(&client, prefix).await);
+            }
+            // 2. Our key and the keys ahead of it, newest first (ours must be first).
             let options = GetOptions::new()
                 .with_prefix()
                 .with_max_create_revision(my_rev)
                 .with_sort(SortTarget::Create, SortOrder::Descend)
-                .with_limit(2)
+                .with_limit(FOLLOW_AHEAD as i64 + 2)
                 .with_keys_only();
             let resp = retrying(|| {
                 let mut client = client.clone();
@@ -219,29 +258,328 @@ pub(crate) async fn wait_for_turn(session: &Session, prefix: &str, my_rev: i64) 
                 async move { client.get(prefix, Some(options)).await }
             })
             .await?;
+            let read_rev = header_rev(resp.header());
             let kvs = resp.kvs();
-            match kvs.first() {
-                Some(kv) if kv.create_revision() == my_rev => {}
+            let own_key = match kvs.first() {
+                Some(kv) if kv.create_revision() == my_rev => kv.key(),
                 _ => return Err(Error::SessionExpired(session.lease())),
-            }
-            let Some(predecessor) = kvs.get(1) else {
+            };
+            let ahead = &kvs[1..];
+            let Some(predecessor) = ahead.first() else {
                 return Ok(());
             };
+            if ahead.len() > FOLLOW_AHEAD {
+                if let Some(feed) = feed.take() {
+                    feed.close();
+                }
+                long_line = true;
+                debug!(
+                    predecessor = %show(predecessor.key()),
+                    "long line: waiting for the predecessor alone"
+                );
+                wait_deleted(
+                    &mut client,
+                    predecessor.key(),
+                    predecessor.create_revision(),
+                )
+                .await?;
+                continue;
+            }
+            let Some(deletes) = feed.as_mut() else {
+                // Short enough now, but the read came before any feed: subscribe, re-read.
+                long_line = false;
+                continue;
+            };
+            // 3. Follow the deletes until nobody is ahead.
             debug!(
+                ahead = ahead.len(),
                 predecessor = %show(predecessor.key()),
-                "waiting for predecessor to release"
+                "waiting for the keys ahead to go"
             );
-            wait_deleted(
-                &mut client,
-                predecessor.key(),
-                predecessor.create_revision(),
-            )
-            .await?;
+            let mut waiting_for: HashSet<&[u8]> = ahead.iter().map(|kv| kv.key()).collect();
+            while let Some(batch) = deletes.next().await {
+                for deleted in batch.iter().filter(|d| d.rev > read_rev) {
+                    if deleted.key == own_key {
+                        return Err(Error::SessionExpired(session.lease()));
+                    }
+                    waiting_for.remove(deleted.key.as_slice());
+                }
+                // Checked only after the whole batch: a delete of our own key in the
+                // same batch wins.
+                if waiting_for.is_empty() {
+                    return Ok(());
+                }
+            }
+            // The feed broke or we fell behind it: start over with a fresh read.
+            debug!("delete feed interrupted; reading again");
+            feed = None;
         }
     };
     tokio::select! {
         result = turn => result,
         _ = &mut lost => Err(Error::SessionExpired(session.lease())),
+    }
+}
+
+/// How often a feed checks whether anyone still listens.
+const FEED_IDLE_CHECK: Duration = Duration::from_millis(500);
+/// A feed nobody listened to for this many checks in a row is closed.
+const FEED_IDLE_CHECKS: u32 = 2;
+
+/// A session's live watches on the prefixes its waiters wait under, one per prefix,
+/// shared by consecutive waits (a session that locks the same name again and again
+/// keeps using one watch).
+///
+/// Why not open a watch per wait: a watch costs a round trip to create, and etcd
+/// (3.5) puts a watch "from now" into its slow "unsynced" group — caught up only every
+/// 100 ms — whenever a write commits while the watch is being registered (the
+/// server takes the current revision before it takes the store lock). Under
+/// contention writes are constant, so a few percent of fresh watches delivered their
+/// delete ~100 ms late. A feed pays that at most once, when it is created.
+///
+/// A feed is an etcd watch for deletes under the prefix, run by a task of its own that
+/// broadcasts each batch of deletes to the current subscribers. If the watch breaks,
+/// subscribers are told to start over (their view may have missed deletes) and the
+/// task opens a new watch. A feed nobody subscribed to for about a second closes; so
+/// does one whose last user asks for it ([`Subscription::close`]).
+#[derive(Default)]
+pub(crate) struct DeleteFeeds {
+    feeds: Arc<StdMutex<HashMap<String, Arc<Feed>>>>,
+}
+
+type FeedRegistry = StdMutex<HashMap<String, Arc<Feed>>>;
+
+/// A key deleted under a watched prefix, at revision `rev`.
+#[derive(Debug)]
+pub(crate) struct Deleted {
+    pub key: Vec<u8>,
+    pub rev: i64,
+}
+
+#[derive(Clone, Debug)]
+enum FeedMessage {
+    Deleted(Arc<[Deleted]>),
+    /// The watch broke; deletes may have been missed.
+    Broken,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FeedState {
+    /// No watch in place (starting, or re-opening after a break).
+    Opening,
+    /// A watch is in place: every delete from now on is broadcast.
+    Live,
+    /// The task ended; subscribe to a new feed.
+    Ended,
+}
+
+struct Feed {
+    events: broadcast::Sender<FeedMessage>,
+    state: watch::Receiver<FeedState>,
+    close: Notify,
+}
+
+/// A waiter's place on a feed. Dropping it leaves the feed running for the next wait.
+pub(crate) struct Subscription {
+    feed: Arc<Feed>,
+    events: broadcast::Receiver<FeedMessage>,
+}
+
+impl DeleteFeeds {
+    /// Subscribes to the deletes under `prefix`, starting a feed if there is none, and
+    /// returns once its watch is live: every delete committed after this returns is
+    /// delivered. Waits as long as etcd cannot be watched (callers bound the wait).
+    pub(crate) async fn subscribe(&self, client: &Client, prefix: &str) -> Subscription {
+        loop {
+            let (feed, events) = {
+                let mut feeds = lock_registry(&self.feeds);
+                let feed = feeds
+                    .entry(prefix.to_owned())
+                    .or_insert_with(|| Feed::start(client.clone(), prefix.to_owned(), &self.feeds))
+                    .clone();
+                // Subscribed under the registry lock: a feed only closes itself, under
+                // the same lock, when it has no subscribers.
+                let events = feed.events.subscribe();
+                (feed, events)
+            };
+            let mut state = feed.state.clone();
+            let state = state
+                .wait_for(|s| *s != FeedState::Opening)
+                .await
+                .map(|s| *s)
+                .unwrap_or(FeedState::Ended);
+            if state == FeedState::Live {
+                return Subscription { feed, events };
+            }
+            // The feed's task is gone (runtime shut down): forget it and start another.
+            let mut feeds = lock_registry(&self.feeds);
+            if feeds.get(prefix).is_some_and(|f| Arc::ptr_eq(f, &feed)) {
+                feeds.remove(prefix);
+            }
+        }
+    }
+}
+
+fn lock_registry(registry: &FeedRegistry) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Feed>>> {
+    registry.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Subscription {
+    /// The next batch of deletes, in revision order; `None` when the feed broke or we
+    /// fell behind it — deletes may have been missed, so the caller starts over.
+    pub(crate) async fn next(&mut self) -> Option<Arc<[Deleted]>> {
+        match self.events.recv().await {
+            Ok(FeedMessage::Deleted(batch)) => Some(batch),
+            Ok(FeedMessage::Broken) | Err(_) => None,
+        }
+    }
+
+    /// Leaves the feed and closes it now if nobody else listens (instead of letting it
+    /// run idle for a while).
+    pub(crate) fn close(self) {
+        let Subscription { feed, events } = self;
+        drop(events);
+        feed.close.notify_one();
+    }
+}
+
+impl Feed {
+    fn start(client: Client, prefix: String, registry: &Arc<FeedRegistry>) -> Arc<Feed> {
+        let (events, _) = broadcast::channel(256);
+        let (state_tx, state) = watch::channel(FeedState::Opening);
+        let feed = Arc::new(Feed {
+            events,
+            state,
+            close: Notify::new(),
+        });
+        let registry = Arc::downgrade(registry);
+        tokio::spawn(run_feed(client, prefix, feed.clone(), state_tx, registry));
+        feed
+    }
+
+    /// Ends the feed if nobody subscribes to it: removes it from the registry and
+    /// marks it ended. Atomic with respect to [`DeleteFeeds::subscribe`].
+    fn retire(
+        self: &Arc<Feed>,
+        prefix: &str,
+        registry: &Weak<FeedRegistry>,
+        state: &watch::Sender<FeedState>,
+    ) -> bool {
+        let Some(registry) = registry.upgrade() else {
+            // The session is gone; nobody can subscribe any more.
+            if self.events.receiver_count() > 0 {
+                return false;
+            }
+            state.send_replace(FeedState::Ended);
+            return true;
+        };
+        let mut feeds = lock_registry(&registry);
+        if self.events.receiver_count() > 0 {
+            return false;
+        }
+        if feeds.get(prefix).is_some_and(|f| Arc::ptr_eq(f, self)) {
+            feeds.remove(prefix);
+        }
+        state.send_replace(FeedState::Ended);
+        true
+    }
+}
+
+/// What a feed's task waited for.
+enum FeedStep {
+    Opened(Result<WatchStream>),
+    Message(std::result::Result<Option<etcd_client::WatchResponse>, etcd_client::Error>),
+}
+
+/// The task behind a [`Feed`]: keeps a watch for deletes under `prefix` open and
+/// broadcasts what it reports, until nobody has listened for a while.
+async fn run_feed(
+    mut client: Client,
+    prefix: String,
+    feed: Arc<Feed>,
+    state: watch::Sender<FeedState>,
+    registry: Weak<FeedRegistry>,
+) {
+    let mut stream: Option<WatchStream> = None;
+    let mut backoff = Backoff::default();
+    let mut idle_checks = 0;
+    let mut idle_check = tokio::time::interval(FEED_IDLE_CHECK);
+    loop {
+        let step = tokio::select! {
+            _ = feed.close.notified() => {
+                if feed.retire(&prefix, &registry, &state) {
+                    break;
+                }
+                continue;
+            }
+            _ = idle_check.tick() => {
+                if feed.events.receiver_count() > 0 {
+                    idle_checks = 0;
+                } else {
+                    idle_checks += 1;
+                    if idle_checks >= FEED_IDLE_CHECKS && feed.retire(&prefix, &registry, &state) {
+                        break;
+                    }
+                }
+                continue;
+            }
+            step = async {
+                match stream.as_mut() {
+                    None => FeedStep::Opened(open_watch(&mut client, prefix.as_bytes(), true).await),
+                    Some(stream) => FeedStep::Message(stream.message().await),
+                }
+            } => step,
+        };
+        match step {
+            FeedStep::Opened(Ok(opened)) => {
+                stream = Some(opened);
+                backoff = Backoff::default();
+                state.send_replace(FeedState::Live);
+            }
+            FeedStep::Opened(Err(e)) => backoff.wait(&e).await,
+            FeedStep::Message(Ok(Some(resp))) if !resp.canceled() => {
+                let batch: Arc<[Deleted]> = resp
+                    .events()
+                    .iter()
+                    .filter(|ev| ev.event_type() == EventType::Delete)
+                    .filter_map(|ev| ev.kv())
+                    .map(|kv| Deleted {
+                        key: kv.key().to_vec(),
+                        rev: kv.mod_revision(),
+                    })
+                    .collect();
+                if !batch.is_empty() {
+                    // No subscribers is fine: nobody is waiting right now.
+                    let _ = feed.events.send(FeedMessage::Deleted(batch));
+                }
+            }
+            FeedStep::Message(_) => {
+                // Broken, ended or cancelled by etcd. State first, then the message: a
+                // subscriber that still saw `Live` is subscribed and gets `Broken`.
+                debug!(prefix, "delete feed's watch broke; re-opening");
+                stream = None;
+                state.send_replace(FeedState::Opening);
+                let _ = feed.events.send(FeedMessage::Broken);
+            }
+        }
+    }
+    debug!(prefix, "delete feed closed");
+}
+
+/// Opens a watch for deletes of `key` (or of every key under it, with `prefix`) from
+/// the current revision, and waits until etcd confirms it is in place: a delete
+/// committed after this returns is reported.
+async fn open_watch(client: &mut Client, key: &[u8], prefix: bool) -> Result<WatchStream> {
+    let mut options = WatchOptions::new().with_filters([WatchFilterType::NoPut]);
+    if prefix {
+        options = options.with_prefix();
+    }
+    let mut stream = client.watch_client().watch(key, Some(options)).await?;
+    match stream.message().await? {
+        Some(resp) if resp.created() && !resp.canceled() => Ok(stream),
+        _ => Err(Error::Etcd(etcd_client::Error::WatchError(
+            "etcd did not create the watch".into(),
+        ))),
     }
 }
 

@@ -53,6 +53,8 @@ struct Inner {
     /// would map to the same etcd key and both believe they own it (Go's client has
     /// this trap). Serialising them here first makes a shared session safe.
     local_locks: StdMutex<HashMap<String, Weak<AsyncMutex<()>>>>,
+    /// Live watches its waiters share (see `ops::DeleteFeeds`).
+    delete_feeds: crate::ops::DeleteFeeds,
 }
 
 impl Drop for Inner {
@@ -127,6 +129,7 @@ impl SessionBuilder {
                 lost: lost_rx,
                 stop,
                 local_locks: StdMutex::new(HashMap::new()),
+                delete_feeds: Default::default(),
             }),
         })
     }
@@ -211,6 +214,11 @@ impl Session {
             Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("not found") => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The session's shared watches for waiters (see `ops::DeleteFeeds`).
+    pub(crate) fn delete_feeds(&self) -> &crate::ops::DeleteFeeds {
+        &self.inner.delete_feeds
     }
 
     /// The local lock that serialises same-name users of this session (see `Inner`).

@@ -291,3 +291,78 @@ async fn excludes_and_is_excluded_by_etcdctl_lock() {
         "etcdctl finished only after coord unlocked"
     );
 }
+
+#[tokio::test]
+async fn waiter_whose_key_is_deleted_gets_an_error_even_while_its_lease_lives() {
+    let name = unique("mutex-waiter-key-deleted");
+    let (a, b) = (session(10).await, session(10).await);
+    let guard_a = Mutex::new(&a, &name).unwrap().lock().await.unwrap();
+    let mb = Mutex::new(&b, &name).unwrap();
+    let b_key = mb.key().to_owned();
+    let waiting = tokio::spawn(async move { mb.lock().await.map(|g| g.fencing_token()) });
+    let cl = client().await;
+    eventually(Duration::from_secs(5), "B is queued", || {
+        let (cl, name, key) = (cl.clone(), name.clone(), b_key.clone());
+        async move { keys_under(&cl, &name).await.contains(&key) }
+    })
+    .await;
+    // Someone removes B's key behind its back; B's lease is untouched.
+    cl.clone().delete(b_key.as_str(), None).await.unwrap();
+    guard_a.unlock().await.unwrap();
+    let result = coord::timeout(Duration::from_secs(10), async { waiting.await.unwrap() }).await;
+    assert!(
+        matches!(result, Err(Error::SessionExpired(_))),
+        "a waiter without its key must not get the lock, got {result:?}"
+    );
+    assert!(!b.is_expired());
+}
+
+#[tokio::test]
+async fn a_long_line_is_served_in_order_one_at_a_time() {
+    // More waiters than a waiter follows by itself (16), so the ones at the back wait
+    // for their predecessor alone until they move up.
+    const WAITERS: usize = 20;
+    let name = unique("mutex-long-line");
+    let counter = format!("{name}-counter");
+    let holder = session(10).await;
+    let first = Mutex::new(&holder, &name).unwrap().lock().await.unwrap();
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for _ in 0..WAITERS {
+        let (name, counter, order) = (name.clone(), counter.clone(), order.clone());
+        let s = session(10).await;
+        tasks.push(tokio::spawn(async move {
+            let guard = Mutex::new(&s, &name).unwrap().lock().await.unwrap();
+            order.lock().unwrap().push(guard.fencing_token());
+            let mut c = s.client();
+            let v = read_counter(&c, &counter).await;
+            c.put(counter.as_str(), (v + 1).to_string(), None)
+                .await
+                .unwrap();
+            guard.unlock().await.unwrap();
+            s.close().await.unwrap();
+        }));
+    }
+    let cl = client().await;
+    eventually(Duration::from_secs(10), "all waiters are queued", || {
+        let (cl, name) = (cl.clone(), name.clone());
+        async move { keys_under(&cl, &name).await.len() == WAITERS + 1 }
+    })
+    .await;
+    first.unlock().await.unwrap();
+    coord::timeout(Duration::from_secs(20), async {
+        for t in tasks {
+            t.await.unwrap();
+        }
+        Ok(())
+    })
+    .await
+    .expect("every waiter gets its turn");
+    assert_eq!(read_counter(&cl, &counter).await, WAITERS as i64);
+    let order = order.lock().unwrap().clone();
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "turns follow the queue order: {order:?}"
+    );
+    assert!(keys_under(&cl, &name).await.is_empty());
+}
