@@ -574,13 +574,7 @@ async fn open_watch(client: &mut Client, key: &[u8], prefix: bool) -> Result<Wat
     if prefix {
         options = options.with_prefix();
     }
-    let mut stream = client.watch_client().watch(key, Some(options)).await?;
-    match stream.message().await? {
-        Some(resp) if resp.created() && !resp.canceled() => Ok(stream),
-        _ => Err(Error::Etcd(etcd_client::Error::WatchError(
-            "etcd did not create the watch".into(),
-        ))),
-    }
+    watch_from_now(client, key, options).await
 }
 
 /// Returns once `key` with create revision `create_rev` no longer exists (deleted,
