@@ -21,6 +21,7 @@
 //! | [`barrier`] | hold processes at a point until the barrier is released |
 //! | [`double_barrier`] | `count` participants enter together and leave together |
 //! | [`semaphore`] | N permits shared by sessions, released when a holder dies |
+//! | [`queue`] | Queue and PriorityQueue with Go recipes' layouts (an item leaves the queue when dequeued) |
 //! | [`work_queue`] | reliable priority work queue: claim under a lease, ack/nack, redelivery when a consumer dies |
 //! | [`config`] | connecting to etcd (endpoints, credentials) from code or the environment |
 //! | [`error`] | the crate's one error type and the `timeout` helper |
@@ -41,6 +42,7 @@ mod key;
 pub mod leader;
 pub mod mutex;
 mod ops;
+pub mod queue;
 pub mod rwmutex;
 pub mod semaphore;
 pub mod session;
@@ -56,6 +58,7 @@ pub use error::{timeout, Error, Result};
 pub use etcd_client;
 pub use leader::{run_as_leader, LeaderContext, LeaderJob, LeaderOutcome};
 pub use mutex::{Mutex, MutexGuard};
+pub use queue::{PriorityQueue, Queue};
 pub use rwmutex::{Access, RwMutex, RwMutexGuard};
 pub use semaphore::{Permit, Semaphore};
 pub use session::{Session, SessionBuilder};

@@ -62,8 +62,7 @@ use crate::{Error, Result, Session};
 
 /// Items read per round when looking for a claimable one.
 const BATCH: i64 = 64;
-/// Largest priority number (the key uses five digits).
-pub const MAX_PRIORITY: u32 = 99_999;
+pub use crate::queue::MAX_PRIORITY;
 /// Default number of deliveries before an item is dead-lettered.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
 const HEADER_TAG: &str = "coord-wq/1 ";
@@ -531,15 +530,7 @@ impl WorkQueue {
     }
 
     async fn count(&self, prefix: &str) -> Result<u64> {
-        let resp = self
-            .client
-            .clone()
-            .get(
-                prefix,
-                Some(GetOptions::new().with_prefix().with_count_only()),
-            )
-            .await?;
-        Ok(resp.count().max(0) as u64)
+        crate::queue::count(&self.client, prefix).await
     }
 
     /// How long the oldest queued item has been waiting (`None` when empty).

@@ -11,6 +11,7 @@ mod double_barrier;
 mod election;
 mod leader;
 mod mutex;
+mod queue;
 mod rwmutex;
 mod semaphore;
 mod session;

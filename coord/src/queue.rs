@@ -1,0 +1,290 @@
+//! Queue and PriorityQueue: etcd Go recipes' simple queues, with the same key layout.
+//!
+//! # Protocol
+//! - **Queue**: an item is a key `<name>/<unix nanos>` created only if absent (a clash
+//!   retries with a new timestamp), holding the payload, with no lease. Dequeue takes
+//!   the item with the lowest modification revision — commit order, whatever the
+//!   producers' clocks say — and deletes it in a transaction that checks the item is
+//!   unchanged, so two consumers never both take it.
+//! - **PriorityQueue**: an item is `<name>/<priority %05d>/<seq %016d>`; dequeue takes
+//!   the lowest key, so priority 0 comes first and items of one priority come in the
+//!   order of their sequence number. The sequence is "last key of that priority + 1",
+//!   guarded by a marker key `__<name>/<priority %05d>` whose modification revision
+//!   must not have moved since the last key was read (Go's `newSequentialKV`).
+//! - An empty queue blocks `dequeue` on a watch opened from now on `<name>/`; every
+//!   wake-up, or a watch that breaks, closes or is compacted, leads to a fresh read —
+//!   a closed watch never counts as an item and never makes the caller spin.
+//!
+//! # Guarantees
+//! - Each item is dequeued by exactly one consumer. Prefix `jobs` never sees `jobs2`.
+//! - Cancel-safe: a `dequeue` dropped while waiting takes nothing. One dropped after
+//!   its delete committed puts the item back (at the end of the queue) instead of
+//!   losing it.
+//!
+//! # Not guaranteed
+//! - **A consumer that crashes after dequeue loses the item**: the recipe deletes the
+//!   item before the caller has processed it. Use [`crate::WorkQueue`] (claim, ack,
+//!   redelivery) when an item must survive its consumer.
+
+use etcd_client::{
+    Client, Compare, CompareOp, GetOptions, KeyValue, SortOrder, SortTarget, Txn, TxnOp,
+    WatchOptions,
+};
+use tokio::task::JoinHandle;
+use tracing::{debug, info_span, Instrument};
+
+use crate::key::{dir_prefix, header_rev, show};
+use crate::ops::{create_key, spawn_cleanup, unix_nanos, watch_from_now, Backoff};
+use crate::{Error, Result};
+
+/// Largest priority a [`PriorityQueue`] accepts (five digits in the key).
+pub const MAX_PRIORITY: u32 = 99_999;
+
+/// A FIFO queue on etcd (Go recipe layout). Cheap to clone.
+#[derive(Clone)]
+pub struct Queue {
+    client: Client,
+    prefix: String,
+}
+
+/// A priority queue on etcd (Go recipe layout): lower numbers first, FIFO within one.
+#[derive(Clone)]
+pub struct PriorityQueue {
+    client: Client,
+    prefix: String,
+}
+
+impl Queue {
+    /// The queue named `name` (items under `name/`).
+    pub fn new(client: Client, name: &str) -> Result<Queue> {
+        Ok(Queue {
+            client,
+            prefix: dir_prefix(name)?,
+        })
+    }
+
+    /// Appends an item; returns its key.
+    pub async fn enqueue(&self, value: impl AsRef<[u8]>) -> Result<String> {
+        let mut client = self.client.clone();
+        loop {
+            let key = format!("{}{}", self.prefix, unix_nanos());
+            if create_key(&mut client, &key, value.as_ref(), None, &[])
+                .await?
+                .is_some()
+            {
+                return Ok(key);
+            }
+        }
+    }
+
+    /// Removes and returns the oldest item, waiting while the queue is empty.
+    pub async fn dequeue(&self) -> Result<Vec<u8>> {
+        let oldest = GetOptions::new()
+            .with_prefix()
+            .with_sort(SortTarget::Mod, SortOrder::Ascend)
+            .with_limit(1);
+        take_first(&self.client, &self.prefix, oldest)
+            .instrument(info_span!("coord.queue.dequeue", queue = %self.prefix))
+            .await
+    }
+
+    /// Items in the queue.
+    pub async fn len(&self) -> Result<u64> {
+        count(&self.client, &self.prefix).await
+    }
+
+    /// True when the queue holds no item.
+    pub async fn is_empty(&self) -> Result<bool> {
+        Ok(self.len().await? == 0)
+    }
+}
+
+impl PriorityQueue {
+    /// The priority queue named `name` (items under `name/`).
+    pub fn new(client: Client, name: &str) -> Result<PriorityQueue> {
+        Ok(PriorityQueue {
+            client,
+            prefix: dir_prefix(name)?,
+        })
+    }
+
+    /// Adds an item with `priority` (0 is served first); returns its key.
+    pub async fn enqueue(&self, value: impl AsRef<[u8]>, priority: u32) -> Result<String> {
+        if priority > MAX_PRIORITY {
+            return Err(Error::InvalidArgument(format!(
+                "priority {priority} is out of range 0..={MAX_PRIORITY}"
+            )));
+        }
+        let dir = format!("{}{priority:05}", self.prefix);
+        let marker = format!("__{dir}");
+        let mut client = self.client.clone();
+        let mut backoff = Backoff::default();
+        loop {
+            let last = client
+                .get(
+                    format!("{dir}/"),
+                    Some(
+                        GetOptions::new()
+                            .with_prefix()
+                            .with_sort(SortTarget::Key, SortOrder::Descend)
+                            .with_limit(1)
+                            .with_keys_only(),
+                    ),
+                )
+                .await?;
+            let next = match last.kvs().first() {
+                Some(kv) => {
+                    let key = show(kv.key());
+                    let seq = key.rsplit('/').next().unwrap_or_default();
+                    seq.parse::<u64>().map_err(|_| Error::Malformed {
+                        key: key.clone(),
+                        reason: "sequence suffix is not a number".into(),
+                    })? + 1
+                }
+                None => 0,
+            };
+            let key = format!("{dir}/{next:016}");
+            // If the marker moved since our read, someone else allocated in between:
+            // our "last + 1" may be stale (or even re-use a deleted number).
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    marker.as_str(),
+                    CompareOp::Less,
+                    header_rev(last.header()) + 1,
+                )])
+                .and_then([
+                    TxnOp::put(marker.as_str(), "", None),
+                    TxnOp::put(key.as_str(), value.as_ref(), None),
+                ]);
+            if client.txn(txn).await?.succeeded() {
+                return Ok(key);
+            }
+            debug!(key = %key, "sequence number taken; retrying");
+            backoff.wait(&"sequence raced").await;
+        }
+    }
+
+    /// Removes and returns the item with the lowest priority number (oldest first
+    /// within it), waiting while the queue is empty.
+    pub async fn dequeue(&self) -> Result<Vec<u8>> {
+        let lowest = GetOptions::new()
+            .with_prefix()
+            .with_sort(SortTarget::Key, SortOrder::Ascend)
+            .with_limit(1);
+        take_first(&self.client, &self.prefix, lowest)
+            .instrument(info_span!("coord.priority_queue.dequeue", queue = %self.prefix))
+            .await
+    }
+
+    /// Items in the queue.
+    pub async fn len(&self) -> Result<u64> {
+        count(&self.client, &self.prefix).await
+    }
+
+    /// True when the queue holds no item.
+    pub async fn is_empty(&self) -> Result<bool> {
+        Ok(self.len().await? == 0)
+    }
+}
+
+/// Keys under `prefix` (count only).
+pub(crate) async fn count(client: &Client, prefix: &str) -> Result<u64> {
+    let resp = client
+        .clone()
+        .get(
+            prefix,
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
+        .await?;
+    Ok(resp.count().max(0) as u64)
+}
+
+/// The dequeue loop both queues share: watch from now, read the first item by `order`,
+/// take it with a compare-and-delete; when empty, wait for the watch and read again.
+async fn take_first(client: &Client, prefix: &str, order: GetOptions) -> Result<Vec<u8>> {
+    let mut client = client.clone();
+    let mut backoff = Backoff::default();
+    let mut stream = watch_from_now(
+        &mut client,
+        prefix.as_bytes(),
+        WatchOptions::new().with_prefix(),
+    )
+    .await?;
+    loop {
+        let first = client.get(prefix, Some(order.clone())).await?;
+        if let Some(kv) = first.kvs().first() {
+            if let Some(value) = TakeItem::start(&client, kv.clone()).finish().await? {
+                return Ok(value);
+            }
+            continue; // someone else took it: look again at once
+        }
+        match stream.message().await {
+            Ok(Some(resp)) if !resp.canceled() => {}
+            _ => {
+                backoff.wait(&"queue watch broke; re-opening").await;
+                stream = watch_from_now(
+                    &mut client,
+                    prefix.as_bytes(),
+                    WatchOptions::new().with_prefix(),
+                )
+                .await?;
+            }
+        }
+    }
+}
+
+/// The compare-and-delete of one item, run in its own task. If the caller is dropped
+/// after the delete committed, the item is put back instead of being lost.
+struct TakeItem {
+    client: Client,
+    item: KeyValue,
+    task: Option<JoinHandle<Result<bool>>>,
+}
+
+impl TakeItem {
+    fn start(client: &Client, item: KeyValue) -> TakeItem {
+        let (mut task_client, key, rev) =
+            (client.clone(), item.key().to_vec(), item.mod_revision());
+        let task = tokio::spawn(async move {
+            let txn = Txn::new()
+                .when([Compare::mod_revision(key.clone(), CompareOp::Equal, rev)])
+                .and_then([TxnOp::delete(key, None)]);
+            Ok(task_client.txn(txn).await?.succeeded())
+        });
+        TakeItem {
+            client: client.clone(),
+            item,
+            task: Some(task),
+        }
+    }
+
+    /// The item's value if we took it, `None` if another consumer did.
+    async fn finish(mut self) -> Result<Option<Vec<u8>>> {
+        let task = self.task.as_mut().expect("finish() once");
+        let taken = match task.await {
+            Ok(result) => result,
+            Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+            Err(_) => Err(Error::Etcd(etcd_client::Error::IoError(
+                std::io::Error::new(std::io::ErrorKind::Interrupted, "runtime shutting down"),
+            ))),
+        };
+        self.task = None;
+        Ok(taken?.then(|| self.item.value().to_vec()))
+    }
+}
+
+impl Drop for TakeItem {
+    fn drop(&mut self) {
+        let Some(task) = self.task.take() else {
+            return;
+        };
+        let (mut client, item) = (self.client.clone(), self.item.clone());
+        spawn_cleanup(async move {
+            if let Ok(Ok(true)) = task.await {
+                // We deleted it but nobody received it: put it back.
+                let _ = client.put(item.key(), item.value(), None).await;
+                debug!(key = %show(item.key()), "dequeue dropped after taking an item; re-queued");
+            }
+        });
+    }
+}
