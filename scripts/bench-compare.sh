@@ -34,7 +34,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 endpoint=127.0.0.1:$port
-anchor=${GO_ANCHOR:-/work/shared/anchors/gomutex/run.sh}
+anchor=${GO_ANCHOR:-$(cd "$(dirname "$0")/.." && pwd)/../shared/anchors/gomutex/run.sh}
 if [ -z "$out" ]; then
   mkdir -p target/bench-compare
   out=target/bench-compare/$(date -u +%Y%m%dT%H%M%SZ).jsonl
