@@ -1,8 +1,10 @@
 //! Test harness shared by the services' integration tests (feature `test-harness`).
 //!
 //! - [`TestDatabase::create`]: a fresh, empty database per test (random name) on the
-//!   Postgres at `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`,
-//!   what `scripts/postgres.sh start` runs), dropped again when the test ends;
+//!   Postgres at `DATABASE_URL` (CI: `scripts/postgres.sh start`), or — when it is
+//!   unset — in a Postgres container started with testcontainers (crate `testkit`),
+//!   dropped again when the test ends;
+//! - etcd likewise: `ETCD_ENDPOINTS`, else an etcd container;
 //! - [`unique_etcd_prefix`]: an etcd key prefix no other test uses;
 //! - [`test_settings`]: settings for a service on `127.0.0.1:0` with both of those;
 //! - [`RunningServer`]: a service running in the test's runtime, stopped through a
@@ -20,10 +22,9 @@ use tokio::task::JoinHandle;
 use crate::config::{CommonSettings, DatabaseSettings, ServiceName};
 use crate::db::quote_ident;
 
-/// The Postgres server tests use: `DATABASE_URL`, or the local throwaway cluster.
+/// The Postgres server tests use: `DATABASE_URL`, or a testcontainers Postgres.
 pub fn server_options() -> PgConnectOptions {
-    let url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let url = testkit::database_url();
     PgConnectOptions::from_str(&url)
         .unwrap_or_else(|e| panic!("DATABASE_URL={url:?} is not a Postgres URL: {e}"))
 }
@@ -134,16 +135,22 @@ impl Drop for TestDatabase {
     }
 }
 
+/// The etcd endpoints tests use: `ETCD_ENDPOINTS`, or a testcontainers etcd.
+pub fn etcd_endpoints() -> String {
+    testkit::etcd_endpoints()
+}
+
 /// An etcd key prefix no other test uses: `/shop-test/<label>/<random>`.
 pub fn unique_etcd_prefix(label: &str) -> String {
     format!("/shop-test/{label}/{:016x}", rand::random::<u64>())
 }
 
 /// Settings for `service` listening on `127.0.0.1:0`, using `db` and the etcd at
-/// `ETCD_ENDPOINTS` (default `127.0.0.1:2379`) under `etcd_prefix`.
+/// `ETCD_ENDPOINTS` (else a testcontainers etcd) under `etcd_prefix`.
 pub fn test_settings(service: ServiceName, db: &TestDatabase, etcd_prefix: &str) -> CommonSettings {
     let mut settings = CommonSettings::from_lookup(service, |name| match name {
-        "ETCD_ENDPOINTS" | "ETCD_USERNAME" | "ETCD_PASSWORD" => std::env::var(name).ok(),
+        "ETCD_ENDPOINTS" => Some(etcd_endpoints()),
+        "ETCD_USERNAME" | "ETCD_PASSWORD" => std::env::var(name).ok(),
         _ => None,
     })
     .expect("test settings");
