@@ -29,7 +29,6 @@ use etcd_client::{
     Txn, TxnOp, TxnResponse, WatchFilterType, WatchOptions, WatchStream,
 };
 use tokio::sync::{broadcast, watch, Notify, OwnedMutexGuard};
-use tokio::task::JoinHandle;
 use tokio::time::sleep;
 use tracing::debug;
 
@@ -106,29 +105,10 @@ pub(crate) async fn enter(
     })
 }
 
-/// A queue key whose fate is not settled yet: entering is in flight or done, but the
-/// caller has not decided to keep the key. If dropped before [`PendingKey::keep`], it
-/// deletes the key in the background — after the in-flight put has finished, so the
-/// delete cannot race ahead of the put and miss it. This is what makes `lock()` and
-/// `campaign()` cancel-safe.
-///
-/// The put runs inline in the caller's task (no task hop on the common path). If the
-/// caller is dropped while the put is in flight, the unfinished put is not dropped:
-/// it is moved into a background task that finishes it and then deletes the key.
-///
-/// It also carries the session's local lock for the key (see `Session::local_lock`),
-/// released only once the key is gone, so the next same-session user starts clean.
-pub(crate) struct PendingKey {
-    session: Session,
-    key: String,
-    local: Option<OwnedMutexGuard<()>>,
-    put: Option<EnterFuture>,
-    /// True once the put was polled: from then on a request may be on its way.
-    put_started: bool,
-    rev: Option<i64>,
-}
-
-type EnterFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Entered>> + Send>>;
+/// A waiter key being entered (Mutex, Election): [`enter`] run as a [`PendingPut`],
+/// carrying the session's local lock for the key (see `Session::local_lock`), which is
+/// released only once the key is settled, so the next same-session user starts clean.
+pub(crate) struct PendingKey(PendingPut<Entered>);
 
 impl PendingKey {
     /// Prepares [`enter`] for `key` under `prefix` with `value`; [`PendingKey::entered`]
@@ -141,57 +121,28 @@ impl PendingKey {
         local: OwnedMutexGuard<()>,
     ) -> PendingKey {
         let (task_session, prefix, task_key) = (session.clone(), prefix.to_owned(), key.to_owned());
-        let put: EnterFuture =
-            Box::pin(async move { enter(&task_session, &prefix, &task_key, &value).await });
-        PendingKey {
-            session: session.clone(),
-            key: key.to_owned(),
-            local: Some(local),
-            put: Some(put),
-            put_started: false,
-            rev: None,
-        }
+        PendingKey(
+            PendingPut::start(session.client(), async move {
+                let entered = enter(&task_session, &prefix, &task_key, &value).await?;
+                let placed = Placed {
+                    key: task_key,
+                    rev: entered.rev,
+                };
+                Ok((placed, entered))
+            })
+            .with_local(local),
+        )
     }
 
     /// Runs the put to completion and returns where we entered. Called once.
     pub(crate) async fn entered(&mut self) -> Result<Entered> {
-        let put = self.put.as_mut().expect("entered() is called once");
-        self.put_started = true;
-        let entered = put.await;
-        self.put = None;
-        let entered = entered?;
-        self.rev = Some(entered.rev);
-        Ok(entered)
+        Ok(self.0.placed().await?.1)
     }
 
     /// Keeps the key (it now belongs to a guard) and hands over the local lock, which
     /// the guard must hold until it releases the key.
-    pub(crate) fn keep(mut self) -> Option<OwnedMutexGuard<()>> {
-        self.local.take()
-    }
-}
-
-impl Drop for PendingKey {
-    fn drop(&mut self) {
-        let Some(local) = self.local.take() else {
-            return; // kept by a guard
-        };
-        let (mut client, key) = (self.session.client(), std::mem::take(&mut self.key));
-        // A put never polled sent nothing: drop it rather than start it.
-        let put = self.put.take().filter(|_| self.put_started);
-        let rev = self.rev;
-        spawn_cleanup(async move {
-            let rev = match (rev, put) {
-                (Some(rev), _) => Some(rev),
-                (None, Some(put)) => put.await.ok().map(|e| e.rev),
-                (None, None) => None,
-            };
-            if let Some(rev) = rev {
-                let _ = compare_delete(&mut client, &key, rev).await;
-            }
-            // Only now may the next local user of this name enter.
-            drop(local);
-        });
+    pub(crate) fn keep(self) -> Option<OwnedMutexGuard<()>> {
+        self.0.keep_with_local().1
     }
 }
 
@@ -857,54 +808,75 @@ pub(crate) async fn create_unique(
     }
 }
 
-/// A key being created whose fate is not settled: the put runs in a task of its own
-/// (so it completes, and can be undone, even if the caller is dropped mid-flight). If
-/// the `PendingPut` is dropped before [`PendingPut::keep`], the key is deleted in the
-/// background — after the put has finished, so the delete cannot overtake it.
+/// A key being created whose fate is not settled yet. The put runs inline in the
+/// caller's task (no task hop on the common path); if the caller is dropped before
+/// [`PendingPut::keep`], the key is deleted in the background — and a put still in
+/// flight is not abandoned: it is moved into that background task and finished first,
+/// so the delete cannot overtake it. A put that was never polled sent nothing and is
+/// simply dropped.
+///
+/// An optional local lock (see `Session::local_lock`) is released only after that
+/// cleanup, so the next same-session user of the name starts clean.
 ///
 /// If the put itself fails with an error, whether it landed is unknown (e.g. the
 /// connection broke after the commit); such a key stays until its lease expires.
 pub(crate) struct PendingPut<T: Send + 'static> {
     client: Client,
-    task: Option<JoinHandle<Result<(Placed, T)>>>,
+    put: Option<PutFuture<T>>,
+    /// True once the put was polled: from then on a request may be on its way.
+    started: bool,
     placed: Option<Placed>,
+    local: Option<OwnedMutexGuard<()>>,
     kept: bool,
 }
 
+type PutFuture<T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(Placed, T)>> + Send>>;
+
 impl<T: Send + 'static> PendingPut<T> {
-    /// Starts `create` (which must create exactly the key it returns) in a task.
+    /// Prepares `create` (which must create exactly the key it returns);
+    /// [`PendingPut::placed`] runs it.
     pub(crate) fn start(
         client: Client,
         create: impl std::future::Future<Output = Result<(Placed, T)>> + Send + 'static,
     ) -> Self {
         PendingPut {
             client,
-            task: Some(tokio::spawn(create)),
+            put: Some(Box::pin(create)),
+            started: false,
             placed: None,
+            local: None,
             kept: false,
         }
     }
 
-    /// Waits for the put and returns the key with what the creator returned. Once.
+    /// Holds `local` until the key is kept or cleaned up.
+    pub(crate) fn with_local(mut self, local: OwnedMutexGuard<()>) -> Self {
+        self.local = Some(local);
+        self
+    }
+
+    /// Runs the put and returns the key with what the creator returned. Once.
     pub(crate) async fn placed(&mut self) -> Result<(Placed, T)> {
-        let task = self.task.as_mut().expect("placed() is called once");
-        let outcome = match task.await {
-            Ok(result) => result,
-            Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
-            Err(_) => Err(Error::Etcd(etcd_client::Error::IoError(
-                std::io::Error::new(std::io::ErrorKind::Interrupted, "runtime shutting down"),
-            ))),
-        };
-        self.task = None;
+        let put = self.put.as_mut().expect("placed() is called once");
+        self.started = true;
+        let outcome = put.await;
+        self.put = None;
         let (placed, extra) = outcome?;
         self.placed = Some(placed.clone());
         Ok((placed, extra))
     }
 
     /// Keeps the key: its owner is now a guard (or the key is meant to stay).
-    pub(crate) fn keep(mut self) -> Placed {
+    pub(crate) fn keep(self) -> Placed {
+        self.keep_with_local().0
+    }
+
+    /// Like [`PendingPut::keep`], also handing over the local lock.
+    pub(crate) fn keep_with_local(mut self) -> (Placed, Option<OwnedMutexGuard<()>>) {
         self.kept = true;
-        self.placed.take().expect("keep() after placed()")
+        let placed = self.placed.take().expect("keep() after placed()");
+        (placed, self.local.take())
     }
 }
 
@@ -913,17 +885,22 @@ impl<T: Send + 'static> Drop for PendingPut<T> {
         if self.kept {
             return;
         }
-        let (mut client, placed, task) =
-            (self.client.clone(), self.placed.take(), self.task.take());
+        let (mut client, placed, local) =
+            (self.client.clone(), self.placed.take(), self.local.take());
+        let put = self.put.take().filter(|_| self.started);
+        if placed.is_none() && put.is_none() && local.is_none() {
+            return; // nothing was sent, nothing to undo
+        }
         spawn_cleanup(async move {
-            let placed = match (placed, task) {
+            let placed = match (placed, put) {
                 (Some(placed), _) => Some(placed),
-                (None, Some(task)) => task.await.ok().and_then(|r| r.ok()).map(|(p, _)| p),
+                (None, Some(put)) => put.await.ok().map(|(placed, _)| placed),
                 (None, None) => None,
             };
             if let Some(placed) = placed {
                 let _ = compare_delete(&mut client, &placed.key, placed.rev).await;
             }
+            drop(local);
         });
     }
 }
