@@ -519,6 +519,11 @@ impl WorkQueue {
         self.count(&self.items()).await
     }
 
+    /// Items of one priority waiting or in flight.
+    pub async fn depth_at(&self, priority: u32) -> Result<u64> {
+        self.count(&format!("{}{priority:05}/", self.items())).await
+    }
+
     /// Items currently claimed by a live consumer.
     pub async fn in_flight(&self) -> Result<u64> {
         self.count(&self.claims()).await

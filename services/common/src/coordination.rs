@@ -56,14 +56,7 @@ impl SharedSession {
                 "etcd session lost; starting a new one"
             );
         }
-        let client = match &state.client {
-            Some(client) => client.clone(),
-            None => {
-                let client = self.settings.config.connect().await?;
-                state.client = Some(client.clone());
-                client
-            }
-        };
+        let client = Self::connected(&self.settings, &mut state).await?;
         let session = Session::builder(client)
             .ttl(self.settings.session_ttl)
             .build()
@@ -75,6 +68,24 @@ impl SharedSession {
         );
         state.session = Some(session.clone());
         Ok(session)
+    }
+
+    /// The etcd client (connected on first use), for work that needs no session.
+    pub async fn client(&self) -> coord::Result<coord::etcd_client::Client> {
+        let mut state = self.state.lock().await;
+        Self::connected(&self.settings, &mut state).await
+    }
+
+    async fn connected(
+        settings: &EtcdSettings,
+        state: &mut State,
+    ) -> coord::Result<coord::etcd_client::Client> {
+        if let Some(client) = &state.client {
+            return Ok(client.clone());
+        }
+        let client = settings.config.connect().await?;
+        state.client = Some(client.clone());
+        Ok(client)
     }
 
     /// Revokes the session's lease (releasing every lock it holds at once). Called on

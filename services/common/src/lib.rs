@@ -9,6 +9,7 @@
 //! | [`server`] | gRPC server with health + reflection, stopped by a shutdown future |
 //! | [`coordination`] | the process's one etcd session, re-created when lost |
 //! | [`domain`] | parsed domain values: `Sku`, `Quantity`, `OrderId`, `Cart`, `Strategy` |
+//! | [`payments`] | the payment queue's contract: location, item format, tier priority |
 //! | [`leaders`] | `ListLeaders` and the integration point for leader-elected jobs |
 //! | `testing` (feature `test-harness`) | fresh database per test, servers on port 0 |
 
@@ -17,6 +18,7 @@ pub mod coordination;
 pub mod db;
 pub mod domain;
 pub mod leaders;
+pub mod payments;
 pub mod server;
 pub mod telemetry;
 #[cfg(feature = "test-harness")]

@@ -1,11 +1,11 @@
-//! The payment step of the saga — **integration point** for the payment work queue.
+//! The payment step of the saga.
 //!
 //! After an order's stock is reserved, the saga hands a [`PaymentRequest`] to a
-//! [`PaymentRequester`]. The payment queue (coord's reliable work queue, another
-//! branch; priority = customer tier; trace context in the item) will implement this
-//! trait by enqueuing the request; a payment worker then charges and calls
-//! `OrderService.PaymentResult`. Until it lands, [`PaymentQueueNotWired`] is used:
-//! orders stay RESERVED until someone calls PaymentResult (tests, the load tester).
+//! [`PaymentRequester`]. In a deployment that is [`QueuePaymentRequester`]: the order
+//! goes onto the payment work queue (coord `WorkQueue`; priority = customer tier; one
+//! item per order id); a payment worker charges and calls `OrderService.PaymentResult`.
+//! Tests that drive PaymentResult themselves use [`PaymentQueueNotWired`], which only
+//! logs, so their orders stay RESERVED until the test pays.
 //!
 //! A failed hand-off leaves the order RESERVED; the order service's planned
 //! `expire-reservations` leader job cancels (and releases) RESERVED orders past their
@@ -32,7 +32,7 @@ pub trait PaymentRequester: Send + Sync + 'static {
     fn request_payment(&self, request: PaymentRequest) -> BoxFuture<'_, anyhow::Result<()>>;
 }
 
-/// No payment queue in this build: the request is only logged.
+/// No payment queue (tests that call PaymentResult themselves): the request is only logged.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PaymentQueueNotWired;
 
@@ -40,6 +40,46 @@ impl PaymentRequester for PaymentQueueNotWired {
     fn request_payment(&self, request: PaymentRequest) -> BoxFuture<'_, anyhow::Result<()>> {
         Box::pin(async move {
             tracing::debug!(order_id = %request.order_id, "payment queue not wired yet; order stays RESERVED until PaymentResult");
+            Ok(())
+        })
+    }
+}
+
+/// The real payment step: the order goes onto the payment work queue (coord
+/// `WorkQueue`, see `shop_common::payments`), one item per order id — enqueueing an
+/// order twice is one item, so a retried saga step cannot cause a second charge.
+pub struct QueuePaymentRequester {
+    etcd: std::sync::Arc<shop_common::coordination::SharedSession>,
+}
+
+impl QueuePaymentRequester {
+    pub fn new(etcd: std::sync::Arc<shop_common::coordination::SharedSession>) -> Self {
+        QueuePaymentRequester { etcd }
+    }
+}
+
+impl PaymentRequester for QueuePaymentRequester {
+    fn request_payment(&self, request: PaymentRequest) -> BoxFuture<'_, anyhow::Result<()>> {
+        use shop_common::payments::{payment_queue, tier_priority, PaymentItem, UNIT_PRICE_MINOR};
+        Box::pin(async move {
+            let units: i64 = request
+                .cart
+                .lines()
+                .iter()
+                .map(|line| i64::from(line.quantity.get()))
+                .sum();
+            let item = PaymentItem {
+                order_id: request.order_id.to_string(),
+                customer_id: request.customer_id.as_str().to_owned(),
+                tier: request.customer_tier.as_str().to_owned(),
+                amount_minor: units * UNIT_PRICE_MINOR,
+                trace: Default::default(),
+            };
+            let queue = payment_queue(self.etcd.client().await?, self.etcd.prefix())?;
+            let enqueued = queue
+                .enqueue_with_id(&item.order_id, &item.encode(), tier_priority(&item.tier))
+                .await?;
+            tracing::debug!(order_id = %item.order_id, created = enqueued.created, "payment requested");
             Ok(())
         })
     }

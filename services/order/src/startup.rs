@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shop_common::config::{parse_or, CommonSettings, ConfigError, ServiceName};
+use shop_common::coordination::SharedSession;
 use shop_common::db::connect_and_migrate;
 use shop_common::domain::Strategy;
 use shop_common::leaders::{LeaderDirectory, NoLeaderJobs};
@@ -18,7 +19,7 @@ use sqlx::PgPool;
 use tonic::transport::Endpoint;
 
 use crate::grpc::OrderApi;
-use crate::payment::{PaymentQueueNotWired, PaymentRequester};
+use crate::payment::{PaymentRequester, QueuePaymentRequester};
 use crate::repository::OrdersDb;
 use crate::saga::Saga;
 
@@ -74,10 +75,12 @@ pub struct Application {
 }
 
 impl Application {
+    /// The service as deployed: payments go onto the payment work queue in etcd.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let etcd = Arc::new(SharedSession::new(settings.common.etcd.clone()));
         Self::build_with(
             settings,
-            Arc::new(PaymentQueueNotWired),
+            Arc::new(QueuePaymentRequester::new(etcd)),
             Arc::new(NoLeaderJobs),
         )
         .await

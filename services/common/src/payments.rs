@@ -1,0 +1,77 @@
+//! The payment queue's contract, shared by its producer (the order service) and its
+//! consumers (the payment workers): where the queue lives, what an item says, and how
+//! a customer's tier becomes a priority. One definition, so the two sides cannot drift.
+//!
+//! The queue is a coord [`WorkQueue`] (claim under a lease, ack, redelivery when a
+//! worker dies) at `<ETCD_PREFIX>/queues/payments`; an item's id is its order id, so
+//! enqueueing the same order twice is one item.
+
+use coord::etcd_client::Client;
+use coord::WorkQueue;
+use serde::{Deserialize, Serialize};
+
+/// Price of one unit in minor currency units: the shop has no catalogue prices yet, so
+/// an order's amount is its unit count times this.
+pub const UNIT_PRICE_MINOR: i64 = 1_000;
+
+/// What the order service asks the payment workers to charge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentItem {
+    pub order_id: String,
+    pub customer_id: String,
+    /// `standard`, `gold` or `platinum`.
+    pub tier: String,
+    pub amount_minor: i64,
+    /// W3C trace context of the order's request (`traceparent`, `tracestate`), so the
+    /// worker's spans can join the order's trace. Empty when tracing is off.
+    #[serde(default)]
+    pub trace: std::collections::HashMap<String, String>,
+}
+
+impl PaymentItem {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("payment item serialises")
+    }
+
+    /// Parses an item; a malformed one is an error with the reason, never a panic.
+    pub fn decode(bytes: &[u8]) -> Result<PaymentItem, String> {
+        serde_json::from_slice(bytes).map_err(|e| format!("malformed payment item: {e}"))
+    }
+}
+
+/// Queue priority of a customer tier: platinum first, then gold, then everyone else
+/// (coord queues serve lower numbers first).
+pub fn tier_priority(tier: &str) -> u32 {
+    match tier {
+        "platinum" => 0,
+        "gold" => 1,
+        _ => 2,
+    }
+}
+
+/// The payment work queue under the shop's etcd prefix.
+pub fn payment_queue(client: Client, etcd_prefix: &str) -> coord::Result<WorkQueue> {
+    WorkQueue::new(client, &format!("{etcd_prefix}/queues/payments"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_round_trip_and_garbage_is_an_error() {
+        let item = PaymentItem {
+            order_id: "o".into(),
+            customer_id: "c".into(),
+            tier: "gold".into(),
+            amount_minor: 2000,
+            trace: Default::default(),
+        };
+        assert_eq!(PaymentItem::decode(&item.encode()).unwrap(), item);
+        assert!(PaymentItem::decode(b"{}").is_err());
+        assert!(PaymentItem::decode(b"\xff").is_err());
+        assert_eq!(tier_priority("platinum"), 0);
+        assert_eq!(tier_priority("gold"), 1);
+        assert_eq!(tier_priority("standard"), 2);
+    }
+}

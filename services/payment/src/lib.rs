@@ -1,0 +1,32 @@
+//! # payment-service
+//!
+//! The saga's payment step. The order service puts one item per reserved order on the
+//! payment work queue (coord `WorkQueue`, priority = customer tier). Workers on every
+//! replica claim items, charge the provider, record the payment and report the result
+//! to the order service, which commits or releases the stock.
+//!
+//! # Layout
+//! | module | what it is for |
+//! |---|---|
+//! | [`startup`] | `Settings` from the environment, `Application::build` / `run_until_stopped` |
+//! | [`worker`] | the claim → charge → record → report → ack loop |
+//! | [`provider`] | the simulated payment provider: latency, failure rate, idempotent by order |
+//! | [`repository`] | the `payments` table: one row per order, ever |
+//! | [`grpc`] | GetPayment, QueueDepth, ListLeaders |
+//!
+//! # Exactly one payment per order
+//! Delivery is at-least-once (a worker can die after charging and before acking, and
+//! the item comes back). What makes the *payment* happen once:
+//! 1. the provider is asked with the order id as idempotency key: a repeat returns the
+//!    first outcome without charging again (`provider_charges` keyed by order id);
+//! 2. the `payments` row is keyed by order id and moves PROCESSING → CAPTURED | FAILED
+//!    with a compare-and-set, so a duplicate delivery records nothing new;
+//! 3. `PaymentResult` at the order service is idempotent on the order id.
+
+pub mod grpc;
+pub mod provider;
+pub mod repository;
+pub mod startup;
+pub mod worker;
+
+pub use startup::{Application, Settings};

@@ -1,0 +1,12 @@
+//! `payment`: the payment gRPC service and its queue workers. Configuration comes from
+//! the environment (see `payment_service::Settings` and README.md).
+
+use payment_service::{Application, Settings};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = Settings::from_env()?;
+    shop_common::init_telemetry("payment", settings.common.otel_endpoint.as_deref());
+    let app = Application::build(settings).await?;
+    app.run_until_stopped(shop_common::shutdown_signal()).await
+}

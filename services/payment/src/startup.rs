@@ -1,0 +1,192 @@
+//! Settings and `Application` for the payment service.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shop_common::config::{parse_or, CommonSettings, ConfigError, ServiceName};
+use shop_common::coordination::SharedSession;
+use shop_common::db::connect_and_migrate;
+use shop_common::leaders::{LeaderDirectory, NoLeaderJobs};
+use shop_common::GrpcServer;
+use shop_proto::v1::order_service_client::OrderServiceClient;
+use shop_proto::v1::payment_service_server::PaymentServiceServer;
+use sqlx::migrate::Migrator;
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::Endpoint;
+
+use crate::grpc::PaymentApi;
+use crate::provider::{ProviderSettings, SimulatedProvider};
+use crate::repository::PaymentsDb;
+use crate::worker::{spawn_workers, WorkerContext};
+
+/// The payment database's migrations (`migrations/payment/`), embedded.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/payment");
+
+/// Payment settings: the common ones plus
+///
+/// | variable | meaning | default |
+/// |---|---|---|
+/// | `PAYMENT_WORKERS` | queue workers in this process | `4` |
+/// | `PROVIDER_LATENCY_MS` | simulated provider's time per charge | `20` |
+/// | `PROVIDER_FAILURE_RATE` | fraction of orders the provider declines (0.0–1.0) | `0.0` |
+/// | `PROVIDER_SEED` | which orders are declined | `0` |
+/// | `PROVIDER_CONCURRENCY` | charges in flight at once, across all replicas (coord Semaphore) | `4` |
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub common: CommonSettings,
+    pub workers: usize,
+    pub provider: ProviderSettings,
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Settings, ConfigError> {
+        let lookup = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let failure_rate: f64 = parse_or(
+            "PROVIDER_FAILURE_RATE",
+            lookup("PROVIDER_FAILURE_RATE"),
+            0.0,
+        )?;
+        if !(0.0..=1.0).contains(&failure_rate) {
+            return Err(ConfigError(format!(
+                "PROVIDER_FAILURE_RATE={failure_rate} must be between 0.0 and 1.0"
+            )));
+        }
+        let concurrency: u32 = parse_or("PROVIDER_CONCURRENCY", lookup("PROVIDER_CONCURRENCY"), 4)?;
+        if concurrency == 0 {
+            return Err(ConfigError(
+                "PROVIDER_CONCURRENCY must be at least 1".into(),
+            ));
+        }
+        Ok(Settings {
+            common: CommonSettings::from_env(ServiceName::Payment)?,
+            workers: parse_or("PAYMENT_WORKERS", lookup("PAYMENT_WORKERS"), 4)?,
+            provider: ProviderSettings {
+                latency: Duration::from_millis(parse_or(
+                    "PROVIDER_LATENCY_MS",
+                    lookup("PROVIDER_LATENCY_MS"),
+                    20,
+                )?),
+                failure_rate,
+                seed: parse_or("PROVIDER_SEED", lookup("PROVIDER_SEED"), 0)?,
+                concurrency,
+            },
+        })
+    }
+
+    /// Defaults for the given common settings (tests adjust fields afterwards).
+    pub fn with_common(common: CommonSettings) -> Settings {
+        Settings {
+            common,
+            workers: 4,
+            provider: ProviderSettings {
+                latency: Duration::from_millis(20),
+                failure_rate: 0.0,
+                seed: 0,
+                concurrency: 4,
+            },
+        }
+    }
+}
+
+/// A built payment service: database migrated, port bound, workers not started yet.
+pub struct Application {
+    server: GrpcServer,
+    pool: PgPool,
+    etcd: Arc<SharedSession>,
+    context: Arc<WorkerContext>,
+    workers: usize,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        Self::build_with(settings, Arc::new(NoLeaderJobs)).await
+    }
+
+    /// [`Application::build`] with a leader-job directory.
+    pub async fn build_with(
+        settings: Settings,
+        leaders: Arc<dyn LeaderDirectory>,
+    ) -> anyhow::Result<Application> {
+        let pool = connect_and_migrate(&settings.common.database, &MIGRATOR).await?;
+        let etcd = Arc::new(SharedSession::new(settings.common.etcd.clone()));
+        let db = PaymentsDb::new(pool.clone());
+        let orders = OrderServiceClient::new(
+            Endpoint::from_shared(settings.common.peers.order.clone())?
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(Duration::from_secs(15))
+                .connect_lazy(),
+        );
+        let provider = Arc::new(SimulatedProvider::new(
+            pool.clone(),
+            settings.provider.clone(),
+            etcd.clone(),
+        ));
+        let context = Arc::new(WorkerContext {
+            etcd: etcd.clone(),
+            db: db.clone(),
+            provider,
+            orders,
+        });
+        let mut server = GrpcServer::bind(settings.common.grpc_addr)?;
+        server
+            .add_service(PaymentServiceServer::new(PaymentApi::new(
+                db,
+                etcd.clone(),
+                leaders,
+            )))
+            .await;
+        tracing::info!(addr = %server.local_addr(), workers = settings.workers, "payment service ready");
+        Ok(Application {
+            server,
+            pool,
+            etcd,
+            context,
+            workers: settings.workers,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// The provider (tests read its counters).
+    pub fn provider(&self) -> Arc<SimulatedProvider> {
+        self.context.provider.clone()
+    }
+
+    /// Serves and runs the workers until `shutdown` resolves; then stops taking items,
+    /// lets each worker finish the one it holds, drains requests, revokes the etcd
+    /// session and closes the pool.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let workers: Vec<JoinHandle<()>> =
+            spawn_workers(self.workers, self.context.clone(), stop_rx);
+        let served = self
+            .server
+            .run_until_stopped(async move {
+                shutdown.await;
+                let _ = stop_tx.send(true);
+            })
+            .await;
+        for worker in workers {
+            if tokio::time::timeout(Duration::from_secs(10), worker)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "a payment worker did not stop in time; its item will be redelivered"
+                );
+            }
+        }
+        self.etcd.close().await;
+        self.pool.close().await;
+        served
+    }
+}

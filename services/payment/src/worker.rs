@@ -1,0 +1,152 @@
+//! Payment workers: every replica runs several, all taking from one queue.
+//!
+//! One delivery: claim (the claim is held under this process's etcd lease) → decode →
+//! `payments` row begins (or is found final) → provider charge (idempotent on the
+//! order id) → row finished → `PaymentResult` to the order service → ack. Any failure
+//! before the ack gives the item back (`nack_after`), and a crash gives it back by
+//! itself when the lease expires; every step is safe to repeat (see the crate docs).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use coord::Claimed;
+use shop_common::coordination::SharedSession;
+use shop_common::payments::{payment_queue, PaymentItem};
+use shop_proto::v1::order_service_client::OrderServiceClient;
+use shop_proto::v1::PaymentResultRequest;
+use tokio::sync::watch;
+use tonic::transport::Channel;
+use tonic::Code;
+use uuid::Uuid;
+
+use crate::provider::SimulatedProvider;
+use crate::repository::{PaymentState, PaymentsDb};
+
+/// What every worker shares.
+pub struct WorkerContext {
+    pub etcd: Arc<SharedSession>,
+    pub db: PaymentsDb,
+    pub provider: Arc<SimulatedProvider>,
+    pub orders: OrderServiceClient<Channel>,
+}
+
+/// Starts `count` workers; they stop taking new items once `stop` turns true and
+/// finish the one they hold.
+pub fn spawn_workers(
+    count: usize,
+    context: Arc<WorkerContext>,
+    stop: watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..count)
+        .map(|n| tokio::spawn(run_worker(n, context.clone(), stop.clone())))
+        .collect()
+}
+
+async fn run_worker(n: usize, context: Arc<WorkerContext>, mut stop: watch::Receiver<bool>) {
+    let mut pause = Duration::from_millis(100);
+    while !*stop.borrow() {
+        let claimed = async {
+            let session = context.etcd.get().await?;
+            let queue = payment_queue(context.etcd.client().await?, context.etcd.prefix())?;
+            queue.claim(&session).await
+        };
+        let claimed = tokio::select! {
+            claimed = claimed => claimed,
+            _ = stop.wait_for(|stop| *stop) => break,
+        };
+        match claimed {
+            Ok(item) => {
+                pause = Duration::from_millis(100);
+                deliver(&context, item).await;
+            }
+            Err(e) => {
+                tracing::warn!(worker = n, error = %e, "cannot take payment requests; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    tracing::debug!(worker = n, "payment worker stopped");
+}
+
+/// Handles one delivery, ending in ack (done) or nack (try again later).
+async fn deliver(context: &WorkerContext, item: Claimed) {
+    let request = match PaymentItem::decode(item.payload()).and_then(|r| {
+        Uuid::parse_str(&r.order_id)
+            .map(|id| (id, r))
+            .map_err(|e| format!("bad order id: {e}"))
+    }) {
+        Ok(parsed) => parsed,
+        Err(reason) => {
+            // Redelivering cannot fix it; after max attempts it is dead-lettered.
+            tracing::error!(item = item.id(), %reason, "malformed payment request");
+            let _ = item.nack_after(Duration::from_secs(30)).await;
+            return;
+        }
+    };
+    let (order_id, request) = request;
+    let span =
+        tracing::info_span!("payment.deliver", order_id = %order_id, attempt = item.attempt());
+    let outcome =
+        tracing::Instrument::instrument(pay_and_report(context, order_id, &request), span).await;
+    let settled = match outcome {
+        Ok(()) => item.ack().await,
+        Err(e) => {
+            tracing::warn!(order_id = %order_id, error = %e, "payment delivery failed; will retry");
+            item.nack_after(Duration::from_secs(1)).await
+        }
+    };
+    if let Err(e) = settled {
+        // The claim expired meanwhile: the item is (or will be) delivered again, and
+        // every step above is safe to repeat.
+        tracing::warn!(order_id = %order_id, error = %e, "could not settle the delivery");
+    }
+}
+
+async fn pay_and_report(
+    context: &WorkerContext,
+    order_id: Uuid,
+    request: &PaymentItem,
+) -> anyhow::Result<()> {
+    let mut row = context
+        .db
+        .begin(order_id, &request.customer_id, request.amount_minor)
+        .await?;
+    if !row.state.is_final() {
+        let charge = context
+            .provider
+            .charge(order_id, request.amount_minor)
+            .await?;
+        row = context
+            .db
+            .finish(order_id, charge.ok, &charge.provider_ref, &charge.reason)
+            .await?;
+    }
+    let ok = row.state == PaymentState::Captured;
+    let result = context
+        .orders
+        .clone()
+        .payment_result(PaymentResultRequest {
+            order_id: order_id.to_string(),
+            ok,
+            payment_id: row.provider_ref.clone().unwrap_or_default(),
+            reason: row.reason.clone(),
+        })
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        // The order service refuses for good (e.g. the order was cancelled by expiry
+        // and a capture arrived late: it says the charge must be refunded). Repeating
+        // changes nothing; record it loudly and finish the delivery.
+        Err(status)
+            if matches!(
+                status.code(),
+                Code::FailedPrecondition | Code::InvalidArgument | Code::NotFound
+            ) =>
+        {
+            tracing::error!(order_id = %order_id, captured = ok, status = %status, "order service refused the payment result");
+            Ok(())
+        }
+        Err(status) => Err(anyhow::anyhow!("reporting to the order service: {status}")),
+    }
+}

@@ -1,0 +1,6 @@
+//! The payment service against real etcd and Postgres, with real order and inventory
+//! services beside it: the whole saga, provider failures, a worker that dies
+//! mid-item, the provider's concurrency cap, tier priority, bad input.
+
+mod helpers;
+mod saga;
