@@ -1,7 +1,9 @@
 //! The whole suite from compose.yaml, brought up with testcontainers' docker compose
 //! support, driven end to end, and then broken on purpose:
 //!
-//! 1. 100 concurrent buyers race for 40 units through both order replicas: 0 oversold.
+//! 1. 100 concurrent buyers race for 40 units through both order replicas: 0 oversold,
+//!    and every accepted order is paid by the payment replicas (order → inventory →
+//!    payment queue → payment → order → inventory commit).
 //! 2. The inventory replica holding a SKU lock is `docker pause`d past its lease TTL: the
 //!    other replica takes the lock and sells; on unpause the stale holder's write is
 //!    rejected by its fencing token; nothing is oversold.
@@ -241,7 +243,7 @@ async fn flash_sale_through_both_order_replicas(stack: &Stack, started: Instant)
     step(
         started,
         &format!(
-            "  reserved {reserved}, rejected {rejected}; inventory says available {} reserved {} sold {}",
+            "  accepted {reserved}, rejected {rejected}; inventory says available {} reserved {} sold {}",
             truth.available, truth.reserved, truth.sold
         ),
     );
@@ -253,6 +255,25 @@ async fn flash_sale_through_both_order_replicas(stack: &Stack, started: Instant)
     assert_eq!(truth.available, 0);
     assert_eq!(reserved, 40);
     assert_eq!(rejected, 60);
+
+    // The payment replicas charge every accepted order; the stock ends sold.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let truth = stock(&mut inventory, &sku).await;
+        if truth.sold == 40 {
+            assert_eq!(truth.reserved, 0);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "payments did not complete: {truth:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    step(
+        started,
+        "  all 40 accepted orders paid: 40 units sold, 0 oversold",
+    );
 }
 
 /// The lock holder is frozen (docker pause) after taking the SKU lock and reading the
@@ -403,7 +424,7 @@ async fn orders_continue_without_one_etcd_member(stack: &Stack, started: Instant
         assert_eq!(placed.status, OrderStatus::Reserved as i32, "{placed:?}");
     }
     let truth = stock(&mut inventory, &sku).await;
-    assert_eq!(truth.reserved, 10);
+    assert_eq!(truth.reserved + truth.sold, 10, "{truth:?}");
     assert_eq!(truth.available, 0);
     docker(&["start", &container("etcd3")]).await;
     step(
