@@ -10,6 +10,7 @@
 //! | [`coordination`] | the process's one etcd session, re-created when lost |
 //! | [`domain`] | parsed domain values: `Sku`, `Quantity`, `OrderId`, `Cart`, `Strategy` |
 //! | [`payments`] | the payment queue's contract: location, item format, tier priority |
+//! | [`jobs`] | leader-elected background jobs (coord `LeaderJob`) and `ListLeaders` from the elections |
 //! | [`leaders`] | `ListLeaders` and the integration point for leader-elected jobs |
 //! | `testing` (feature `test-harness`) | fresh database per test, servers on port 0 |
 
@@ -17,6 +18,7 @@ pub mod config;
 pub mod coordination;
 pub mod db;
 pub mod domain;
+pub mod jobs;
 pub mod leaders;
 pub mod payments;
 pub mod server;

@@ -13,6 +13,7 @@
 //! The saga, compensation and the strategies are described in `docs/architecture.md`.
 
 pub mod domain;
+pub mod expiry;
 pub mod grpc;
 pub mod payment;
 pub mod repository;

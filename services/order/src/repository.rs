@@ -103,6 +103,24 @@ impl OrdersDb {
         .transpose()
     }
 
+    /// Orders still RESERVED (no payment outcome) since before `age` ago, oldest first.
+    pub async fn reserved_longer_than(
+        &self,
+        age: std::time::Duration,
+        limit: i64,
+    ) -> Result<Vec<OrderId>, sqlx::Error> {
+        let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "SELECT order_id FROM orders
+             WHERE status = 'RESERVED' AND updated_at < now() - make_interval(secs => $1)
+             ORDER BY updated_at LIMIT $2",
+        )
+        .bind(age.as_secs_f64())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.into_iter().map(OrderId::from).collect())
+    }
+
     pub async fn get_by_key(&self, key: &IdempotencyKey) -> Result<Option<Order>, sqlx::Error> {
         sqlx::query(&format!(
             "SELECT {ORDER_COLUMNS} FROM orders o WHERE idempotency_key = $1"

@@ -10,14 +10,16 @@ use shop_common::config::{parse_or, CommonSettings, ConfigError, ServiceName};
 use shop_common::coordination::SharedSession;
 use shop_common::db::connect_and_migrate;
 use shop_common::domain::Strategy;
-use shop_common::leaders::{LeaderDirectory, NoLeaderJobs};
+use shop_common::jobs::{replica_id, spawn_leader_job, ElectionDirectory};
 use shop_common::GrpcServer;
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
 use shop_proto::v1::order_service_server::OrderServiceServer;
 use sqlx::migrate::Migrator;
 use sqlx::PgPool;
+use tokio::sync::watch;
 use tonic::transport::Endpoint;
 
+use crate::expiry::{self, ExpirySettings};
 use crate::grpc::OrderApi;
 use crate::payment::{PaymentRequester, QueuePaymentRequester};
 use crate::repository::OrdersDb;
@@ -32,12 +34,17 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/order");
 /// |---|---|---|
 /// | `DEFAULT_STRATEGY` | strategy for orders that leave it UNSPECIFIED | `mutex` |
 /// | `INVENTORY_TIMEOUT_MS` | deadline of each call to inventory | `15000` |
+/// | `RESERVATION_TTL_SECS` | how long an order may stay RESERVED before the expiry job cancels it | `300` |
+/// | `JOB_INTERVAL_MS` | pause between passes of the leader-elected jobs | `2000` |
+/// | `REPLICA_ID` | this replica's name in elections | `<hostname>-<pid>` |
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub common: CommonSettings,
     pub default_strategy: Strategy,
     /// Longer than inventory's lock timeout, so inventory answers first.
     pub inventory_timeout: Duration,
+    pub expiry: ExpirySettings,
+    pub replica_id: String,
 }
 
 impl Settings {
@@ -55,6 +62,19 @@ impl Settings {
                 lookup("INVENTORY_TIMEOUT_MS"),
                 15_000,
             )?),
+            expiry: ExpirySettings {
+                reservation_ttl: Duration::from_secs(parse_or(
+                    "RESERVATION_TTL_SECS",
+                    lookup("RESERVATION_TTL_SECS"),
+                    300,
+                )?),
+                interval: Duration::from_millis(parse_or(
+                    "JOB_INTERVAL_MS",
+                    lookup("JOB_INTERVAL_MS"),
+                    2_000,
+                )?),
+            },
+            replica_id: replica_id(),
         })
     }
 
@@ -64,6 +84,11 @@ impl Settings {
             common,
             default_strategy: Strategy::Mutex,
             inventory_timeout: Duration::from_secs(15),
+            expiry: ExpirySettings {
+                reservation_ttl: Duration::from_secs(300),
+                interval: Duration::from_secs(2),
+            },
+            replica_id: replica_id(),
         }
     }
 }
@@ -72,28 +97,34 @@ impl Settings {
 pub struct Application {
     server: GrpcServer,
     pool: PgPool,
+    etcd: Arc<SharedSession>,
+    db: OrdersDb,
+    saga: Arc<Saga>,
+    expiry: ExpirySettings,
+    replica_id: String,
 }
 
 impl Application {
     /// The service as deployed: payments go onto the payment work queue in etcd.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        let etcd = Arc::new(SharedSession::new(settings.common.etcd.clone()));
-        Self::build_with(
-            settings,
-            Arc::new(QueuePaymentRequester::new(etcd)),
-            Arc::new(NoLeaderJobs),
-        )
-        .await
+        Self::build_with(settings, None).await
     }
 
-    /// [`Application::build`] with the saga's integration points filled in: the payment
-    /// step (the payment work queue) and the leader-job directory (coord Election).
+    /// [`Application::build`] with another payment step (tests that pay by hand pass
+    /// `PaymentQueueNotWired`); `None` is the payment work queue.
     pub async fn build_with(
         settings: Settings,
-        payments: Arc<dyn PaymentRequester>,
-        leaders: Arc<dyn LeaderDirectory>,
+        payments: Option<Arc<dyn PaymentRequester>>,
     ) -> anyhow::Result<Application> {
         let pool = connect_and_migrate(&settings.common.database, &MIGRATOR).await?;
+        let etcd = Arc::new(SharedSession::new(settings.common.etcd.clone()));
+        let payments =
+            payments.unwrap_or_else(|| Arc::new(QueuePaymentRequester::new(etcd.clone())));
+        let leaders = Arc::new(ElectionDirectory::new(
+            etcd.clone(),
+            ServiceName::Order,
+            vec![expiry::JOB],
+        ));
         // Connects on first use, and again after a failure: inventory may start later.
         let inventory = InventoryServiceClient::new(
             Endpoint::from_shared(settings.common.peers.inventory.clone())?
@@ -101,24 +132,71 @@ impl Application {
                 .timeout(settings.inventory_timeout)
                 .connect_lazy(),
         );
-        let saga = Arc::new(Saga::new(OrdersDb::new(pool.clone()), inventory, payments));
-        let api = OrderApi::new(saga, settings.default_strategy, leaders);
+        let db = OrdersDb::new(pool.clone());
+        let saga = Arc::new(Saga::new(db.clone(), inventory, payments));
+        let api = OrderApi::new(saga.clone(), settings.default_strategy, leaders);
         let mut server = GrpcServer::bind(settings.common.grpc_addr)?;
         server.add_service(OrderServiceServer::new(api)).await;
         tracing::info!(addr = %server.local_addr(), inventory = %settings.common.peers.inventory, "order service ready");
-        Ok(Application { server, pool })
+        Ok(Application {
+            server,
+            pool,
+            etcd,
+            db,
+            saga,
+            expiry: settings.expiry,
+            replica_id: settings.replica_id,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()
     }
 
-    /// Serves until `shutdown` resolves, drains, then closes the pool.
+    /// Serves, and runs the `expire-reservations` job whenever this replica leads it,
+    /// until `shutdown` resolves; then resigns the job, drains, revokes the etcd
+    /// session and closes the pool.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
-        let served = self.server.run_until_stopped(shutdown).await;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (db, saga, expiry_settings, replica) = (
+            self.db.clone(),
+            self.saga.clone(),
+            self.expiry.clone(),
+            self.replica_id.clone(),
+        );
+        let job = spawn_leader_job(
+            self.etcd.clone(),
+            ServiceName::Order,
+            expiry::JOB,
+            self.replica_id.clone(),
+            stop_rx,
+            move |context| {
+                expiry::expire_reservations(
+                    context,
+                    db.clone(),
+                    saga.clone(),
+                    expiry_settings.clone(),
+                    replica.clone(),
+                )
+            },
+        );
+        let served = self
+            .server
+            .run_until_stopped(async move {
+                shutdown.await;
+                let _ = stop_tx.send(true);
+            })
+            .await;
+        if tokio::time::timeout(Duration::from_secs(5), job)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the expiry job did not stop in time");
+        }
+        self.etcd.close().await;
         self.pool.close().await;
         served
     }

@@ -7,6 +7,7 @@ mod bad_input;
 mod buyers;
 mod helpers;
 mod idempotency;
+mod jobs;
 mod orders;
 mod outages;
 mod payments;

@@ -1,0 +1,138 @@
+//! Leader-elected background jobs, and `ListLeaders` answered from the elections.
+//!
+//! Every replica of a service runs the same job loop; coord's [`LeaderJob`] makes sure
+//! exactly one of them runs the job at a time (`<ETCD_PREFIX>/elections/<service>/<job>`,
+//! the election value is the replica id). When the leader's process dies its lease
+//! expires and another replica takes over within the session TTL; on shutdown the
+//! leader resigns, so the next one starts at once. A job proclaims its progress as the
+//! election value, so `ListLeaders` shows who runs it and how far it got.
+//!
+//! Cancellation is prompt but not instantaneous (see `coord::leader`): a job's writes
+//! must be safe if two leaders overlap for a moment — fenced with the leader's token,
+//! or idempotent, as the order service's expiry is (its status changes are
+//! compare-and-set).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use coord::{Election, Error, LeaderContext, LeaderJob, LeaderOutcome};
+use futures::future::BoxFuture;
+use tokio::sync::watch;
+
+use crate::config::ServiceName;
+use crate::coordination::SharedSession;
+use crate::leaders::{LeaderDirectory, LeaderInfo};
+
+/// The election a job's replicas campaign in.
+pub fn election_name(etcd_prefix: &str, service: ServiceName, job: &str) -> String {
+    format!("{etcd_prefix}/elections/{}/{job}", service.as_str())
+}
+
+/// This replica's name in elections: `REPLICA_ID`, else `<hostname>-<pid>`.
+pub fn replica_id() -> String {
+    std::env::var("REPLICA_ID")
+        .ok()
+        .filter(|id| !id.trim().is_empty())
+        .unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "replica".to_owned());
+            format!("{host}-{}", std::process::id())
+        })
+}
+
+/// Runs `job` whenever this replica leads `service`'s election for `name`, until
+/// `stop` turns true (then a leading replica resigns). Transient etcd trouble is
+/// retried; the loop never ends on its own.
+pub fn spawn_leader_job<F, Fut>(
+    etcd: Arc<SharedSession>,
+    service: ServiceName,
+    name: &'static str,
+    replica: String,
+    mut stop: watch::Receiver<bool>,
+    mut job: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut(LeaderContext) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let election = election_name(etcd.prefix(), service, name);
+        while !*stop.borrow() {
+            let session = tokio::select! {
+                session = etcd.get() => session,
+                _ = stop.wait_for(|s| *s) => break,
+            };
+            let outcome =
+                match session.and_then(|s| LeaderJob::new(&s, &election, replica.as_bytes())) {
+                    Ok(runner) => {
+                        let mut stopped = stop.clone();
+                        runner
+                            .run(
+                                async move {
+                                    let _ = stopped.wait_for(|s| *s).await;
+                                },
+                                &mut job,
+                            )
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+            match outcome {
+                Ok(LeaderOutcome::Resigned) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(job = name, error = %e, "leader job runner failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stop.wait_for(|s| *s) => break,
+                    }
+                }
+            }
+        }
+        tracing::debug!(job = name, "leader job stopped");
+    })
+}
+
+/// `ListLeaders` from the elections themselves: who leads each job right now and the
+/// progress it last proclaimed.
+pub struct ElectionDirectory {
+    etcd: Arc<SharedSession>,
+    service: ServiceName,
+    jobs: Vec<&'static str>,
+}
+
+impl ElectionDirectory {
+    pub fn new(etcd: Arc<SharedSession>, service: ServiceName, jobs: Vec<&'static str>) -> Self {
+        ElectionDirectory {
+            etcd,
+            service,
+            jobs,
+        }
+    }
+}
+
+impl LeaderDirectory for ElectionDirectory {
+    fn leaders(&self) -> BoxFuture<'_, anyhow::Result<Vec<LeaderInfo>>> {
+        Box::pin(async move {
+            let client = self.etcd.client().await?;
+            let mut leaders = Vec::new();
+            for job in &self.jobs {
+                let name = election_name(self.etcd.prefix(), self.service, job);
+                let observer = Election::observer(client.clone(), &name)?;
+                let (holder, revision) = match observer.leader().await {
+                    Ok(leader) => (leader.value_str().into_owned(), leader.rev),
+                    Err(Error::NoLeader(_)) => (String::new(), 0),
+                    Err(e) => return Err(e.into()),
+                };
+                leaders.push(LeaderInfo {
+                    job: (*job).to_owned(),
+                    holder,
+                    revision,
+                });
+            }
+            Ok(leaders)
+        })
+    }
+}
