@@ -11,6 +11,7 @@
 //! The saga, the strategies and fencing are described in `docs/architecture.md`.
 
 pub mod grpc;
+pub mod reconcile;
 pub mod repository;
 pub mod reservation;
 pub mod startup;

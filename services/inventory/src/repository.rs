@@ -34,6 +34,21 @@ pub struct StockLevel {
     pub fence_token: i64,
 }
 
+/// A SKU whose counters disagree with its reservation rows (see [`InventoryDb::drifted`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drift {
+    pub sku: String,
+    pub available: i64,
+    /// What available + reserved + sold should add up to.
+    pub total: i64,
+    pub reserved: i64,
+    pub sold: i64,
+    /// Units on RESERVED reservations.
+    pub lines_reserved: i64,
+    /// Units on COMMITTED reservations.
+    pub lines_committed: i64,
+}
+
 /// A SKU's counters next to what its reservation rows add up to: the input of the
 /// reconciliation job (planned: leader-elected `reconcile-stock`) and of the tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,8 +232,9 @@ impl InventoryDb {
     /// Sets a SKU's available units, creating the SKU if new.
     pub async fn set_stock(&self, sku: &Sku, available: i64) -> Result<StockLevel, sqlx::Error> {
         let row = sqlx::query(
-            "INSERT INTO stock (sku, available) VALUES ($1, $2)
-             ON CONFLICT (sku) DO UPDATE SET available = EXCLUDED.available, updated_at = now()
+            "INSERT INTO stock (sku, available, total) VALUES ($1, $2, $2)
+             ON CONFLICT (sku) DO UPDATE SET available = EXCLUDED.available,
+                 total = EXCLUDED.available + stock.reserved + stock.sold, updated_at = now()
              RETURNING sku, available, reserved, sold, fence_token",
         )
         .bind(sku.as_str())
@@ -239,6 +255,41 @@ impl InventoryDb {
     }
 
     /// The counters and reservation rows of a SKU (`None` if unknown).
+    /// SKUs whose numbers do not add up: available + reserved + sold differs from the
+    /// total fixed when the stock was set, or `reserved` / `sold` differ from the units
+    /// on RESERVED / COMMITTED reservations. Strategy `none` produces such drift on
+    /// purpose (lost updates); the others never should.
+    pub async fn drifted(&self) -> Result<Vec<Drift>, sqlx::Error> {
+        let rows: Vec<(String, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT s.sku, s.available, s.reserved, s.sold, COALESCE(s.total, 0),
+                    COALESCE(SUM(l.quantity) FILTER (WHERE r.state = 'RESERVED'), 0)::bigint,
+                    COALESCE(SUM(l.quantity) FILTER (WHERE r.state = 'COMMITTED'), 0)::bigint
+             FROM stock s
+             LEFT JOIN reservation_lines l ON l.sku = s.sku
+             LEFT JOIN reservations r ON r.order_id = l.order_id
+             GROUP BY s.sku, s.available, s.reserved, s.sold, s.total
+             HAVING s.available + s.reserved + s.sold <> COALESCE(s.total, s.available + s.reserved + s.sold)
+                 OR s.reserved <> COALESCE(SUM(l.quantity) FILTER (WHERE r.state = 'RESERVED'), 0)
+                 OR s.sold <> COALESCE(SUM(l.quantity) FILTER (WHERE r.state = 'COMMITTED'), 0)",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(sku, available, reserved, sold, total, lines_reserved, lines_committed)| Drift {
+                    sku,
+                    available,
+                    total,
+                    reserved,
+                    sold,
+                    lines_reserved,
+                    lines_committed,
+                },
+            )
+            .collect())
+    }
+
     pub async fn audit(&self, sku: &Sku) -> Result<Option<StockAudit>, sqlx::Error> {
         let Some(level) = self.get_stock(sku).await? else {
             return Ok(None);

@@ -10,13 +10,15 @@ use shop_common::config::{parse_or, CommonSettings, ConfigError, ServiceName};
 use shop_common::coordination::SharedSession;
 use shop_common::db::connect_and_migrate;
 use shop_common::domain::Strategy;
-use shop_common::leaders::{LeaderDirectory, NoLeaderJobs};
+use shop_common::jobs::{replica_id, spawn_leader_job, ElectionDirectory};
 use shop_common::GrpcServer;
 use shop_proto::v1::inventory_service_server::InventoryServiceServer;
 use sqlx::migrate::Migrator;
 use sqlx::PgPool;
+use tokio::sync::watch;
 
 use crate::grpc::InventoryApi;
+use crate::reconcile;
 use crate::repository::InventoryDb;
 use crate::reservation::{Reserver, SkuLocks};
 
@@ -30,12 +32,16 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/inventory");
 /// | `DEFAULT_STRATEGY` | strategy for requests that leave it UNSPECIFIED | `mutex` |
 /// | `THINK_TIME_MS` | pause between read and write in `none`/`mutex` | `2` |
 /// | `LOCK_TIMEOUT_MS` | longest wait for the SKU locks before UNAVAILABLE | `10000` |
+/// | `JOB_INTERVAL_MS` | pause between passes of the `reconcile-stock` job | `2000` |
+/// | `REPLICA_ID` | this replica's name in elections | `<hostname>-<pid>` |
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub common: CommonSettings,
     pub default_strategy: Strategy,
     pub think_time: Duration,
     pub lock_timeout: Duration,
+    pub job_interval: Duration,
+    pub replica_id: String,
 }
 
 impl Settings {
@@ -58,6 +64,12 @@ impl Settings {
                 lookup("LOCK_TIMEOUT_MS"),
                 10_000,
             )?),
+            job_interval: Duration::from_millis(parse_or(
+                "JOB_INTERVAL_MS",
+                lookup("JOB_INTERVAL_MS"),
+                2_000,
+            )?),
+            replica_id: replica_id(),
         })
     }
 
@@ -68,6 +80,8 @@ impl Settings {
             default_strategy: Strategy::Mutex,
             think_time: Duration::from_millis(2),
             lock_timeout: Duration::from_secs(10),
+            job_interval: Duration::from_secs(2),
+            replica_id: replica_id(),
         }
     }
 }
@@ -77,23 +91,22 @@ pub struct Application {
     server: GrpcServer,
     pool: PgPool,
     session: Arc<SharedSession>,
+    db: InventoryDb,
+    job_interval: Duration,
+    replica_id: String,
 }
 
 impl Application {
     /// Connects to Postgres (creating and migrating the database), binds the port and
     /// wires the handlers. etcd is not contacted yet (see `SharedSession`).
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        Self::build_with(settings, Arc::new(NoLeaderJobs)).await
-    }
-
-    /// [`Application::build`] with a leader-job directory (integration point for
-    /// coord's Election: the inventory's `reconcile-stock` job).
-    pub async fn build_with(
-        settings: Settings,
-        leaders: Arc<dyn LeaderDirectory>,
-    ) -> anyhow::Result<Application> {
         let pool = connect_and_migrate(&settings.common.database, &MIGRATOR).await?;
         let session = Arc::new(SharedSession::new(settings.common.etcd.clone()));
+        let leaders = Arc::new(ElectionDirectory::new(
+            session.clone(),
+            ServiceName::Inventory,
+            vec![reconcile::JOB],
+        ));
         let db = InventoryDb::new(pool.clone());
         let reserver = Arc::new(Reserver::new(
             db.clone(),
@@ -101,7 +114,7 @@ impl Application {
             settings.think_time,
             settings.lock_timeout,
         ));
-        let api = InventoryApi::new(db, reserver, settings.default_strategy, leaders);
+        let api = InventoryApi::new(db.clone(), reserver, settings.default_strategy, leaders);
         let mut server = GrpcServer::bind(settings.common.grpc_addr)?;
         server.add_service(InventoryServiceServer::new(api)).await;
         tracing::info!(addr = %server.local_addr(), default_strategy = %settings.default_strategy, "inventory service ready");
@@ -109,6 +122,9 @@ impl Application {
             server,
             pool,
             session,
+            db,
+            job_interval: settings.job_interval,
+            replica_id: settings.replica_id,
         })
     }
 
@@ -116,13 +132,38 @@ impl Application {
         self.server.local_addr()
     }
 
-    /// Serves until `shutdown` resolves, drains, then revokes the etcd session (so no
-    /// lock outlives the process) and closes the pool.
+    /// Serves, and runs `reconcile-stock` whenever this replica leads it, until
+    /// `shutdown` resolves; then resigns the job, drains, revokes the etcd session (so
+    /// no lock outlives the process) and closes the pool.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
-        let served = self.server.run_until_stopped(shutdown).await;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (db, interval, replica) = (self.db.clone(), self.job_interval, self.replica_id.clone());
+        let job = spawn_leader_job(
+            self.session.clone(),
+            ServiceName::Inventory,
+            reconcile::JOB,
+            self.replica_id.clone(),
+            stop_rx,
+            move |context| {
+                reconcile::reconcile_stock(context, db.clone(), interval, replica.clone())
+            },
+        );
+        let served = self
+            .server
+            .run_until_stopped(async move {
+                shutdown.await;
+                let _ = stop_tx.send(true);
+            })
+            .await;
+        if tokio::time::timeout(Duration::from_secs(5), job)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the reconcile job did not stop in time");
+        }
         self.session.close().await;
         self.pool.close().await;
         served

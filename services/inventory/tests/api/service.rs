@@ -88,15 +88,50 @@ async fn set_stock_creates_and_updates_a_sku() {
 }
 
 #[tokio::test]
-async fn list_leaders_is_empty_until_leader_jobs_exist() {
-    let app = TestInventory::spawn().await;
-    let leaders = app
-        .client()
-        .list_leaders(pb::ListLeadersRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(leaders.leaders.is_empty());
+async fn the_reconcile_job_reports_the_drift_that_strategy_none_leaves() {
+    let app = TestInventory::spawn_with(|s| {
+        s.job_interval = std::time::Duration::from_millis(200);
+        s.replica_id = "inventory-under-test".into();
+    })
+    .await;
+    app.set_stock("tea", 10).await;
+    // Lost updates: concurrent read-modify-write leaves counters that disagree with
+    // the reservation rows.
+    let racers = (0..20).map(|i| {
+        let app = &app;
+        async move {
+            let _ = app
+                .reserve(
+                    &uuid::Uuid::new_v4().to_string(),
+                    &[("tea", 1)],
+                    shop_common::domain::Strategy::None,
+                )
+                .await;
+            i
+        }
+    });
+    futures::future::join_all(racers).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let leaders = app
+            .client()
+            .list_leaders(pb::ListLeadersRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .leaders;
+        assert_eq!(leaders.len(), 1);
+        assert_eq!(leaders[0].job, "reconcile-stock");
+        if leaders[0].holder.contains(r#""drifted_skus":1"#) {
+            assert!(leaders[0].holder.contains("inventory-under-test"));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "drift never reported: {leaders:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     app.stop().await;
 }
 
