@@ -8,6 +8,8 @@
 //!    other replica takes the lock and sells; on unpause the stale holder's write is
 //!    rejected by its fencing token; nothing is oversold.
 //! 3. One etcd member is stopped: orders continue.
+//! 4. The order replica that leads the `expire-reservations` job is `docker kill`ed:
+//!    the other replica leads within the session TTL + 1 s.
 //!
 //! One test function runs the scenarios in order against one stack (bringing compose up
 //! is the expensive part). Needs Docker, the compose v2 plugin and the images compose.yaml
@@ -21,8 +23,8 @@ use coord::etcd_client::{Client as EtcdClient, GetOptions};
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
 use shop_proto::v1::order_service_client::OrderServiceClient;
 use shop_proto::v1::{
-    CreateOrderRequest, GetStockRequest, LineItem, OrderStatus, ReserveOutcome, ReserveRequest,
-    SetStockRequest, Stock, Strategy,
+    CreateOrderRequest, GetStockRequest, LineItem, ListLeadersRequest, OrderStatus, ReserveOutcome,
+    ReserveRequest, SetStockRequest, Stock, Strategy,
 };
 use testcontainers::compose::DockerCompose;
 use tonic::transport::Channel;
@@ -189,6 +191,7 @@ async fn the_shop_in_compose_survives_kills_pauses_and_member_loss() {
     flash_sale_through_both_order_replicas(&stack, started).await;
     paused_lock_holder_is_fenced(&mut stack, started).await;
     orders_continue_without_one_etcd_member(&stack, started).await;
+    killed_job_leader_is_replaced(&stack, started).await;
 
     step(started, "docker compose down");
     compose_cli(&stack.env, &["down", "-v", "-t", "2"]).await;
@@ -431,4 +434,59 @@ async fn orders_continue_without_one_etcd_member(stack: &Stack, started: Instant
         started,
         "  10 orders reserved with etcd3 down; etcd3 restarted",
     );
+}
+
+/// Who leads the order service's `expire-reservations` job, asked of `service`.
+async fn job_leader(stack: &Stack, service: &str) -> String {
+    stack
+        .order(service)
+        .await
+        .list_leaders(ListLeadersRequest {})
+        .await
+        .expect("ListLeaders")
+        .into_inner()
+        .leaders
+        .into_iter()
+        .find(|l| l.job == "expire-reservations")
+        .map(|l| l.holder)
+        .unwrap_or_default()
+}
+
+/// `docker kill` the order replica leading the expiry job (no resignation, no lease
+/// revocation: the lease must expire): the other replica leads within TTL + 1 s.
+async fn killed_job_leader_is_replaced(stack: &Stack, started: Instant) {
+    step(
+        started,
+        "scenario 4: docker kill the replica leading expire-reservations",
+    );
+    let leader = job_leader(stack, "order-1").await;
+    let (victim, survivor) = if leader.contains("order-1") {
+        ("order-1", "order-2")
+    } else {
+        assert!(leader.contains("order-2"), "someone leads: {leader:?}");
+        ("order-2", "order-1")
+    };
+    docker(&["kill", &container(victim)]).await;
+    let killed_at = Instant::now();
+    let limit = TTL + Duration::from_secs(1);
+    loop {
+        let now = job_leader(stack, survivor).await;
+        if now.contains(survivor) {
+            break;
+        }
+        assert!(
+            killed_at.elapsed() < limit,
+            "{survivor} did not lead within TTL + 1 s after {victim} was killed (leader: {now:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    step(
+        started,
+        &format!(
+            "  {victim} killed; {survivor} leads after {:.2}s (TTL {}s)",
+            killed_at.elapsed().as_secs_f64(),
+            TTL.as_secs()
+        ),
+    );
+    docker(&["start", &container(victim)]).await;
 }
