@@ -126,7 +126,8 @@ for round in $(seq 1 "$rounds"); do
   done
 done
 
-etcd_version=$(etcd --version | head -1)
+etcd_version=$(etcd --version)
+etcd_version=${etcd_version%%$'\n'*}
 cat <<EOF
 
 ## bench-compare $(date -u '+%Y-%m-%d %H:%M UTC')

@@ -41,6 +41,7 @@ if [ $env_only = 0 ]; then
   if ! docker compose version >/dev/null 2>&1; then
     cp "$DEPS/root/usr/libexec/docker/cli-plugins/docker-compose" "$HOME/.docker/cli-plugins/"
   fi
-  "$DEPS/root/usr/bin/etcd" --version | head -1 >&2
+  version=$("$DEPS/root/usr/bin/etcd" --version)
+  echo "install-deps: ${version%%$'\n'*}" >&2
 fi
 echo "export PATH=\"$DEPS/root/usr/bin:\$PATH\""

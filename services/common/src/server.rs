@@ -77,6 +77,31 @@ impl GrpcServer {
         self.services.push(S::NAME);
     }
 
+    /// Serves while background tasks run (leader jobs, queue workers): `tasks` gets a
+    /// stop signal that turns true when `shutdown` resolves, and the tasks it started
+    /// are awaited (at most `grace` in all) after the server has drained. A task still
+    /// running then is left to the runtime; leases and claims it held expire.
+    pub async fn run_with_tasks(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+        tasks: impl FnOnce(tokio::sync::watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>>,
+        grace: std::time::Duration,
+    ) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let handles = tasks(stop_rx);
+        let served = self
+            .run_until_stopped(async move {
+                shutdown.await;
+                let _ = stop_tx.send(true);
+            })
+            .await;
+        let all = futures::future::join_all(handles);
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!(?grace, "background tasks did not stop in time");
+        }
+        served
+    }
+
     /// Serves until `shutdown` resolves; then reports every service NOT_SERVING, stops
     /// accepting connections and lets the requests in flight finish.
     pub async fn run_until_stopped(

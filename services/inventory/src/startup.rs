@@ -15,7 +15,6 @@ use shop_common::GrpcServer;
 use shop_proto::v1::inventory_service_server::InventoryServiceServer;
 use sqlx::migrate::Migrator;
 use sqlx::PgPool;
-use tokio::sync::watch;
 
 use crate::grpc::InventoryApi;
 use crate::reconcile;
@@ -139,31 +138,32 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
-        let (stop_tx, stop_rx) = watch::channel(false);
         let (db, interval, replica) = (self.db.clone(), self.job_interval, self.replica_id.clone());
-        let job = spawn_leader_job(
-            self.session.clone(),
-            ServiceName::Inventory,
-            reconcile::JOB,
-            self.replica_id.clone(),
-            stop_rx,
-            move |context| {
-                reconcile::reconcile_stock(context, db.clone(), interval, replica.clone())
-            },
-        );
+        let session = self.session.clone();
         let served = self
             .server
-            .run_until_stopped(async move {
-                shutdown.await;
-                let _ = stop_tx.send(true);
-            })
+            .run_with_tasks(
+                shutdown,
+                |stop| {
+                    vec![spawn_leader_job(
+                        session,
+                        ServiceName::Inventory,
+                        reconcile::JOB,
+                        replica.clone(),
+                        stop,
+                        move |context| {
+                            reconcile::reconcile_stock(
+                                context,
+                                db.clone(),
+                                interval,
+                                replica.clone(),
+                            )
+                        },
+                    )]
+                },
+                Duration::from_secs(5),
+            )
             .await;
-        if tokio::time::timeout(Duration::from_secs(5), job)
-            .await
-            .is_err()
-        {
-            tracing::warn!("the reconcile job did not stop in time");
-        }
         self.session.close().await;
         self.pool.close().await;
         served

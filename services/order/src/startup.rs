@@ -16,7 +16,6 @@ use shop_proto::v1::inventory_service_client::InventoryServiceClient;
 use shop_proto::v1::order_service_server::OrderServiceServer;
 use sqlx::migrate::Migrator;
 use sqlx::PgPool;
-use tokio::sync::watch;
 use tonic::transport::Endpoint;
 
 use crate::expiry::{self, ExpirySettings};
@@ -160,42 +159,38 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
-        let (stop_tx, stop_rx) = watch::channel(false);
         let (db, saga, expiry_settings, replica) = (
             self.db.clone(),
             self.saga.clone(),
             self.expiry.clone(),
             self.replica_id.clone(),
         );
-        let job = spawn_leader_job(
-            self.etcd.clone(),
-            ServiceName::Order,
-            expiry::JOB,
-            self.replica_id.clone(),
-            stop_rx,
-            move |context| {
-                expiry::expire_reservations(
-                    context,
-                    db.clone(),
-                    saga.clone(),
-                    expiry_settings.clone(),
-                    replica.clone(),
-                )
-            },
-        );
+        let etcd = self.etcd.clone();
         let served = self
             .server
-            .run_until_stopped(async move {
-                shutdown.await;
-                let _ = stop_tx.send(true);
-            })
+            .run_with_tasks(
+                shutdown,
+                |stop| {
+                    vec![spawn_leader_job(
+                        etcd,
+                        ServiceName::Order,
+                        expiry::JOB,
+                        replica.clone(),
+                        stop,
+                        move |context| {
+                            expiry::expire_reservations(
+                                context,
+                                db.clone(),
+                                saga.clone(),
+                                expiry_settings.clone(),
+                                replica.clone(),
+                            )
+                        },
+                    )]
+                },
+                Duration::from_secs(5),
+            )
             .await;
-        if tokio::time::timeout(Duration::from_secs(5), job)
-            .await
-            .is_err()
-        {
-            tracing::warn!("the expiry job did not stop in time");
-        }
         self.etcd.close().await;
         self.pool.close().await;
         served

@@ -14,8 +14,6 @@ use shop_proto::v1::order_service_client::OrderServiceClient;
 use shop_proto::v1::payment_service_server::PaymentServiceServer;
 use sqlx::migrate::Migrator;
 use sqlx::PgPool;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tonic::transport::Endpoint;
 
 use crate::grpc::PaymentApi;
@@ -165,26 +163,15 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let workers: Vec<JoinHandle<()>> =
-            spawn_workers(self.workers, self.context.clone(), stop_rx);
+        let (workers, context) = (self.workers, self.context.clone());
         let served = self
             .server
-            .run_until_stopped(async move {
-                shutdown.await;
-                let _ = stop_tx.send(true);
-            })
+            .run_with_tasks(
+                shutdown,
+                |stop| spawn_workers(workers, context, stop),
+                Duration::from_secs(10),
+            )
             .await;
-        for worker in workers {
-            if tokio::time::timeout(Duration::from_secs(10), worker)
-                .await
-                .is_err()
-            {
-                tracing::warn!(
-                    "a payment worker did not stop in time; its item will be redelivered"
-                );
-            }
-        }
         self.etcd.close().await;
         self.pool.close().await;
         served
