@@ -9,6 +9,8 @@
 //! | `ETCD_PREFIX` | prefix of every etcd key the shop uses | `/shop` |
 //! | `ETCD_SESSION_TTL` | TTL (seconds) of the process's etcd session | `10` |
 //! | `ORDER_ADDR`, `INVENTORY_ADDR`, `PAYMENT_ADDR` | where the other services are | `http://127.0.0.1:5005{1,2,3}` |
+//! | `REPLICA_ID` | this replica's name in leader elections | `<hostname>-<pid>` |
+//! | `JOB_INTERVAL_MS` | pause between passes of leader-elected jobs | `2000` |
 //! | `RUST_LOG` | log filter (tracing `EnvFilter`) | `info` |
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` | OTLP collector for traces (not exported yet) | none |
 //!
@@ -64,6 +66,17 @@ pub struct CommonSettings {
     pub peers: PeerAddrs,
     /// OTLP collector endpoint; see [`crate::telemetry`].
     pub otel_endpoint: Option<String>,
+    /// Leader-elected background jobs: this replica's name and their pace.
+    pub jobs: JobSettings,
+}
+
+/// How a service's leader-elected jobs run (see [`crate::jobs`]).
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    /// This replica's name in elections (`REPLICA_ID`, else `<hostname>-<pid>`).
+    pub replica_id: String,
+    /// Pause between passes of a job (`JOB_INTERVAL_MS`, default 2000).
+    pub interval: Duration,
 }
 
 /// The service's Postgres database.
@@ -192,6 +205,14 @@ impl CommonSettings {
                 payment: peer("PAYMENT_ADDR", ServiceName::Payment),
             },
             otel_endpoint: var("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            jobs: JobSettings {
+                replica_id: var("REPLICA_ID").unwrap_or_else(crate::jobs::default_replica_id),
+                interval: Duration::from_millis(parse_or(
+                    "JOB_INTERVAL_MS",
+                    var("JOB_INTERVAL_MS"),
+                    2_000,
+                )?),
+            },
         })
     }
 }

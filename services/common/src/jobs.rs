@@ -29,17 +29,12 @@ pub fn election_name(etcd_prefix: &str, service: ServiceName, job: &str) -> Stri
     format!("{etcd_prefix}/elections/{}/{job}", service.as_str())
 }
 
-/// This replica's name in elections: `REPLICA_ID`, else `<hostname>-<pid>`.
-pub fn replica_id() -> String {
-    std::env::var("REPLICA_ID")
-        .ok()
-        .filter(|id| !id.trim().is_empty())
-        .unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/etc/hostname")
-                .map(|h| h.trim().to_owned())
-                .unwrap_or_else(|_| "replica".to_owned());
-            format!("{host}-{}", std::process::id())
-        })
+/// A replica name when `REPLICA_ID` is not set: `<hostname>-<pid>`.
+pub fn default_replica_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "replica".to_owned());
+    format!("{host}-{}", std::process::id())
 }
 
 /// Runs `job` whenever this replica leads `service`'s election for `name`, until

@@ -6,11 +6,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use shop_common::config::JobSettings;
 use shop_common::config::{parse_or, CommonSettings, ConfigError, ServiceName};
 use shop_common::coordination::SharedSession;
 use shop_common::db::connect_and_migrate;
 use shop_common::domain::Strategy;
-use shop_common::jobs::{replica_id, spawn_leader_job, ElectionDirectory};
+use shop_common::jobs::{spawn_leader_job, ElectionDirectory};
 use shop_common::GrpcServer;
 use shop_proto::v1::inventory_service_server::InventoryServiceServer;
 use sqlx::migrate::Migrator;
@@ -31,16 +32,12 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/inventory");
 /// | `DEFAULT_STRATEGY` | strategy for requests that leave it UNSPECIFIED | `mutex` |
 /// | `THINK_TIME_MS` | pause between read and write in `none`/`mutex` | `2` |
 /// | `LOCK_TIMEOUT_MS` | longest wait for the SKU locks before UNAVAILABLE | `10000` |
-/// | `JOB_INTERVAL_MS` | pause between passes of the `reconcile-stock` job | `2000` |
-/// | `REPLICA_ID` | this replica's name in elections | `<hostname>-<pid>` |
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub common: CommonSettings,
     pub default_strategy: Strategy,
     pub think_time: Duration,
     pub lock_timeout: Duration,
-    pub job_interval: Duration,
-    pub replica_id: String,
 }
 
 impl Settings {
@@ -63,12 +60,6 @@ impl Settings {
                 lookup("LOCK_TIMEOUT_MS"),
                 10_000,
             )?),
-            job_interval: Duration::from_millis(parse_or(
-                "JOB_INTERVAL_MS",
-                lookup("JOB_INTERVAL_MS"),
-                2_000,
-            )?),
-            replica_id: replica_id(),
         })
     }
 
@@ -79,8 +70,6 @@ impl Settings {
             default_strategy: Strategy::Mutex,
             think_time: Duration::from_millis(2),
             lock_timeout: Duration::from_secs(10),
-            job_interval: Duration::from_secs(2),
-            replica_id: replica_id(),
         }
     }
 }
@@ -91,8 +80,7 @@ pub struct Application {
     pool: PgPool,
     session: Arc<SharedSession>,
     db: InventoryDb,
-    job_interval: Duration,
-    replica_id: String,
+    jobs: JobSettings,
 }
 
 impl Application {
@@ -122,8 +110,7 @@ impl Application {
             pool,
             session,
             db,
-            job_interval: settings.job_interval,
-            replica_id: settings.replica_id,
+            jobs: settings.common.jobs.clone(),
         })
     }
 
@@ -138,7 +125,11 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
-        let (db, interval, replica) = (self.db.clone(), self.job_interval, self.replica_id.clone());
+        let (db, interval, replica) = (
+            self.db.clone(),
+            self.jobs.interval,
+            self.jobs.replica_id.clone(),
+        );
         let session = self.session.clone();
         let served = self
             .server

@@ -10,7 +10,7 @@ use shop_common::config::{parse_or, CommonSettings, ConfigError, ServiceName};
 use shop_common::coordination::SharedSession;
 use shop_common::db::connect_and_migrate;
 use shop_common::domain::Strategy;
-use shop_common::jobs::{replica_id, spawn_leader_job, ElectionDirectory};
+use shop_common::jobs::{spawn_leader_job, ElectionDirectory};
 use shop_common::GrpcServer;
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
 use shop_proto::v1::order_service_server::OrderServiceServer;
@@ -34,16 +34,14 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/order");
 /// | `DEFAULT_STRATEGY` | strategy for orders that leave it UNSPECIFIED | `mutex` |
 /// | `INVENTORY_TIMEOUT_MS` | deadline of each call to inventory | `15000` |
 /// | `RESERVATION_TTL_SECS` | how long an order may stay RESERVED before the expiry job cancels it | `300` |
-/// | `JOB_INTERVAL_MS` | pause between passes of the leader-elected jobs | `2000` |
-/// | `REPLICA_ID` | this replica's name in elections | `<hostname>-<pid>` |
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub common: CommonSettings,
     pub default_strategy: Strategy,
     /// Longer than inventory's lock timeout, so inventory answers first.
     pub inventory_timeout: Duration,
-    pub expiry: ExpirySettings,
-    pub replica_id: String,
+    /// How long an order may stay RESERVED before the expiry job cancels it.
+    pub reservation_ttl: Duration,
 }
 
 impl Settings {
@@ -61,19 +59,11 @@ impl Settings {
                 lookup("INVENTORY_TIMEOUT_MS"),
                 15_000,
             )?),
-            expiry: ExpirySettings {
-                reservation_ttl: Duration::from_secs(parse_or(
-                    "RESERVATION_TTL_SECS",
-                    lookup("RESERVATION_TTL_SECS"),
-                    300,
-                )?),
-                interval: Duration::from_millis(parse_or(
-                    "JOB_INTERVAL_MS",
-                    lookup("JOB_INTERVAL_MS"),
-                    2_000,
-                )?),
-            },
-            replica_id: replica_id(),
+            reservation_ttl: Duration::from_secs(parse_or(
+                "RESERVATION_TTL_SECS",
+                lookup("RESERVATION_TTL_SECS"),
+                300,
+            )?),
         })
     }
 
@@ -83,11 +73,7 @@ impl Settings {
             common,
             default_strategy: Strategy::Mutex,
             inventory_timeout: Duration::from_secs(15),
-            expiry: ExpirySettings {
-                reservation_ttl: Duration::from_secs(300),
-                interval: Duration::from_secs(2),
-            },
-            replica_id: replica_id(),
+            reservation_ttl: Duration::from_secs(300),
         }
     }
 }
@@ -143,8 +129,11 @@ impl Application {
             etcd,
             db,
             saga,
-            expiry: settings.expiry,
-            replica_id: settings.replica_id,
+            expiry: ExpirySettings {
+                reservation_ttl: settings.reservation_ttl,
+                interval: settings.common.jobs.interval,
+            },
+            replica_id: settings.common.jobs.replica_id.clone(),
         })
     }
 

@@ -90,8 +90,8 @@ async fn set_stock_creates_and_updates_a_sku() {
 #[tokio::test]
 async fn the_reconcile_job_reports_the_drift_that_strategy_none_leaves() {
     let app = TestInventory::spawn_with(|s| {
-        s.job_interval = std::time::Duration::from_millis(200);
-        s.replica_id = "inventory-under-test".into();
+        s.common.jobs.interval = std::time::Duration::from_millis(200);
+        s.common.jobs.replica_id = "inventory-under-test".into();
     })
     .await;
     app.set_stock("tea", 10).await;

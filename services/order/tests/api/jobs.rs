@@ -24,9 +24,9 @@ async fn leaders(orders: &mut OrderServiceClient<tonic::transport::Channel>) -> 
 #[tokio::test]
 async fn an_order_whose_payment_never_comes_is_cancelled_and_its_stock_released() {
     let shop = TestShop::spawn_with(|_, order| {
-        order.expiry.reservation_ttl = Duration::from_secs(1);
-        order.expiry.interval = Duration::from_millis(200);
-        order.replica_id = "order-under-test".into();
+        order.reservation_ttl = Duration::from_secs(1);
+        order.common.jobs.interval = Duration::from_millis(200);
+        order.common.jobs.replica_id = "order-under-test".into();
     })
     .await;
     shop.set_stock("tea", 3).await;
@@ -64,8 +64,8 @@ async fn one_replica_runs_the_job_and_another_takes_over_on_death_and_on_shutdow
         let mut settings =
             order_service::Settings::with_common(test_settings(ServiceName::Order, &db, &prefix));
         settings.common.etcd.session_ttl = 2;
-        settings.expiry.interval = Duration::from_millis(200);
-        settings.replica_id = replica.into();
+        settings.common.jobs.interval = Duration::from_millis(200);
+        settings.common.jobs.replica_id = replica.into();
         async move {
             let app = order_service::Application::build(settings).await.unwrap();
             RunningServer::spawn(app.local_addr(), |s| app.run_until_stopped(s))
