@@ -217,6 +217,12 @@ impl CommonSettings {
     }
 }
 
+/// An environment variable, treating an empty or blank value as unset (so
+/// `FOO=` in a compose file means "use the default").
+pub fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
 /// `host:port` becomes `http://host:port`; a value with a scheme is kept.
 pub fn grpc_uri(addr: &str) -> String {
     let addr = addr.trim();

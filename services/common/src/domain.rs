@@ -217,6 +217,15 @@ impl Cart {
         &self.0
     }
 
+    /// The lines as two parallel columns (SKUs, quantities), the shape Postgres'
+    /// `UNNEST($1::text[], $2::int[])` takes to insert them in one statement.
+    pub fn columns(&self) -> (Vec<&str>, Vec<i32>) {
+        self.0
+            .iter()
+            .map(|l| (l.sku.as_str(), l.quantity.get()))
+            .unzip()
+    }
+
     /// The SKUs, sorted.
     pub fn skus(&self) -> impl Iterator<Item = &Sku> {
         self.0.iter().map(|l| &l.sku)

@@ -420,8 +420,7 @@ impl InventoryDb {
                 return Ok(ReserveOutcome::OutOfStock(shortage));
             }
         }
-        let skus: Vec<&str> = cart.skus().map(Sku::as_str).collect();
-        let quantities: Vec<i32> = cart.lines().iter().map(|l| l.quantity.get()).collect();
+        let (skus, quantities) = cart.columns();
         sqlx::query(
             "INSERT INTO reservation_lines (order_id, sku, quantity)
              SELECT $1, sku, quantity FROM UNNEST($2::text[], $3::int[]) AS l (sku, quantity)",

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shop_common::config::JobSettings;
-use shop_common::config::{parse_or, CommonSettings, ConfigError, ServiceName};
+use shop_common::config::{env_var, parse_or, CommonSettings, ConfigError, ServiceName};
 use shop_common::coordination::SharedSession;
 use shop_common::db::connect_and_migrate;
 use shop_common::domain::Strategy;
@@ -42,7 +42,7 @@ pub struct Settings {
 
 impl Settings {
     pub fn from_env() -> Result<Settings, ConfigError> {
-        let lookup = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let lookup = env_var;
         Ok(Settings {
             common: CommonSettings::from_env(ServiceName::Inventory)?,
             default_strategy: parse_or(

@@ -65,9 +65,7 @@ impl OrdersDb {
             .rows_affected()
                 == 1;
             if inserted {
-                let skus: Vec<&str> = new.cart.skus().map(|s| s.as_str()).collect();
-                let quantities: Vec<i32> =
-                    new.cart.lines().iter().map(|l| l.quantity.get()).collect();
+                let (skus, quantities) = new.cart.columns();
                 sqlx::query(
                     "INSERT INTO order_lines (order_id, sku, quantity)
                      SELECT $1, sku, quantity FROM UNNEST($2::text[], $3::int[]) AS l (sku, quantity)",

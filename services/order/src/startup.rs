@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shop_common::config::{parse_or, CommonSettings, ConfigError, ServiceName};
+use shop_common::config::{env_var, parse_or, CommonSettings, ConfigError, ServiceName};
 use shop_common::coordination::SharedSession;
 use shop_common::db::connect_and_migrate;
 use shop_common::domain::Strategy;
@@ -46,7 +46,7 @@ pub struct Settings {
 
 impl Settings {
     pub fn from_env() -> Result<Settings, ConfigError> {
-        let lookup = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let lookup = env_var;
         Ok(Settings {
             common: CommonSettings::from_env(ServiceName::Order)?,
             default_strategy: parse_or(
