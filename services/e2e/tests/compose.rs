@@ -311,6 +311,7 @@ async fn paused_lock_holder_is_fenced(stack: &mut Stack, started: Instant) {
                 order_id: uuid::Uuid::new_v4().to_string(),
                 items: one_unit(&sku),
                 strategy: Strategy::Mutex as i32,
+                ..Default::default()
             })
             .await
         })
@@ -344,6 +345,7 @@ async fn paused_lock_holder_is_fenced(stack: &mut Stack, started: Instant) {
             order_id: uuid::Uuid::new_v4().to_string(),
             items: one_unit(&sku),
             strategy: Strategy::Mutex as i32,
+            ..Default::default()
         }),
     )
     .await

@@ -155,6 +155,41 @@ impl InventoryService for InventoryApi {
     ) -> Result<Response<pb::ListLeadersResponse>, Status> {
         list_leaders(self.leaders.as_ref()).await.map(Response::new)
     }
+
+    async fn create_sale(
+        &self,
+        _request: Request<pb::CreateSaleRequest>,
+    ) -> Result<Response<pb::Sale>, Status> {
+        Err(Status::unimplemented("sales: being built"))
+    }
+
+    async fn open_sale(
+        &self,
+        _request: Request<pb::OpenSaleRequest>,
+    ) -> Result<Response<pb::Sale>, Status> {
+        Err(Status::unimplemented("sales: being built"))
+    }
+
+    async fn get_sale(
+        &self,
+        _request: Request<pb::GetSaleRequest>,
+    ) -> Result<Response<pb::Sale>, Status> {
+        Err(Status::unimplemented("sales: being built"))
+    }
+
+    async fn set_prices(
+        &self,
+        _request: Request<pb::SetPricesRequest>,
+    ) -> Result<Response<pb::SetPricesResponse>, Status> {
+        Err(Status::unimplemented("catalog: being built"))
+    }
+
+    async fn quote(
+        &self,
+        _request: Request<pb::QuoteRequest>,
+    ) -> Result<Response<pb::QuoteResponse>, Status> {
+        Err(Status::unimplemented("catalog: being built"))
+    }
 }
 
 fn stock_to_proto(level: StockLevel) -> pb::Stock {

@@ -128,6 +128,7 @@ impl Saga {
             order_id: id.to_string(),
             items: order.request.cart.to_proto(),
             strategy: order.request.strategy.to_proto() as i32,
+            ..Default::default()
         };
         let reserved = self.inventory.clone().reserve(request).await;
         let (to, reason) = match reserved {

@@ -12,6 +12,7 @@ fn reserve(order_id: &str, items: &[(&str, i32)], strategy: i32) -> pb::ReserveR
         order_id: order_id.into(),
         items: lines(items),
         strategy,
+        ..Default::default()
     }
 }
 

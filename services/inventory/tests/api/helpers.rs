@@ -110,6 +110,7 @@ impl TestInventory {
                 order_id: order_id.into(),
                 items: lines(items),
                 strategy: strategy.to_proto() as i32,
+                ..Default::default()
             })
             .await
             .map(tonic::Response::into_inner)

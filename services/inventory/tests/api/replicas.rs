@@ -23,6 +23,7 @@ async fn two_replicas_with_the_mutex_strategy_sell_exactly_the_stock() {
                     order_id: new_order_id(),
                     items: lines(&[("hot", 1)]),
                     strategy: Strategy::Mutex.to_proto() as i32,
+                    ..Default::default()
                 })
                 .await
                 .unwrap()
