@@ -85,6 +85,12 @@ impl fmt::Display for Sku {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CustomerId(String);
 
+impl fmt::Display for CustomerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 impl CustomerId {
     pub fn parse(field: &str, raw: &str) -> Result<CustomerId, ValidationError> {
         parse_identifier(field, raw).map(CustomerId)
@@ -97,6 +103,12 @@ impl CustomerId {
 /// A flash sale's id: 1-64 characters of `[A-Za-z0-9._-]`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SaleId(String);
+
+impl fmt::Display for SaleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 impl SaleId {
     pub fn parse(field: &str, raw: &str) -> Result<SaleId, ValidationError> {
@@ -149,6 +161,11 @@ impl OrderId {
             ValidationError::new(field, format!("{:?} is not a UUID", truncate(raw, 80)))
         })
     }
+    /// An id read back from a database column.
+    pub fn from_uuid(id: Uuid) -> OrderId {
+        OrderId(id)
+    }
+
     pub fn as_uuid(self) -> Uuid {
         self.0
     }
@@ -226,6 +243,11 @@ impl Cart {
             .unzip()
     }
 
+    /// Units over all lines.
+    pub fn units(&self) -> i64 {
+        self.0.iter().map(|l| i64::from(l.quantity.get())).sum()
+    }
+
     /// The SKUs, sorted.
     pub fn skus(&self) -> impl Iterator<Item = &Sku> {
         self.0.iter().map(|l| &l.sku)
@@ -250,7 +272,7 @@ pub enum Strategy {
     None,
     /// A coord Mutex per SKU, writes fenced by the lock's token.
     Mutex,
-    /// etcd STM over per-SKU counters (coord STM; not available yet).
+    /// etcd STM over per-SKU counters and the customer's count in a sale (coord STM).
     Stm,
     /// One conditional UPDATE per SKU in one Postgres transaction.
     Pg,

@@ -5,15 +5,22 @@
 //! |---|---|
 //! | [`startup`] | `Settings` from the environment, `Application::build` / `run_until_stopped` |
 //! | [`grpc`] | the `shop.v1.InventoryService` handlers: protobuf ⇄ domain, errors ⇄ status |
-//! | [`reservation`] | Reserve with a strategy (`none`, `mutex`, `pg`; `stm` to come), SKU locks |
-//! | [`repository`] | the database: stock, reservations, tombstones, fenced writes |
+//! | [`reservation`] | Reserve with a strategy (`none`, `mutex`, `stm`, `pg`), SKU locks |
+//! | [`stm`] | the `stm` strategy's etcd side: counters, customer counts, holds |
+//! | [`sales`] | flash sales: a coord Barrier holds Reserves until the sale opens |
+//! | [`catalog`] | prices: SetPrices under a coord RwMutex's write side, Quote under its read side |
+//! | [`repository`] | the database: stock, reservations, tombstones, fenced writes, sale limits |
+//! | [`reconcile`] | the leader-elected `reconcile-stock` job (drift report, stm hold sweep) |
 //!
 //! The saga, the strategies and fencing are described in `docs/architecture.md`.
 
+pub mod catalog;
 pub mod grpc;
 pub mod reconcile;
 pub mod repository;
 pub mod reservation;
+pub mod sales;
 pub mod startup;
+pub mod stm;
 
 pub use startup::{Application, Settings, MIGRATOR};

@@ -24,6 +24,8 @@ use std::time::Duration;
 use shop_common::domain::{Cart, OrderId, Sku, Strategy};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
+use crate::stm::{SaleBuyer, Seed};
+
 /// A SKU's counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StockLevel {
@@ -106,6 +108,8 @@ impl StockAudit {
 /// An order's reservation state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReservationState {
+    /// An stm Reserve has claimed the order and is deciding in etcd.
+    Preparing,
     Reserved,
     Committed,
     Released,
@@ -114,6 +118,7 @@ pub enum ReservationState {
 impl ReservationState {
     fn from_db(s: &str) -> Result<ReservationState, sqlx::Error> {
         match s {
+            "PREPARING" => Ok(ReservationState::Preparing),
             "RESERVED" => Ok(ReservationState::Reserved),
             "COMMITTED" => Ok(ReservationState::Committed),
             "RELEASED" => Ok(ReservationState::Released),
@@ -142,6 +147,40 @@ pub enum StockCheck<'a> {
     /// `pg`: one conditional decrement per SKU (`WHERE available >= q`); Postgres's
     /// row lock is the only coordination.
     Conditional,
+    /// `stm`: etcd decided already (see `crate::stm`); record the decrement. The
+    /// `available >= 0` CHECK is the backstop should etcd's counter be ahead.
+    Decided,
+}
+
+impl StockCheck<'_> {
+    /// How the same strategy guards a sale's per-customer limit: `none` reads, thinks
+    /// and writes (and can exceed it); `mutex` and `pg` use one conditional upsert
+    /// (the row is the customer's own, contended only by their concurrent orders);
+    /// `stm` decided in etcd and records.
+    fn limit_guard(self) -> LimitGuard {
+        match self {
+            StockCheck::Unguarded { think_time } => LimitGuard::Unguarded { think_time },
+            StockCheck::Fenced { .. } | StockCheck::Conditional => LimitGuard::Conditional,
+            StockCheck::Decided => LimitGuard::Decided,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum LimitGuard {
+    Unguarded { think_time: Duration },
+    Conditional,
+    Decided,
+}
+
+/// What one Reserve asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct ReserveInput<'a> {
+    pub order: OrderId,
+    pub cart: &'a Cart,
+    pub strategy: Strategy,
+    /// Set for an order in a sale.
+    pub buyer: Option<&'a SaleBuyer>,
 }
 
 /// What a Reserve did.
@@ -153,6 +192,34 @@ pub enum ReserveOutcome {
     OutOfStock(Shortage),
     /// The order was released before this Reserve; nothing was reserved.
     AlreadyReleased,
+    /// The cart would take the customer past the sale's per-customer limit; nothing
+    /// was reserved.
+    LimitExceeded(LimitExceeded),
+}
+
+/// A sale limit a Reserve would have broken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitExceeded {
+    pub sale: String,
+    pub customer: String,
+    /// Units the customer already holds in the sale (when known).
+    pub held: Option<i64>,
+    pub wanted: i64,
+    pub limit: i64,
+}
+
+impl std::fmt::Display for LimitExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "limit exceeded: customer {} may hold {} units in sale {}",
+            self.customer, self.limit, self.sale
+        )?;
+        match self.held {
+            Some(held) => write!(f, " (holds {held}, wanted {} more)", self.wanted),
+            None => write!(f, " (wanted {} more)", self.wanted),
+        }
+    }
 }
 
 /// Which SKU was short.
@@ -193,6 +260,10 @@ pub enum ReserveDbError {
     /// A fenced Reserve was called without a token for one of its SKUs (a bug).
     #[error("no fencing token for SKU {0}")]
     MissingToken(Sku),
+    /// An stm Reserve of the order is deciding right now (or was cut off); a Reserve
+    /// with another strategy cannot take over.
+    #[error("order {0} is being reserved with strategy stm; retry, or release it")]
+    InProgress(OrderId),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -234,7 +305,8 @@ impl InventoryDb {
         let row = sqlx::query(
             "INSERT INTO stock (sku, available, total) VALUES ($1, $2, $2)
              ON CONFLICT (sku) DO UPDATE SET available = EXCLUDED.available,
-                 total = EXCLUDED.available + stock.reserved + stock.sold, updated_at = now()
+                 total = EXCLUDED.available + stock.reserved + stock.sold,
+                 stm_epoch = stock.stm_epoch + 1, updated_at = now()
              RETURNING sku, available, reserved, sold, fence_token",
         )
         .bind(sku.as_str())
@@ -310,15 +382,19 @@ impl InventoryDb {
         }))
     }
 
-    /// The cart's SKUs that do not exist, sorted.
-    pub async fn unknown_skus(&self, cart: &Cart) -> Result<Vec<Sku>, sqlx::Error> {
-        let wanted: Vec<&str> = cart.skus().map(Sku::as_str).collect();
+    /// The given SKUs that do not exist, in the order given.
+    pub async fn unknown_skus<'a>(
+        &self,
+        skus: impl IntoIterator<Item = &'a Sku>,
+    ) -> Result<Vec<Sku>, sqlx::Error> {
+        let skus: Vec<&Sku> = skus.into_iter().collect();
+        let wanted: Vec<&str> = skus.iter().map(|s| s.as_str()).collect();
         let known: Vec<String> = sqlx::query_scalar("SELECT sku FROM stock WHERE sku = ANY($1)")
             .bind(&wanted)
             .fetch_all(&self.pool)
             .await?;
-        Ok(cart
-            .skus()
+        Ok(skus
+            .into_iter()
             .filter(|sku| !known.iter().any(|k| k == sku.as_str()))
             .cloned()
             .collect())
@@ -345,7 +421,7 @@ impl InventoryDb {
         cart: &Cart,
     ) -> Result<Option<ReserveOutcome>, ReserveDbError> {
         match self.reservation_state(order).await? {
-            None => Ok(None),
+            None | Some(ReservationState::Preparing) => Ok(None),
             Some(ReservationState::Released) => Ok(Some(ReserveOutcome::AlreadyReleased)),
             Some(_) => {
                 let held: Vec<(String, i32)> = sqlx::query_as(
@@ -370,29 +446,125 @@ impl InventoryDb {
         }
     }
 
-    /// Reserves every line of `cart` for `order`, or nothing (see the module docs).
-    pub async fn reserve(
+    /// The Postgres state the stm strategy seeds its etcd counters from.
+    pub async fn stm_seeds(&self, cart: &Cart) -> Result<BTreeMap<Sku, Seed>, sqlx::Error> {
+        let wanted: Vec<&str> = cart.skus().map(Sku::as_str).collect();
+        let rows: Vec<(String, i64, i64)> =
+            sqlx::query_as("SELECT sku, stm_epoch, available FROM stock WHERE sku = ANY($1)")
+                .bind(&wanted)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(cart
+            .skus()
+            .filter_map(|sku| {
+                let (_, epoch, available) = rows.iter().find(|r| r.0 == sku.as_str())?;
+                Some((
+                    sku.clone(),
+                    Seed {
+                        epoch: *epoch,
+                        available: *available,
+                    },
+                ))
+            })
+            .collect())
+    }
+
+    /// Step 1 of an stm Reserve (see `crate::stm`): claims the order as PREPARING.
+    /// `Ok(None)`: claimed now, or by an earlier stm attempt that did not finish — go
+    /// on to etcd. `Ok(Some(outcome))`: decided already.
+    pub async fn prepare(
         &self,
-        order: OrderId,
-        cart: &Cart,
-        strategy: Strategy,
-        check: StockCheck<'_>,
-    ) -> Result<ReserveOutcome, ReserveDbError> {
-        let mut tx = self.pool.begin().await?;
-        // Claim the order. If its row exists (or appears while we wait on a concurrent
-        // insert of it), an earlier Reserve or a Release decided already.
+        input: ReserveInput<'_>,
+    ) -> Result<Option<ReserveOutcome>, ReserveDbError> {
         let claimed = sqlx::query(
-            "INSERT INTO reservations (order_id, state, strategy) VALUES ($1, 'RESERVED', $2)
+            "INSERT INTO reservations (order_id, state, strategy, sale_id, customer_id)
+             VALUES ($1, 'PREPARING', 'stm', $2, $3)
              ON CONFLICT (order_id) DO NOTHING",
         )
-        .bind(order.as_uuid())
-        .bind(strategy.as_str())
-        .execute(&mut *tx)
+        .bind(input.order.as_uuid())
+        .bind(input.buyer.map(|b| b.sale.as_str()))
+        .bind(input.buyer.map(|b| b.customer.as_str()))
+        .execute(&self.pool)
         .await?
+        .rows_affected()
+            == 1;
+        if claimed {
+            return Ok(None);
+        }
+        match self.reservation_state(input.order).await? {
+            Some(ReservationState::Preparing) => {
+                let strategy: Option<String> =
+                    sqlx::query_scalar("SELECT strategy FROM reservations WHERE order_id = $1")
+                        .bind(input.order.as_uuid())
+                        .fetch_one(&self.pool)
+                        .await?;
+                match strategy.as_deref() {
+                    Some("stm") => Ok(None),
+                    _ => Err(ReserveDbError::InProgress(input.order)),
+                }
+            }
+            _ => self.earlier_outcome(input.order, input.cart).await,
+        }
+    }
+
+    /// Removes the PREPARING claim of an stm Reserve that etcd refused (out of stock,
+    /// limit): nothing was taken, and a later Reserve may try again.
+    pub async fn unprepare(&self, order: OrderId) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM reservations WHERE order_id = $1 AND state = 'PREPARING'")
+            .bind(order.as_uuid())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Reserves every line of the cart for the order, or nothing (see the module
+    /// docs); in a sale, also counts the units against the customer's limit.
+    pub async fn reserve(
+        &self,
+        input: ReserveInput<'_>,
+        check: StockCheck<'_>,
+    ) -> Result<ReserveOutcome, ReserveDbError> {
+        let ReserveInput {
+            order,
+            cart,
+            strategy,
+            buyer,
+        } = input;
+        let mut tx = self.pool.begin().await?;
+        // Claim the order. If its row exists (or appears while we wait on a concurrent
+        // insert of it), an earlier Reserve or a Release decided already. An stm
+        // Reserve claimed it as PREPARING before going to etcd and now completes it.
+        let claimed = match check {
+            StockCheck::Decided => {
+                sqlx::query(
+                    "UPDATE reservations SET state = 'RESERVED', updated_at = now()
+                 WHERE order_id = $1 AND state = 'PREPARING'",
+                )
+                .bind(order.as_uuid())
+                .execute(&mut *tx)
+                .await?
+            }
+            _ => {
+                sqlx::query(
+                    "INSERT INTO reservations (order_id, state, strategy, sale_id, customer_id)
+                 VALUES ($1, 'RESERVED', $2, $3, $4)
+                 ON CONFLICT (order_id) DO NOTHING",
+                )
+                .bind(order.as_uuid())
+                .bind(strategy.as_str())
+                .bind(buyer.map(|b| b.sale.as_str()))
+                .bind(buyer.map(|b| b.customer.as_str()))
+                .execute(&mut *tx)
+                .await?
+            }
+        }
         .rows_affected()
             == 1;
         if !claimed {
             tx.rollback().await?;
+            if self.reservation_state(order).await? == Some(ReservationState::Preparing) {
+                return Err(ReserveDbError::InProgress(order));
+            }
             return self.earlier_outcome(order, cart).await?.ok_or_else(|| {
                 sqlx::Error::Protocol(format!(
                     "reservation of order {order} conflicted but is not there"
@@ -401,23 +573,30 @@ impl InventoryDb {
             });
         }
         for line in cart.lines() {
+            let (sku, quantity) = (&line.sku, line.quantity.get());
             let taken = match check {
                 StockCheck::Unguarded { think_time } => {
-                    take_unguarded(&mut tx, &line.sku, line.quantity.get(), think_time).await?
+                    take_unguarded(&mut tx, sku, quantity, think_time).await?
                 }
                 StockCheck::Fenced { tokens, think_time } => {
                     let token = *tokens
-                        .get(&line.sku)
-                        .ok_or_else(|| ReserveDbError::MissingToken(line.sku.clone()))?;
-                    take_fenced(&mut tx, &line.sku, line.quantity.get(), token, think_time).await?
+                        .get(sku)
+                        .ok_or_else(|| ReserveDbError::MissingToken(sku.clone()))?;
+                    take_fenced(&mut tx, sku, quantity, token, think_time).await?
                 }
-                StockCheck::Conditional => {
-                    take_conditional(&mut tx, &line.sku, line.quantity.get()).await?
-                }
+                StockCheck::Conditional => take_conditional(&mut tx, sku, quantity).await?,
+                StockCheck::Decided => take_decided(&mut tx, sku, quantity).await?,
             };
             if let Err(shortage) = taken {
                 tx.rollback().await?;
                 return Ok(ReserveOutcome::OutOfStock(shortage));
+            }
+        }
+        if let Some(buyer) = buyer {
+            let counted = count_purchase(&mut tx, buyer, cart.units(), check.limit_guard()).await?;
+            if let Err(exceeded) = counted {
+                tx.rollback().await?;
+                return Ok(ReserveOutcome::LimitExceeded(exceeded));
             }
         }
         let (skus, quantities) = cart.columns();
@@ -434,19 +613,35 @@ impl InventoryDb {
         Ok(ReserveOutcome::Reserved)
     }
 
+    /// Units a customer holds in a sale, per the reservations.
+    pub async fn purchased(&self, sale: &str, customer: &str) -> Result<i64, sqlx::Error> {
+        let units: Option<i64> = sqlx::query_scalar(
+            "SELECT units FROM sale_purchases WHERE sale_id = $1 AND customer_id = $2",
+        )
+        .bind(sale)
+        .bind(customer)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(units.unwrap_or(0))
+    }
+
     /// Moves an order's reserved units to sold. Idempotent.
-    pub async fn commit(&self, order: OrderId) -> Result<ReservationState, SettleDbError> {
+    pub async fn commit(&self, order: OrderId) -> Result<Settled, SettleDbError> {
         let mut tx = self.pool.begin().await?;
-        let state = lock_reservation(&mut tx, order).await?;
+        let Some((state, strategy)) = lock_reservation(&mut tx, order).await? else {
+            return Err(SettleDbError::NotFound(order));
+        };
+        let settled = |state| Settled { state, strategy };
         match state {
-            None => Err(SettleDbError::NotFound(order)),
-            Some(ReservationState::Committed) => Ok(ReservationState::Committed),
-            Some(state @ ReservationState::Released) => Err(SettleDbError::Conflict {
-                order,
-                state,
-                action: "commit",
-            }),
-            Some(ReservationState::Reserved) => {
+            ReservationState::Committed => Ok(settled(ReservationState::Committed)),
+            state @ (ReservationState::Released | ReservationState::Preparing) => {
+                Err(SettleDbError::Conflict {
+                    order,
+                    state,
+                    action: "commit",
+                })
+            }
+            ReservationState::Reserved => {
                 move_lines(
                     &mut tx,
                     order,
@@ -456,14 +651,15 @@ impl InventoryDb {
                 .await?;
                 set_state(&mut tx, order, ReservationState::Committed).await?;
                 tx.commit().await?;
-                Ok(ReservationState::Committed)
+                Ok(settled(ReservationState::Committed))
             }
         }
     }
 
-    /// Returns an order's reserved units, or leaves a tombstone if it reserved nothing
-    /// yet. Idempotent.
-    pub async fn release(&self, order: OrderId) -> Result<ReservationState, SettleDbError> {
+    /// Returns an order's reserved units (and the customer's allowance in its sale),
+    /// or leaves a tombstone if it reserved nothing yet. Idempotent. The etcd side of
+    /// an stm reservation is the caller's to give back (`strategy` says so).
+    pub async fn release(&self, order: OrderId) -> Result<Settled, SettleDbError> {
         let mut tx = self.pool.begin().await?;
         let tombstone = sqlx::query(
             "INSERT INTO reservations (order_id, state) VALUES ($1, 'RELEASED')
@@ -477,16 +673,35 @@ impl InventoryDb {
         if tombstone {
             tx.commit().await?;
             tracing::info!(%order, "release before reserve: tombstone written");
-            return Ok(ReservationState::Released);
+            return Ok(Settled {
+                state: ReservationState::Released,
+                strategy: None,
+            });
         }
-        match lock_reservation(&mut tx, order).await? {
-            Some(ReservationState::Released) => Ok(ReservationState::Released),
-            Some(state @ ReservationState::Committed) => Err(SettleDbError::Conflict {
+        let Some((state, strategy)) = lock_reservation(&mut tx, order).await? else {
+            return Err(SettleDbError::Database(sqlx::Error::Protocol(format!(
+                "reservation of order {order} conflicted but is not there"
+            ))));
+        };
+        let released = Settled {
+            state: ReservationState::Released,
+            strategy,
+        };
+        match state {
+            ReservationState::Released => Ok(released),
+            state @ ReservationState::Committed => Err(SettleDbError::Conflict {
                 order,
                 state,
                 action: "release",
             }),
-            Some(ReservationState::Reserved) => {
+            // An stm Reserve is deciding in etcd: it finds RELEASED when it comes back
+            // and gives its units back itself.
+            ReservationState::Preparing => {
+                set_state(&mut tx, order, ReservationState::Released).await?;
+                tx.commit().await?;
+                Ok(released)
+            }
+            ReservationState::Reserved => {
                 move_lines(
                     &mut tx,
                     order,
@@ -495,15 +710,48 @@ impl InventoryDb {
                      WHERE sku = $1",
                 )
                 .await?;
+                sqlx::query(
+                    "UPDATE sale_purchases p SET units = p.units - l.units
+                     FROM (SELECT r.sale_id, r.customer_id, SUM(rl.quantity)::bigint AS units
+                           FROM reservations r JOIN reservation_lines rl USING (order_id)
+                           WHERE r.order_id = $1 AND r.sale_id IS NOT NULL
+                           GROUP BY r.sale_id, r.customer_id) l
+                     WHERE p.sale_id = l.sale_id AND p.customer_id = l.customer_id",
+                )
+                .bind(order.as_uuid())
+                .execute(&mut *tx)
+                .await?;
                 set_state(&mut tx, order, ReservationState::Released).await?;
                 tx.commit().await?;
-                Ok(ReservationState::Released)
+                Ok(released)
             }
-            None => Err(SettleDbError::Database(sqlx::Error::Protocol(format!(
-                "reservation of order {order} conflicted but is not there"
-            )))),
         }
     }
+
+    /// The state and strategy of the reservations of these orders (for the reconcile
+    /// job's sweep of stm holds); orders without a row are left out.
+    pub async fn reservation_states(
+        &self,
+        orders: &[OrderId],
+    ) -> Result<Vec<(OrderId, ReservationState)>, sqlx::Error> {
+        let ids: Vec<uuid::Uuid> = orders.iter().map(|o| o.as_uuid()).collect();
+        let rows: Vec<(uuid::Uuid, String)> =
+            sqlx::query_as("SELECT order_id, state FROM reservations WHERE order_id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(id, state)| Ok((OrderId::from_uuid(id), ReservationState::from_db(&state)?)))
+            .collect()
+    }
+}
+
+/// What a Commit or Release left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settled {
+    pub state: ReservationState,
+    /// The strategy that reserved it (`None` for a tombstone).
+    pub strategy: Option<Strategy>,
 }
 
 fn stock_level(sku: &Sku, row: &sqlx::postgres::PgRow) -> Result<StockLevel, sqlx::Error> {
@@ -516,17 +764,26 @@ fn stock_level(sku: &Sku, row: &sqlx::postgres::PgRow) -> Result<StockLevel, sql
     })
 }
 
-/// The order's reservation state, row-locked until the transaction ends.
+/// The order's reservation state and strategy, row-locked until the transaction ends.
 async fn lock_reservation(
     tx: &mut Transaction<'_, Postgres>,
     order: OrderId,
-) -> Result<Option<ReservationState>, sqlx::Error> {
-    let state: Option<String> =
-        sqlx::query_scalar("SELECT state FROM reservations WHERE order_id = $1 FOR UPDATE")
+) -> Result<Option<(ReservationState, Option<Strategy>)>, sqlx::Error> {
+    let row: Option<(String, Option<String>)> =
+        sqlx::query_as("SELECT state, strategy FROM reservations WHERE order_id = $1 FOR UPDATE")
             .bind(order.as_uuid())
             .fetch_optional(&mut **tx)
             .await?;
-    state.as_deref().map(ReservationState::from_db).transpose()
+    row.map(|(state, strategy)| {
+        let strategy = strategy
+            .map(|s| {
+                s.parse::<Strategy>()
+                    .map_err(|e| sqlx::Error::Decode(e.into()))
+            })
+            .transpose()?;
+        Ok((ReservationState::from_db(&state)?, strategy))
+    })
+    .transpose()
 }
 
 /// Runs `update` (binds: sku, quantity) for each of the order's lines, in SKU order so
@@ -558,6 +815,7 @@ async fn set_state(
     state: ReservationState,
 ) -> Result<(), sqlx::Error> {
     let state = match state {
+        ReservationState::Preparing => "PREPARING",
         ReservationState::Reserved => "RESERVED",
         ReservationState::Committed => "COMMITTED",
         ReservationState::Released => "RELEASED",
@@ -675,6 +933,104 @@ async fn take_conditional(
     } else {
         let available = read_available(tx, sku).await?;
         Ok(Err(shortage(sku, quantity, Some(available))))
+    }
+}
+
+/// `stm`: etcd's counter already covered the line; record the decrement. A failed
+/// CHECK means Postgres has fewer units than etcd believed (the SKU was also sold
+/// with another strategy): refused as out of stock, never oversold.
+async fn take_decided(
+    tx: &mut Transaction<'_, Postgres>,
+    sku: &Sku,
+    quantity: i32,
+) -> Result<Result<(), Shortage>, sqlx::Error> {
+    let written = sqlx::query(
+        "UPDATE stock SET available = available - $2, reserved = reserved + $2, updated_at = now()
+         WHERE sku = $1",
+    )
+    .bind(sku.as_str())
+    .bind(i64::from(quantity))
+    .execute(&mut **tx)
+    .await;
+    match written {
+        Ok(_) => Ok(Ok(())),
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23514") => {
+            tracing::warn!(%sku, "stm: etcd's counter was ahead of Postgres (the SKU is also sold with another strategy?); refused");
+            Ok(Err(shortage(sku, quantity, None)))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Adds a Reserve's units to the customer's count in the sale, checking the limit the
+/// way the strategy does (see [`StockCheck::limit_guard`]).
+async fn count_purchase(
+    tx: &mut Transaction<'_, Postgres>,
+    buyer: &SaleBuyer,
+    units: i64,
+    guard: LimitGuard,
+) -> Result<Result<(), LimitExceeded>, sqlx::Error> {
+    let (sale, customer) = (buyer.sale.as_str(), buyer.customer.as_str());
+    let exceeded = |held: Option<i64>, limit: i64| LimitExceeded {
+        sale: sale.to_owned(),
+        customer: customer.to_owned(),
+        held,
+        wanted: units,
+        limit,
+    };
+    let limit = match (guard, buyer.limit) {
+        (LimitGuard::Decided, _) | (_, None) => i64::MAX,
+        (_, Some(limit)) => limit,
+    };
+    match guard {
+        LimitGuard::Unguarded { think_time } => {
+            let held: i64 = sqlx::query_scalar(
+                "SELECT COALESCE((SELECT units FROM sale_purchases
+                                  WHERE sale_id = $1 AND customer_id = $2), 0)",
+            )
+            .bind(sale)
+            .bind(customer)
+            .fetch_one(&mut **tx)
+            .await?;
+            if held + units > limit {
+                return Ok(Err(exceeded(Some(held), limit)));
+            }
+            tokio::time::sleep(think_time).await;
+            sqlx::query(
+                "INSERT INTO sale_purchases (sale_id, customer_id, units) VALUES ($1, $2, $3)
+                 ON CONFLICT (sale_id, customer_id) DO UPDATE SET units = EXCLUDED.units",
+            )
+            .bind(sale)
+            .bind(customer)
+            .bind(held + units)
+            .execute(&mut **tx)
+            .await?;
+            Ok(Ok(()))
+        }
+        LimitGuard::Conditional | LimitGuard::Decided => {
+            if units > limit {
+                return Ok(Err(exceeded(None, limit)));
+            }
+            let counted = sqlx::query(
+                "INSERT INTO sale_purchases (sale_id, customer_id, units) VALUES ($1, $2, $3)
+                 ON CONFLICT (sale_id, customer_id) DO UPDATE
+                     SET units = sale_purchases.units + EXCLUDED.units
+                     WHERE sale_purchases.units + EXCLUDED.units <= $4",
+            )
+            .bind(sale)
+            .bind(customer)
+            .bind(units)
+            .bind(limit)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if counted {
+                Ok(Ok(()))
+            } else {
+                Ok(Err(exceeded(None, limit)))
+            }
+        }
     }
 }
 

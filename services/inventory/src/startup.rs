@@ -17,10 +17,12 @@ use shop_proto::v1::inventory_service_server::InventoryServiceServer;
 use sqlx::migrate::Migrator;
 use sqlx::PgPool;
 
+use crate::catalog::Catalog;
 use crate::grpc::InventoryApi;
 use crate::reconcile;
 use crate::repository::InventoryDb;
-use crate::reservation::{Reserver, SkuLocks};
+use crate::reservation::Reserver;
+use crate::sales::Sales;
 
 /// The inventory database's migrations (`migrations/inventory/`), embedded.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/inventory");
@@ -31,13 +33,15 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/inventory");
 /// |---|---|---|
 /// | `DEFAULT_STRATEGY` | strategy for requests that leave it UNSPECIFIED | `mutex` |
 /// | `THINK_TIME_MS` | pause between read and write in `none`/`mutex` | `2` |
-/// | `LOCK_TIMEOUT_MS` | longest wait for the SKU locks before UNAVAILABLE | `10000` |
+/// | `LOCK_TIMEOUT_MS` | longest wait for the SKU locks (or an stm decision, or the catalog lock) before UNAVAILABLE | `10000` |
+/// | `SALE_WAIT_MS` | longest a sale order's Reserve waits for the sale to open | `10000` |
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub common: CommonSettings,
     pub default_strategy: Strategy,
     pub think_time: Duration,
     pub lock_timeout: Duration,
+    pub sale_wait: Duration,
 }
 
 impl Settings {
@@ -60,6 +64,11 @@ impl Settings {
                 lookup("LOCK_TIMEOUT_MS"),
                 10_000,
             )?),
+            sale_wait: Duration::from_millis(parse_or(
+                "SALE_WAIT_MS",
+                lookup("SALE_WAIT_MS"),
+                10_000,
+            )?),
         })
     }
 
@@ -70,6 +79,7 @@ impl Settings {
             default_strategy: Strategy::Mutex,
             think_time: Duration::from_millis(2),
             lock_timeout: Duration::from_secs(10),
+            sale_wait: Duration::from_secs(10),
         }
     }
 }
@@ -80,6 +90,7 @@ pub struct Application {
     pool: PgPool,
     session: Arc<SharedSession>,
     db: InventoryDb,
+    reserver: Arc<Reserver>,
     jobs: JobSettings,
 }
 
@@ -95,13 +106,31 @@ impl Application {
             vec![reconcile::JOB],
         ));
         let db = InventoryDb::new(pool.clone());
+        let sales = Arc::new(Sales::new(
+            pool.clone(),
+            session.clone(),
+            settings.sale_wait,
+        ));
         let reserver = Arc::new(Reserver::new(
             db.clone(),
-            SkuLocks::new(session.clone()),
+            session.clone(),
+            sales.clone(),
             settings.think_time,
             settings.lock_timeout,
         ));
-        let api = InventoryApi::new(db.clone(), reserver, settings.default_strategy, leaders);
+        let catalog = Arc::new(Catalog::new(
+            db.clone(),
+            session.clone(),
+            settings.lock_timeout,
+        ));
+        let api = InventoryApi {
+            db: db.clone(),
+            reserver: reserver.clone(),
+            sales,
+            catalog,
+            default_strategy: settings.default_strategy,
+            leaders,
+        };
         let mut server = GrpcServer::bind(settings.common.grpc_addr)?;
         server.add_service(InventoryServiceServer::new(api)).await;
         tracing::info!(addr = %server.local_addr(), default_strategy = %settings.default_strategy, "inventory service ready");
@@ -110,6 +139,7 @@ impl Application {
             pool,
             session,
             db,
+            reserver,
             jobs: settings.common.jobs.clone(),
         })
     }
@@ -125,8 +155,9 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
-        let (db, interval, replica) = (
+        let (db, reserver, interval, replica) = (
             self.db.clone(),
+            self.reserver.clone(),
             self.jobs.interval,
             self.jobs.replica_id.clone(),
         );
@@ -146,6 +177,7 @@ impl Application {
                             reconcile::reconcile_stock(
                                 context,
                                 db.clone(),
+                                reserver.clone(),
                                 interval,
                                 replica.clone(),
                             )

@@ -128,7 +128,12 @@ impl Saga {
             order_id: id.to_string(),
             items: order.request.cart.to_proto(),
             strategy: order.request.strategy.to_proto() as i32,
-            ..Default::default()
+            customer_id: order.request.customer_id.as_str().to_owned(),
+            sale_id: order
+                .request
+                .sale_id
+                .as_ref()
+                .map(|s| s.as_str().to_owned()),
         };
         let reserved = self.inventory.clone().reserve(request).await;
         let (to, reason) = match reserved {
@@ -136,7 +141,9 @@ impl Saga {
                 let response = response.into_inner();
                 match pb::ReserveOutcome::try_from(response.outcome) {
                     Ok(pb::ReserveOutcome::Reserved) => (OrderStatus::Reserved, String::new()),
-                    Ok(pb::ReserveOutcome::OutOfStock) => (OrderStatus::Rejected, response.reason),
+                    Ok(pb::ReserveOutcome::OutOfStock | pb::ReserveOutcome::LimitExceeded) => {
+                        (OrderStatus::Rejected, response.reason)
+                    }
                     Ok(pb::ReserveOutcome::AlreadyReleased) => {
                         (OrderStatus::Cancelled, response.reason)
                     }

@@ -226,6 +226,135 @@ async fn bad_input_is_rejected_with_a_clear_message() {
             Code::InvalidArgument,
             "order_id: must not be empty",
         ),
+        (
+            "reserve in a sale without a customer",
+            only_status(
+                c.clone()
+                    .reserve(pb::ReserveRequest {
+                        sale_id: Some("s1".into()),
+                        ..reserve(&ok_id, &[("known", 1)], pg)
+                    })
+                    .await,
+            ),
+            Code::InvalidArgument,
+            "customer_id: must not be empty",
+        ),
+        (
+            "reserve with a malformed sale id",
+            only_status(
+                c.clone()
+                    .reserve(pb::ReserveRequest {
+                        sale_id: Some("a b".into()),
+                        customer_id: "c1".into(),
+                        ..reserve(&ok_id, &[("known", 1)], pg)
+                    })
+                    .await,
+            ),
+            Code::InvalidArgument,
+            "sale_id: \"a b\" contains ' '",
+        ),
+        (
+            "create_sale negative limit",
+            only_status(
+                c.clone()
+                    .create_sale(pb::CreateSaleRequest {
+                        sale_id: "s1".into(),
+                        per_customer_limit: -1,
+                    })
+                    .await,
+            ),
+            Code::InvalidArgument,
+            "per_customer_limit: must be 0 (no limit) or more, got -1",
+        ),
+        (
+            "create_sale empty id",
+            only_status(
+                c.clone()
+                    .create_sale(pb::CreateSaleRequest {
+                        sale_id: "".into(),
+                        per_customer_limit: 1,
+                    })
+                    .await,
+            ),
+            Code::InvalidArgument,
+            "sale_id: must not be empty",
+        ),
+        (
+            "open_sale unknown",
+            only_status(
+                c.clone()
+                    .open_sale(pb::OpenSaleRequest {
+                        sale_id: "never-created".into(),
+                    })
+                    .await,
+            ),
+            Code::NotFound,
+            "unknown sale never-created",
+        ),
+        (
+            "set_prices empty",
+            only_status(
+                c.clone()
+                    .set_prices(pb::SetPricesRequest { prices: vec![] })
+                    .await,
+            ),
+            Code::InvalidArgument,
+            "prices: must have at least one price",
+        ),
+        (
+            "set_prices negative",
+            only_status(
+                c.clone()
+                    .set_prices(pb::SetPricesRequest {
+                        prices: vec![pb::Price {
+                            sku: "known".into(),
+                            unit_price_minor: -5,
+                        }],
+                    })
+                    .await,
+            ),
+            Code::InvalidArgument,
+            "prices[0].unit_price_minor: must be between 0 and",
+        ),
+        (
+            "set_prices duplicate",
+            only_status(
+                c.clone()
+                    .set_prices(pb::SetPricesRequest {
+                        prices: vec![
+                            pb::Price {
+                                sku: "known".into(),
+                                unit_price_minor: 5,
+                            },
+                            pb::Price {
+                                sku: "known".into(),
+                                unit_price_minor: 6,
+                            },
+                        ],
+                    })
+                    .await,
+            ),
+            Code::InvalidArgument,
+            "prices[1].sku: known appears more than once",
+        ),
+        (
+            "quote zero quantity",
+            only_status(
+                c.clone()
+                    .quote(pb::QuoteRequest {
+                        items: lines(&[("known", 0)]),
+                    })
+                    .await,
+            ),
+            Code::InvalidArgument,
+            "items[0].quantity: must be at least 1, got 0",
+        ),
+        (
+            "quote empty cart",
+            only_status(c.clone().quote(pb::QuoteRequest { items: vec![] }).await),
+            Code::InvalidArgument,
+            "items: must have at least one line",
+        ),
     ]);
 
     // None of it touched the stock or left a reservation.

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use coord::{EtcdConfig, Session};
-use inventory_service::repository::{InventoryDb, ReserveDbError, StockCheck};
+use inventory_service::repository::{InventoryDb, ReserveDbError, ReserveInput, StockCheck};
 use shop_common::domain::{Cart, OrderId, Sku, Strategy};
 use shop_proto::v1 as pb;
 
@@ -73,9 +73,12 @@ async fn a_stale_lock_holder_is_rejected_by_the_fenced_write() {
     let tokens = BTreeMap::from([(Sku::parse("sku", "melon").unwrap(), stale_token)]);
     let err = db
         .reserve(
-            order_a,
-            &cart,
-            Strategy::Mutex,
+            ReserveInput {
+                order: order_a,
+                cart: &cart,
+                strategy: Strategy::Mutex,
+                buyer: None,
+            },
             StockCheck::Fenced {
                 tokens: &tokens,
                 think_time: Duration::ZERO,

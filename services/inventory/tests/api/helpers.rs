@@ -116,6 +116,81 @@ impl TestInventory {
             .map(tonic::Response::into_inner)
     }
 
+    /// Reserve of an order in a sale, for a customer.
+    pub async fn reserve_in_sale(
+        &self,
+        order_id: &str,
+        items: &[(&str, i32)],
+        strategy: Strategy,
+        sale: &str,
+        customer: &str,
+    ) -> Result<pb::ReserveResponse, tonic::Status> {
+        self.client()
+            .reserve(pb::ReserveRequest {
+                order_id: order_id.into(),
+                items: lines(items),
+                strategy: strategy.to_proto() as i32,
+                customer_id: customer.into(),
+                sale_id: Some(sale.into()),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn create_sale(&self, sale: &str, per_customer_limit: i32) -> pb::Sale {
+        self.client()
+            .create_sale(pb::CreateSaleRequest {
+                sale_id: sale.into(),
+                per_customer_limit,
+            })
+            .await
+            .expect("create sale")
+            .into_inner()
+    }
+
+    pub async fn open_sale(&self, sale: &str) -> pb::Sale {
+        self.client()
+            .open_sale(pb::OpenSaleRequest {
+                sale_id: sale.into(),
+            })
+            .await
+            .expect("open sale")
+            .into_inner()
+    }
+
+    /// A direct etcd client: the coordination state itself, not the API's word.
+    pub async fn etcd(&self) -> coord::etcd_client::Client {
+        coord::EtcdConfig::new(&shop_common::testing::etcd_endpoints())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// The raw value of an etcd key under this service's prefix (`None` if absent).
+    pub async fn etcd_value(&self, key: &str) -> Option<String> {
+        let key = format!("{}/{key}", self.etcd_prefix);
+        let found = self.etcd().await.get(key, None).await.unwrap();
+        found
+            .kvs()
+            .first()
+            .map(|kv| kv.value_str().unwrap().to_owned())
+    }
+
+    /// Units the stm counter of a SKU says are left (`None`: never seeded).
+    pub async fn stm_counter(&self, sku: &str) -> Option<i64> {
+        let raw = self.etcd_value(&format!("stock/{sku}")).await?;
+        Some(raw.split_once(':').unwrap().1.parse().unwrap())
+    }
+
+    /// Units the customer holds in the sale according to the inventory database.
+    pub async fn purchased(&self, sale: &str, customer: &str) -> i64 {
+        InventoryDb::new(self.pool.clone())
+            .purchased(sale, customer)
+            .await
+            .unwrap()
+    }
+
     pub async fn commit(&self, order_id: &str) -> Result<pb::ReservationResponse, tonic::Status> {
         self.client()
             .commit(pb::CommitRequest {

@@ -4,8 +4,11 @@
 //! (or `DATABASE_URL` / `ETCD_ENDPOINTS`).
 
 mod bad_input;
+mod catalog;
 mod fencing;
 mod helpers;
 mod replicas;
 mod reservations;
+mod sales;
 mod service;
+mod stm;

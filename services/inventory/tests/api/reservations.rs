@@ -195,16 +195,3 @@ async fn commit_of_an_order_that_reserved_nothing_is_not_found() {
     assert!(err.message().contains("has no reservation"), "{err:?}");
     app.stop().await;
 }
-
-#[tokio::test]
-async fn stm_is_an_explicit_integration_point() {
-    let app = TestInventory::spawn().await;
-    app.set_stock("date", 1).await;
-    let err = app
-        .reserve(&new_order_id(), &[("date", 1)], Strategy::Stm)
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
-    assert!(err.message().contains("stm"), "{err:?}");
-    app.stop().await;
-}

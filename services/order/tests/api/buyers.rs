@@ -1,7 +1,7 @@
 //! 200 concurrent buyers race for 50 units of one SKU, once per strategy, through
 //! CreateOrder. The truth is read from the inventory database, not from the replies.
 //!
-//! `mutex` and `pg` must sell exactly 50 and reject the rest; `none` must oversell
+//! `mutex`, `stm` and `pg` must sell exactly 50 and reject the rest; `none` must oversell
 //! (it exists to show why the others do). Timings are printed, never asserted.
 
 use std::time::Instant;
@@ -77,6 +77,15 @@ async fn race(shop: &TestShop, strategy: Strategy) -> Run {
 async fn mutex_sells_exactly_the_stock() {
     let shop = TestShop::spawn().await;
     let run = race(&shop, Strategy::Mutex).await;
+    assert_eq!(run.promised, STOCK, "nothing oversold, nothing lost");
+    assert_eq!((run.reserved, run.rejected), (50, 150));
+    shop.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stm_sells_exactly_the_stock() {
+    let shop = TestShop::spawn().await;
+    let run = race(&shop, Strategy::Stm).await;
     assert_eq!(run.promised, STOCK, "nothing oversold, nothing lost");
     assert_eq!((run.reserved, run.rejected), (50, 150));
     shop.stop().await;

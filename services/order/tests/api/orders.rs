@@ -93,16 +93,17 @@ async fn an_unknown_sku_is_not_found_and_keeps_no_order() {
 }
 
 #[tokio::test]
-async fn the_stm_strategy_is_unimplemented_and_keeps_no_order() {
+async fn an_stm_order_is_reserved_like_any_other() {
     let shop = TestShop::spawn().await;
     shop.set_stock("tea", 5).await;
-    let err = shop
-        .create(&unique_key(), &[("tea", 1)], Strategy::Stm)
+    let order = shop
+        .create(&unique_key(), &[("tea", 2)], Strategy::Stm)
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
-    assert!(err.message().contains("stm"), "{err:?}");
-    assert_eq!(shop.order_count().await, 0);
+        .unwrap();
+    assert_eq!(status(&order), pb::OrderStatus::Reserved);
+    assert_eq!(order.strategy, pb::Strategy::Stm as i32);
+    let t = shop.truth("tea").await;
+    assert_eq!((t.level.available, t.level.reserved), (3, 2));
     shop.stop().await;
 }
 
