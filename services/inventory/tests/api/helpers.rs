@@ -105,15 +105,8 @@ impl TestInventory {
         items: &[(&str, i32)],
         strategy: Strategy,
     ) -> Result<pb::ReserveResponse, tonic::Status> {
-        self.client()
-            .reserve(pb::ReserveRequest {
-                order_id: order_id.into(),
-                items: lines(items),
-                strategy: strategy.to_proto() as i32,
-                ..Default::default()
-            })
+        self.send_reserve(reserve_request(order_id, items, strategy))
             .await
-            .map(tonic::Response::into_inner)
     }
 
     /// Reserve of an order in a sale, for a customer.
@@ -125,14 +118,20 @@ impl TestInventory {
         sale: &str,
         customer: &str,
     ) -> Result<pb::ReserveResponse, tonic::Status> {
+        self.send_reserve(pb::ReserveRequest {
+            customer_id: customer.into(),
+            sale_id: Some(sale.into()),
+            ..reserve_request(order_id, items, strategy)
+        })
+        .await
+    }
+
+    async fn send_reserve(
+        &self,
+        request: pb::ReserveRequest,
+    ) -> Result<pb::ReserveResponse, tonic::Status> {
         self.client()
-            .reserve(pb::ReserveRequest {
-                order_id: order_id.into(),
-                items: lines(items),
-                strategy: strategy.to_proto() as i32,
-                customer_id: customer.into(),
-                sale_id: Some(sale.into()),
-            })
+            .reserve(request)
             .await
             .map(tonic::Response::into_inner)
     }
@@ -216,6 +215,20 @@ impl TestInventory {
 
     pub async fn stop(self) {
         self.server.stop().await.expect("server ran cleanly");
+    }
+}
+
+/// A Reserve of `items` outside any sale.
+pub fn reserve_request(
+    order_id: &str,
+    items: &[(&str, i32)],
+    strategy: Strategy,
+) -> pb::ReserveRequest {
+    pb::ReserveRequest {
+        order_id: order_id.into(),
+        items: lines(items),
+        strategy: strategy.to_proto() as i32,
+        ..Default::default()
     }
 }
 

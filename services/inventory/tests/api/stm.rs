@@ -16,7 +16,7 @@ use shop_common::testing::test_settings;
 use shop_common::ServiceName;
 use shop_proto::v1 as pb;
 
-use crate::helpers::{new_order_id, outcome, TestInventory};
+use crate::helpers::{new_order_id, outcome, reserve_request, TestInventory};
 
 #[tokio::test]
 async fn stm_reserves_commits_and_releases_with_the_etcd_counter_in_step() {
@@ -118,12 +118,11 @@ async fn stm_sells_exactly_the_stock_across_two_replicas() {
         let mut client = clients[i % 2].clone();
         async move {
             client
-                .reserve(pb::ReserveRequest {
-                    order_id: new_order_id(),
-                    items: crate::helpers::lines(&[("hot-stm", 1)]),
-                    strategy: pb::Strategy::Stm as i32,
-                    ..Default::default()
-                })
+                .reserve(reserve_request(
+                    &new_order_id(),
+                    &[("hot-stm", 1)],
+                    Strategy::Stm,
+                ))
                 .await
                 .map(tonic::Response::into_inner)
         }
