@@ -60,7 +60,7 @@ impl QueuePaymentRequester {
 
 impl PaymentRequester for QueuePaymentRequester {
     fn request_payment(&self, request: PaymentRequest) -> BoxFuture<'_, anyhow::Result<()>> {
-        use shop_common::payments::{payment_queue, tier_priority, PaymentItem, UNIT_PRICE_MINOR};
+        use shop_common::payments::{enqueue_payment, PaymentItem, UNIT_PRICE_MINOR};
         Box::pin(async move {
             let units: i64 = request
                 .cart
@@ -75,10 +75,7 @@ impl PaymentRequester for QueuePaymentRequester {
                 amount_minor: units * UNIT_PRICE_MINOR,
                 trace: Default::default(),
             };
-            let queue = payment_queue(self.etcd.client().await?, self.etcd.prefix())?;
-            let enqueued = queue
-                .enqueue_with_id(&item.order_id, &item.encode(), tier_priority(&item.tier))
-                .await?;
+            let enqueued = enqueue_payment(&self.etcd, &item).await?;
             tracing::debug!(order_id = %item.order_id, created = enqueued.created, "payment requested");
             Ok(())
         })
