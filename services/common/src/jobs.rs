@@ -69,7 +69,10 @@ where
                                 async move {
                                     let _ = stopped.wait_for(|s| *s).await;
                                 },
-                                &mut job,
+                                // Boxed: the runner's own futures stay small (a job's
+                                // future can be tens of kilobytes, copied at every level
+                                // in debug builds).
+                                |context| -> BoxFuture<'_, ()> { Box::pin(job(context)) },
                             )
                             .await
                     }
@@ -111,7 +114,8 @@ pub async fn run_passes<F, Fut>(
     let mut passes: u64 = 0;
     loop {
         passes += 1;
-        for (counter, n) in pass().await {
+        // Boxed for the same reason as the job in `spawn_leader_job`.
+        for (counter, n) in Box::pin(pass()).await {
             *totals.entry(counter).or_default() += n;
         }
         let mut progress = serde_json::Map::new();

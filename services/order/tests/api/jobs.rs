@@ -4,8 +4,11 @@
 
 use std::time::Duration;
 
+use order_service::expiry;
 use shop_common::domain::Strategy;
-use shop_common::testing::{test_settings, unique_etcd_prefix, RunningServer, TestDatabase};
+use shop_common::testing::{
+    check_leader_failover, test_settings, unique_etcd_prefix, RunningServer, TestDatabase,
+};
 use shop_common::ServiceName;
 use shop_proto::v1 as pb;
 use shop_proto::v1::order_service_client::OrderServiceClient;
@@ -60,10 +63,11 @@ async fn an_order_whose_payment_never_comes_is_cancelled_and_its_stock_released(
 async fn one_replica_runs_the_job_and_another_takes_over_on_death_and_on_shutdown() {
     let db = TestDatabase::create("order").await;
     let prefix = unique_etcd_prefix("order-jobs");
+    let ttl = Duration::from_secs(2);
     let start = |replica: &'static str| {
         let mut settings =
             order_service::Settings::with_common(test_settings(ServiceName::Order, &db, &prefix));
-        settings.common.etcd.session_ttl = 2;
+        settings.common.etcd.session_ttl = ttl.as_secs() as i64;
         settings.common.jobs.interval = Duration::from_millis(200);
         settings.common.jobs.replica_id = replica.into();
         async move {
@@ -71,52 +75,5 @@ async fn one_replica_runs_the_job_and_another_takes_over_on_death_and_on_shutdow
             RunningServer::spawn(app.local_addr(), |s| app.run_until_stopped(s))
         }
     };
-    let a = start("replica-a").await;
-    let b = start("replica-b").await;
-    // One election, one leader: a started first, so a campaigns first.
-    leads(&a, "replica-a", Duration::from_secs(5)).await;
-    // Graceful shutdown: a resigns, b leads at once (well within 1 s).
-    a.stop().await.unwrap();
-    leads(&b, "replica-b", Duration::from_secs(1)).await;
-    // A third replica queues behind b; b "dies" (its lease is revoked, no resignation):
-    // c leads within the TTL + 1 s.
-    let c = start("replica-c").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let etcd = coord::EtcdConfig::new(&shop_common::testing::etcd_endpoints())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let election =
-        shop_common::jobs::election_name(&prefix, ServiceName::Order, "expire-reservations");
-    let leader = coord::Election::observer(etcd.clone(), &election)
-        .unwrap()
-        .leader()
-        .await
-        .unwrap();
-    etcd.clone().lease_revoke(leader.lease).await.unwrap();
-    leads(&c, "replica-c", Duration::from_secs(3)).await; // TTL (2 s) + 1 s
-    b.stop().await.unwrap();
-    c.stop().await.unwrap();
-}
-
-/// Polls `ListLeaders` on `server` until `replica` leads the job, failing after `limit`.
-async fn leads(server: &RunningServer, replica: &str, limit: Duration) {
-    let mut client = OrderServiceClient::connect(server.uri()).await.unwrap();
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let holder = leaders(&mut client)
-            .await
-            .first()
-            .map(|l| l.holder.clone())
-            .unwrap_or_default();
-        if holder.contains(replica) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{replica} did not lead within {limit:?}; the leader is {holder:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    check_leader_failover(ServiceName::Order, &prefix, expiry::JOB, ttl, start).await;
 }
