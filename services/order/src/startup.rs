@@ -221,3 +221,27 @@ impl Application {
         served
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(ttl_secs: u64, redrive_secs: u64, inventory_timeout_ms: u64) -> Settings {
+        let common = CommonSettings::from_lookup(ServiceName::Order, |_| None).unwrap();
+        let mut settings = Settings::with_common(common);
+        settings.reservation_ttl = Duration::from_secs(ttl_secs);
+        settings.payment_redrive = Duration::from_secs(redrive_secs);
+        settings.inventory_timeout = Duration::from_millis(inventory_timeout_ms);
+        settings
+    }
+
+    #[test]
+    fn the_expiry_thresholds_must_fit_together() {
+        assert!(settings(300, 60, 15_000).check().is_ok(), "the defaults fit");
+        let err = settings(10, 5, 15_000).check().unwrap_err();
+        assert!(err.0.contains("RESERVATION_TTL_SECS"), "{err}");
+        assert!(err.0.contains("INVENTORY_TIMEOUT_MS"), "{err}");
+        let err = settings(300, 300, 15_000).check().unwrap_err();
+        assert!(err.0.contains("PAYMENT_REDRIVE_SECS"), "{err}");
+    }
+}
