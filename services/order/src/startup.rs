@@ -237,7 +237,10 @@ mod tests {
 
     #[test]
     fn the_expiry_thresholds_must_fit_together() {
-        assert!(settings(300, 60, 15_000).check().is_ok(), "the defaults fit");
+        assert!(
+            settings(300, 60, 15_000).check().is_ok(),
+            "the defaults fit"
+        );
         let err = settings(10, 5, 15_000).check().unwrap_err();
         assert!(err.0.contains("RESERVATION_TTL_SECS"), "{err}");
         assert!(err.0.contains("INVENTORY_TIMEOUT_MS"), "{err}");
