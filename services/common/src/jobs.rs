@@ -12,6 +12,7 @@
 //! or idempotent, as the order service's expiry is (its status changes are
 //! compare-and-set).
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,7 +69,10 @@ where
                                 async move {
                                     let _ = stopped.wait_for(|s| *s).await;
                                 },
-                                &mut job,
+                                // Boxed: the runner's own futures stay small (a job's
+                                // future can be tens of kilobytes, copied at every level
+                                // in debug builds).
+                                |context| -> BoxFuture<'_, ()> { Box::pin(job(context)) },
                             )
                             .await
                     }
@@ -88,6 +92,45 @@ where
         }
         tracing::debug!(job = name, "leader job stopped");
     })
+}
+
+/// One leadership term of a periodic job: runs `pass` every `interval` until the
+/// term's future is dropped (leadership lost, shutdown). After each pass it proclaims
+/// the replica, the pass number, the term's fencing token and the running totals of
+/// the counters the passes returned, as JSON:
+/// `{"replica":"payment-1","pass":12,"token":4711,"reported":3,"refunded":1}`.
+/// A failed proclaim (the term is ending) is logged and the next pass proceeds; the
+/// runner cancels the job soon after.
+pub async fn run_passes<F, Fut>(
+    context: LeaderContext,
+    replica: &str,
+    interval: Duration,
+    mut pass: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Vec<(&'static str, u64)>>,
+{
+    let mut totals: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut passes: u64 = 0;
+    loop {
+        passes += 1;
+        // Boxed for the same reason as the job in `spawn_leader_job`.
+        for (counter, n) in Box::pin(pass()).await {
+            *totals.entry(counter).or_default() += n;
+        }
+        let mut progress = serde_json::Map::new();
+        progress.insert("replica".into(), replica.into());
+        progress.insert("pass".into(), passes.into());
+        progress.insert("token".into(), context.fencing_token().into());
+        for (counter, n) in &totals {
+            progress.insert((*counter).into(), (*n).into());
+        }
+        let progress = serde_json::Value::Object(progress).to_string();
+        if let Err(e) = context.proclaim(progress).await {
+            tracing::debug!(error = %e, "could not proclaim progress (leadership ending?)");
+        }
+        tokio::time::sleep(interval).await;
+    }
 }
 
 /// `ListLeaders` from the elections themselves: who leads each job right now and the

@@ -1,10 +1,10 @@
 //! `ListLeaders`: which replica runs each leader-elected background job.
 //!
-//! Integration point for coord's Election (on another branch): a service hands its
-//! gRPC layer a [`LeaderDirectory`]. Until elections land, every service uses
-//! [`NoLeaderJobs`], which truthfully reports that no leader-elected job runs. The
-//! jobs planned (see docs/architecture.md): order `expire-reservations`, inventory
-//! `reconcile-stock`, payment `redrive-claims`.
+//! A service hands its gRPC layer a [`LeaderDirectory`]; the services use
+//! `crate::jobs::ElectionDirectory`, which reads the elections themselves. The jobs
+//! (see docs/architecture.md): order `expire-reservations`, inventory
+//! `reconcile-stock`, payment `settle-payments`. [`NoLeaderJobs`] is for a process
+//! that runs none.
 
 use futures::future::BoxFuture;
 use shop_proto::v1::{Leader, ListLeadersResponse};
@@ -24,7 +24,7 @@ pub trait LeaderDirectory: Send + Sync + 'static {
     fn leaders(&self) -> BoxFuture<'_, anyhow::Result<Vec<LeaderInfo>>>;
 }
 
-/// No leader-elected jobs run in this process (yet).
+/// No leader-elected jobs run in this process.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoLeaderJobs;
 

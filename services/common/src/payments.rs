@@ -7,8 +7,10 @@
 //! enqueueing the same order twice is one item.
 
 use coord::etcd_client::Client;
-use coord::WorkQueue;
+use coord::{Enqueued, WorkQueue};
 use serde::{Deserialize, Serialize};
+
+use crate::coordination::SharedSession;
 
 /// Price of one unit in minor currency units: the shop has no catalogue prices yet, so
 /// an order's amount is its unit count times this.
@@ -52,6 +54,16 @@ pub fn tier_priority(tier: &str) -> u32 {
 /// The payment work queue under the shop's etcd prefix.
 pub fn payment_queue(client: Client, etcd_prefix: &str) -> coord::Result<WorkQueue> {
     WorkQueue::new(client, &format!("{etcd_prefix}/queues/payments"))
+}
+
+/// Puts `item` on the payment queue at its tier's priority, unless an item for its
+/// order is queued (or in flight) already: then nothing changes and `created` is
+/// false. The one way both the order service and the payment service's settle job
+/// hand over a payment request.
+pub async fn enqueue_payment(etcd: &SharedSession, item: &PaymentItem) -> coord::Result<Enqueued> {
+    payment_queue(etcd.client().await?, etcd.prefix())?
+        .enqueue_with_id(&item.order_id, &item.encode(), tier_priority(&item.tier))
+        .await
 }
 
 #[cfg(test)]

@@ -7,14 +7,16 @@
 //! Tests that drive PaymentResult themselves use [`PaymentQueueNotWired`], which only
 //! logs, so their orders stay RESERVED until the test pays.
 //!
-//! A failed hand-off leaves the order RESERVED; the order service's planned
-//! `expire-reservations` leader job cancels (and releases) RESERVED orders past their
-//! deadline, so no stock is held forever.
+//! A failed hand-off (or a crash right before it) leaves the order RESERVED with no
+//! request on the queue; the order service's `expire-reservations` leader job hands
+//! RESERVED orders over again after `PAYMENT_REDRIVE_SECS` and cancels (and releases)
+//! those still RESERVED at their deadline, so no order waits forever and no stock is
+//! held forever.
 
 use futures::future::BoxFuture;
 use shop_common::domain::{Cart, CustomerId, OrderId};
 
-use crate::domain::CustomerTier;
+use crate::domain::{CustomerTier, Order};
 
 /// What a payment worker needs to charge an order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +26,17 @@ pub struct PaymentRequest {
     /// The queue priority.
     pub customer_tier: CustomerTier,
     pub cart: Cart,
+}
+
+impl From<&Order> for PaymentRequest {
+    fn from(order: &Order) -> PaymentRequest {
+        PaymentRequest {
+            order_id: order.id,
+            customer_id: order.request.customer_id.clone(),
+            customer_tier: order.request.customer_tier,
+            cart: order.request.cart.clone(),
+        }
+    }
 }
 
 /// Hands payment requests to whatever charges them. Must be idempotent on `order_id`
@@ -60,7 +73,7 @@ impl QueuePaymentRequester {
 
 impl PaymentRequester for QueuePaymentRequester {
     fn request_payment(&self, request: PaymentRequest) -> BoxFuture<'_, anyhow::Result<()>> {
-        use shop_common::payments::{payment_queue, tier_priority, PaymentItem, UNIT_PRICE_MINOR};
+        use shop_common::payments::{enqueue_payment, PaymentItem, UNIT_PRICE_MINOR};
         Box::pin(async move {
             let units: i64 = request
                 .cart
@@ -75,10 +88,7 @@ impl PaymentRequester for QueuePaymentRequester {
                 amount_minor: units * UNIT_PRICE_MINOR,
                 trace: Default::default(),
             };
-            let queue = payment_queue(self.etcd.client().await?, self.etcd.prefix())?;
-            let enqueued = queue
-                .enqueue_with_id(&item.order_id, &item.encode(), tier_priority(&item.tier))
-                .await?;
+            let enqueued = enqueue_payment(&self.etcd, &item).await?;
             tracing::debug!(order_id = %item.order_id, created = enqueued.created, "payment requested");
             Ok(())
         })

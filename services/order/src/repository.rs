@@ -101,17 +101,44 @@ impl OrdersDb {
         .transpose()
     }
 
-    /// Orders still RESERVED (no payment outcome) since before `age` ago, oldest first.
-    pub async fn reserved_longer_than(
+    /// Orders in `status` whose last change is more than `age` ago, oldest first: the
+    /// expiry job's view of orders stuck PENDING or RESERVED.
+    pub async fn in_status_since(
+        &self,
+        status: OrderStatus,
+        age: std::time::Duration,
+        limit: i64,
+    ) -> Result<Vec<OrderId>, sqlx::Error> {
+        self.ids_older_than(&[status], "true", age, limit).await
+    }
+
+    /// PAID or CANCELLED orders whose Commit/Release inventory has not confirmed, last
+    /// changed more than `age` ago, oldest first.
+    pub async fn unsettled_since(
         &self,
         age: std::time::Duration,
         limit: i64,
     ) -> Result<Vec<OrderId>, sqlx::Error> {
-        let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
+        let settled = [OrderStatus::Paid, OrderStatus::Cancelled];
+        self.ids_older_than(&settled, "NOT stock_settled", age, limit)
+            .await
+    }
+
+    async fn ids_older_than(
+        &self,
+        statuses: &[OrderStatus],
+        condition: &str,
+        age: std::time::Duration,
+        limit: i64,
+    ) -> Result<Vec<OrderId>, sqlx::Error> {
+        let statuses: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+        let ids: Vec<uuid::Uuid> = sqlx::query_scalar(&format!(
             "SELECT order_id FROM orders
-             WHERE status = 'RESERVED' AND updated_at < now() - make_interval(secs => $1)
-             ORDER BY updated_at LIMIT $2",
-        )
+             WHERE status = ANY($1) AND {condition}
+               AND updated_at < now() - make_interval(secs => $2)
+             ORDER BY updated_at LIMIT $3"
+        ))
+        .bind(&statuses)
         .bind(age.as_secs_f64())
         .bind(limit)
         .fetch_all(&self.pool)

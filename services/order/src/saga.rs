@@ -187,13 +187,11 @@ impl Saga {
             .ok_or(CreateOrderError::Raced(id))?;
         // Only the attempt that moved the order to RESERVED asks for the payment.
         if moved && order.status == OrderStatus::Reserved {
-            let request = PaymentRequest {
-                order_id: id,
-                customer_id: order.request.customer_id.clone(),
-                customer_tier: order.request.customer_tier,
-                cart: order.request.cart.clone(),
-            };
-            if let Err(e) = self.payments.request_payment(request).await {
+            if let Err(e) = self
+                .payments
+                .request_payment(PaymentRequest::from(&order))
+                .await
+            {
                 // The order stays RESERVED; the expiry job releases it if nobody pays.
                 tracing::error!(order_id = %id, error = ?e, "handing the order to the payment step failed");
             }
@@ -342,6 +340,68 @@ impl Saga {
                 action,
                 message: status.message().to_owned(),
             }),
+        }
+    }
+}
+
+/// Recovery, for the `expire-reservations` job: finishing orders a crash left between
+/// two saga steps. Same rules as the saga itself: status changes are compare-and-set,
+/// inventory calls are idempotent and repeated until inventory confirms.
+impl Saga {
+    /// Cancels an order left PENDING (the saga stopped between inserting it and the end
+    /// of Reserve): PENDING → CANCELLED first, so the saga — if it is still running —
+    /// can no longer move it to RESERVED; then Release, which gives back what a Reserve
+    /// took or leaves a tombstone so a Reserve still in flight takes nothing. Returns
+    /// the order as it is afterwards: if the saga moved it first, it is left alone.
+    pub async fn cancel_abandoned(
+        &self,
+        id: OrderId,
+        reason: &str,
+    ) -> Result<(Order, bool), PaymentResultError> {
+        let (order, moved) = self
+            .db
+            .transition(
+                id,
+                OrderStatus::Pending,
+                OrderStatus::Cancelled,
+                reason,
+                None,
+            )
+            .await?
+            .ok_or(PaymentResultError::NotFound(id))?;
+        if !moved {
+            return Ok((order, false));
+        }
+        self.settle_stock(&order).await?;
+        Ok((self.db.get(id).await?.unwrap_or(order), true))
+    }
+
+    /// Repeats the Commit (PAID) or Release (CANCELLED) of an order whose stock
+    /// inventory has not confirmed; an order in another state is left alone.
+    pub async fn settle_order(&self, id: OrderId) -> Result<Order, PaymentResultError> {
+        let order = self
+            .db
+            .get(id)
+            .await?
+            .ok_or(PaymentResultError::NotFound(id))?;
+        if matches!(order.status, OrderStatus::Paid | OrderStatus::Cancelled) {
+            self.settle_stock(&order).await?;
+        }
+        Ok(self.db.get(id).await?.unwrap_or(order))
+    }
+
+    /// Hands a RESERVED order to the payment step again (a crash may have come between
+    /// RESERVED and the hand-off). The requester is idempotent on the order id, so an
+    /// order whose request is still queued is not queued twice.
+    pub async fn request_payment_again(&self, id: OrderId) -> anyhow::Result<bool> {
+        match self.db.get(id).await? {
+            Some(order) if order.status == OrderStatus::Reserved => {
+                self.payments
+                    .request_payment(PaymentRequest::from(&order))
+                    .await?;
+                Ok(true)
+            }
+            _ => Ok(false),
         }
     }
 }

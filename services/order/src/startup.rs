@@ -33,21 +33,25 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/order");
 /// |---|---|---|
 /// | `DEFAULT_STRATEGY` | strategy for orders that leave it UNSPECIFIED | `mutex` |
 /// | `INVENTORY_TIMEOUT_MS` | deadline of each call to inventory | `15000` |
-/// | `RESERVATION_TTL_SECS` | how long an order may stay RESERVED before the expiry job cancels it | `300` |
+/// | `RESERVATION_TTL_SECS` | how long an order may stay RESERVED (or PENDING) before the expiry job cancels it; more than `INVENTORY_TIMEOUT_MS` | `300` |
+/// | `PAYMENT_REDRIVE_SECS` | how long an order may stay RESERVED before the expiry job hands it to the payment queue again; less than `RESERVATION_TTL_SECS` | `60` |
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub common: CommonSettings,
     pub default_strategy: Strategy,
     /// Longer than inventory's lock timeout, so inventory answers first.
     pub inventory_timeout: Duration,
-    /// How long an order may stay RESERVED before the expiry job cancels it.
+    /// How long an order may stay RESERVED (or PENDING) before the expiry job cancels it.
     pub reservation_ttl: Duration,
+    /// How long an order may stay RESERVED before the expiry job requests its payment
+    /// again (idempotent), in case the hand-off to the payment queue was lost.
+    pub payment_redrive: Duration,
 }
 
 impl Settings {
     pub fn from_env() -> Result<Settings, ConfigError> {
         let lookup = env_var;
-        Ok(Settings {
+        let settings = Settings {
             common: CommonSettings::from_env(ServiceName::Order)?,
             default_strategy: parse_or(
                 "DEFAULT_STRATEGY",
@@ -64,7 +68,37 @@ impl Settings {
                 lookup("RESERVATION_TTL_SECS"),
                 300,
             )?),
-        })
+            payment_redrive: Duration::from_secs(parse_or(
+                "PAYMENT_REDRIVE_SECS",
+                lookup("PAYMENT_REDRIVE_SECS"),
+                60,
+            )?),
+        };
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// The relations the expiry job relies on: a PENDING order older than the TTL is
+    /// abandoned only if no CreateOrder can still be waiting for inventory, and a
+    /// payment is requested again before the order's deadline.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.reservation_ttl <= self.inventory_timeout {
+            return Err(ConfigError(format!(
+                "RESERVATION_TTL_SECS ({}s) must be more than INVENTORY_TIMEOUT_MS ({} ms): \
+                 PENDING orders older than the TTL are cancelled as abandoned",
+                self.reservation_ttl.as_secs(),
+                self.inventory_timeout.as_millis()
+            )));
+        }
+        if self.payment_redrive >= self.reservation_ttl {
+            return Err(ConfigError(format!(
+                "PAYMENT_REDRIVE_SECS ({}s) must be less than RESERVATION_TTL_SECS ({}s): \
+                 a lost payment request is requested again before the order's deadline",
+                self.payment_redrive.as_secs(),
+                self.reservation_ttl.as_secs()
+            )));
+        }
+        Ok(())
     }
 
     /// Defaults for the given common settings (tests adjust fields afterwards).
@@ -74,6 +108,7 @@ impl Settings {
             default_strategy: Strategy::Mutex,
             inventory_timeout: Duration::from_secs(15),
             reservation_ttl: Duration::from_secs(300),
+            payment_redrive: Duration::from_secs(60),
         }
     }
 }
@@ -131,6 +166,7 @@ impl Application {
             saga,
             expiry: ExpirySettings {
                 reservation_ttl: settings.reservation_ttl,
+                payment_redrive: settings.payment_redrive,
                 interval: settings.common.jobs.interval,
             },
             replica_id: settings.common.jobs.replica_id.clone(),
@@ -183,5 +219,32 @@ impl Application {
         self.etcd.close().await;
         self.pool.close().await;
         served
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(ttl_secs: u64, redrive_secs: u64, inventory_timeout_ms: u64) -> Settings {
+        let common = CommonSettings::from_lookup(ServiceName::Order, |_| None).unwrap();
+        let mut settings = Settings::with_common(common);
+        settings.reservation_ttl = Duration::from_secs(ttl_secs);
+        settings.payment_redrive = Duration::from_secs(redrive_secs);
+        settings.inventory_timeout = Duration::from_millis(inventory_timeout_ms);
+        settings
+    }
+
+    #[test]
+    fn the_expiry_thresholds_must_fit_together() {
+        assert!(
+            settings(300, 60, 15_000).check().is_ok(),
+            "the defaults fit"
+        );
+        let err = settings(10, 5, 15_000).check().unwrap_err();
+        assert!(err.0.contains("RESERVATION_TTL_SECS"), "{err}");
+        assert!(err.0.contains("INVENTORY_TIMEOUT_MS"), "{err}");
+        let err = settings(300, 300, 15_000).check().unwrap_err();
+        assert!(err.0.contains("PAYMENT_REDRIVE_SECS"), "{err}");
     }
 }

@@ -80,6 +80,7 @@ fn payment_to_proto(row: PaymentRow) -> pb::Payment {
         PaymentState::Processing => pb::PaymentStatus::Processing,
         PaymentState::Captured => pb::PaymentStatus::Captured,
         PaymentState::Failed => pb::PaymentStatus::Failed,
+        PaymentState::Refunded => pb::PaymentStatus::Refunded,
     };
     pb::Payment {
         payment_id: row.provider_ref.unwrap_or_default(),

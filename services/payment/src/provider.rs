@@ -4,9 +4,10 @@
 //! latency), it declines some charges (configurable failure rate, decided per order id
 //! and seed, so a test knows which orders fail and a retry gets the same answer), it is
 //! **idempotent on the order id** (its own ledger, `provider_charges`: a repeated
-//! request returns the first outcome and charges nothing), and it can serve only so many
-//! requests at once — which the shop respects with a coord `Semaphore` shared by every
-//! worker on every replica.
+//! request returns the first outcome and charges nothing), it refunds a capture — once
+//! per order id as well (`provider_refunds`) — and it can serve only so many requests
+//! at once — which the shop respects with a coord `Semaphore` shared by every worker
+//! and the settle job on every replica.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -39,6 +40,28 @@ pub struct Charge {
     pub reason: String,
 }
 
+/// The provider's answer to a refund.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refund {
+    pub refund_ref: String,
+    pub amount_minor: i64,
+}
+
+/// Why a refund was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum RefundError {
+    #[error("order {0} has no captured charge to refund")]
+    NothingCaptured(Uuid),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for RefundError {
+    fn from(e: sqlx::Error) -> Self {
+        RefundError::Unexpected(e.into())
+    }
+}
+
 pub struct SimulatedProvider {
     pool: PgPool,
     settings: ProviderSettings,
@@ -46,6 +69,7 @@ pub struct SimulatedProvider {
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     charges: AtomicUsize,
+    refunds: AtomicUsize,
 }
 
 impl SimulatedProvider {
@@ -61,6 +85,7 @@ impl SimulatedProvider {
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
             charges: AtomicUsize::new(0),
+            refunds: AtomicUsize::new(0),
         }
     }
 
@@ -82,12 +107,17 @@ impl SimulatedProvider {
         self.charges.load(Ordering::SeqCst)
     }
 
-    /// Charges `amount_minor` for `order_id`, or returns the first answer if this order
-    /// was charged before.
-    pub async fn charge(&self, order_id: Uuid, amount_minor: i64) -> anyhow::Result<Charge> {
-        if let Some(first) = self.ledger(order_id).await? {
-            return Ok(first);
-        }
+    /// Refunds performed by this process (repeats answered from the ledger do not count).
+    pub fn refunds(&self) -> usize {
+        self.refunds.load(Ordering::SeqCst)
+    }
+
+    /// Runs one provider request (`write`, the ledger insert): waits for a permit of
+    /// the shared concurrency cap, takes the provider's latency, writes, releases.
+    async fn call<T>(
+        &self,
+        write: impl std::future::Future<Output = sqlx::Result<T>>,
+    ) -> anyhow::Result<T> {
         let session = self.etcd.get().await?;
         let semaphore = Semaphore::new(
             &session,
@@ -98,6 +128,18 @@ impl SimulatedProvider {
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
         tokio::time::sleep(self.settings.latency).await;
+        let written = write.await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let _ = permit.release().await;
+        Ok(written?)
+    }
+
+    /// Charges `amount_minor` for `order_id`, or returns the first answer if this order
+    /// was charged before.
+    pub async fn charge(&self, order_id: Uuid, amount_minor: i64) -> anyhow::Result<Charge> {
+        if let Some(first) = self.ledger(order_id).await? {
+            return Ok(first);
+        }
         let declined = self.declines(order_id);
         let charge = Charge {
             ok: !declined,
@@ -109,20 +151,21 @@ impl SimulatedProvider {
             },
         };
         // The ledger write is the charge: the first one for an order wins.
-        let inserted = sqlx::query(
-            "INSERT INTO provider_charges (order_id, amount_minor, ok, provider_ref, reason)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (order_id) DO NOTHING",
-        )
-        .bind(order_id)
-        .bind(amount_minor)
-        .bind(charge.ok)
-        .bind(&charge.provider_ref)
-        .bind(&charge.reason)
-        .execute(&self.pool)
-        .await;
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        let _ = permit.release().await;
-        if inserted?.rows_affected() == 1 {
+        let inserted = self
+            .call(
+                sqlx::query(
+                    "INSERT INTO provider_charges (order_id, amount_minor, ok, provider_ref, reason)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (order_id) DO NOTHING",
+                )
+                .bind(order_id)
+                .bind(amount_minor)
+                .bind(charge.ok)
+                .bind(&charge.provider_ref)
+                .bind(&charge.reason)
+                .execute(&self.pool),
+            )
+            .await?;
+        if inserted.rows_affected() == 1 {
             self.charges.fetch_add(1, Ordering::SeqCst);
             Ok(charge)
         } else {
@@ -130,6 +173,61 @@ impl SimulatedProvider {
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("charge for {order_id} vanished from the ledger"))
         }
+    }
+
+    /// Gives back the captured charge of `order_id`, or returns the first refund if it
+    /// was refunded before. An order without a captured charge is
+    /// [`RefundError::NothingCaptured`].
+    pub async fn refund(&self, order_id: Uuid) -> Result<Refund, RefundError> {
+        if let Some(first) = self.refund_ledger(order_id).await? {
+            return Ok(first);
+        }
+        let amount_minor: Option<i64> = sqlx::query_scalar(
+            "SELECT amount_minor FROM provider_charges WHERE order_id = $1 AND ok",
+        )
+        .bind(order_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let amount_minor = amount_minor.ok_or(RefundError::NothingCaptured(order_id))?;
+        let refund_ref = format!("sim-refund-{}", Uuid::new_v4().simple());
+        // The ledger write is the refund: the first one for an order wins.
+        let inserted = self
+            .call(
+                sqlx::query(
+                    "INSERT INTO provider_refunds (order_id, amount_minor, refund_ref)
+                     VALUES ($1, $2, $3) ON CONFLICT (order_id) DO NOTHING",
+                )
+                .bind(order_id)
+                .bind(amount_minor)
+                .bind(&refund_ref)
+                .execute(&self.pool),
+            )
+            .await?;
+        if inserted.rows_affected() == 1 {
+            self.refunds.fetch_add(1, Ordering::SeqCst);
+            return Ok(Refund {
+                refund_ref,
+                amount_minor,
+            });
+        }
+        self.refund_ledger(order_id).await?.ok_or_else(|| {
+            RefundError::Unexpected(anyhow::anyhow!(
+                "refund for {order_id} vanished from the ledger"
+            ))
+        })
+    }
+
+    async fn refund_ledger(&self, order_id: Uuid) -> sqlx::Result<Option<Refund>> {
+        let row = sqlx::query(
+            "SELECT refund_ref, amount_minor FROM provider_refunds WHERE order_id = $1",
+        )
+        .bind(order_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| Refund {
+            refund_ref: r.get("refund_ref"),
+            amount_minor: r.get("amount_minor"),
+        }))
     }
 
     async fn ledger(&self, order_id: Uuid) -> sqlx::Result<Option<Charge>> {

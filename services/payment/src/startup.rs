@@ -8,7 +8,7 @@ use std::time::Duration;
 use shop_common::config::{env_var, parse_or, CommonSettings, ConfigError, ServiceName};
 use shop_common::coordination::SharedSession;
 use shop_common::db::connect_and_migrate;
-use shop_common::leaders::{LeaderDirectory, NoLeaderJobs};
+use shop_common::jobs::{spawn_leader_job, ElectionDirectory};
 use shop_common::GrpcServer;
 use shop_proto::v1::order_service_client::OrderServiceClient;
 use shop_proto::v1::payment_service_server::PaymentServiceServer;
@@ -19,6 +19,7 @@ use tonic::transport::Endpoint;
 use crate::grpc::PaymentApi;
 use crate::provider::{ProviderSettings, SimulatedProvider};
 use crate::repository::PaymentsDb;
+use crate::settle::{self, SettleSettings};
 use crate::worker::{spawn_workers, WorkerContext};
 
 /// The payment database's migrations (`migrations/payment/`), embedded.
@@ -33,11 +34,14 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/payment");
 /// | `PROVIDER_FAILURE_RATE` | fraction of orders the provider declines (0.0–1.0) | `0.0` |
 /// | `PROVIDER_SEED` | which orders are declined | `0` |
 /// | `PROVIDER_CONCURRENCY` | charges in flight at once, across all replicas (coord Semaphore) | `4` |
+/// | `SETTLE_AFTER_SECS` | how long a payment may stay PROCESSING, or final and unconfirmed, before `settle-payments` re-drives or reports it | `60` |
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub common: CommonSettings,
     pub workers: usize,
     pub provider: ProviderSettings,
+    /// How long a payment may stay unchanged before the settle job steps in.
+    pub settle_after: Duration,
 }
 
 impl Settings {
@@ -72,6 +76,11 @@ impl Settings {
                 seed: parse_or("PROVIDER_SEED", lookup("PROVIDER_SEED"), 0)?,
                 concurrency,
             },
+            settle_after: Duration::from_secs(parse_or(
+                "SETTLE_AFTER_SECS",
+                lookup("SETTLE_AFTER_SECS"),
+                60,
+            )?),
         })
     }
 
@@ -86,29 +95,25 @@ impl Settings {
                 seed: 0,
                 concurrency: 4,
             },
+            settle_after: Duration::from_secs(60),
         }
     }
 }
 
-/// A built payment service: database migrated, port bound, workers not started yet.
+/// A built payment service: database migrated, port bound, workers and the settle
+/// job not started yet.
 pub struct Application {
     server: GrpcServer,
     pool: PgPool,
     etcd: Arc<SharedSession>,
     context: Arc<WorkerContext>,
     workers: usize,
+    settle: SettleSettings,
+    replica_id: String,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        Self::build_with(settings, Arc::new(NoLeaderJobs)).await
-    }
-
-    /// [`Application::build`] with a leader-job directory.
-    pub async fn build_with(
-        settings: Settings,
-        leaders: Arc<dyn LeaderDirectory>,
-    ) -> anyhow::Result<Application> {
         let pool = connect_and_migrate(&settings.common.database, &MIGRATOR).await?;
         let etcd = Arc::new(SharedSession::new(settings.common.etcd.clone()));
         let db = PaymentsDb::new(pool.clone());
@@ -129,6 +134,11 @@ impl Application {
             provider,
             orders,
         });
+        let leaders = Arc::new(ElectionDirectory::new(
+            etcd.clone(),
+            ServiceName::Payment,
+            vec![settle::JOB],
+        ));
         let mut server = GrpcServer::bind(settings.common.grpc_addr)?;
         server
             .add_service(PaymentServiceServer::new(PaymentApi::new(
@@ -144,6 +154,11 @@ impl Application {
             etcd,
             context,
             workers: settings.workers,
+            settle: SettleSettings {
+                settle_after: settings.settle_after,
+                interval: settings.common.jobs.interval,
+            },
+            replica_id: settings.common.jobs.replica_id.clone(),
         })
     }
 
@@ -156,19 +171,41 @@ impl Application {
         self.context.provider.clone()
     }
 
-    /// Serves and runs the workers until `shutdown` resolves; then stops taking items,
-    /// lets each worker finish the one it holds, drains requests, revokes the etcd
-    /// session and closes the pool.
+    /// Serves, runs the workers, and runs the `settle-payments` job whenever this
+    /// replica leads it, until `shutdown` resolves; then resigns the job, stops taking
+    /// items, lets each worker finish the one it holds, drains requests, revokes the
+    /// etcd session and closes the pool.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
         let (workers, context) = (self.workers, self.context.clone());
+        let (settle_settings, replica) = (self.settle.clone(), self.replica_id.clone());
+        let etcd = self.etcd.clone();
         let served = self
             .server
             .run_with_tasks(
                 shutdown,
-                |stop| spawn_workers(workers, context, stop),
+                |stop| {
+                    let job_context = context.clone();
+                    let mut tasks = vec![spawn_leader_job(
+                        etcd,
+                        ServiceName::Payment,
+                        settle::JOB,
+                        replica.clone(),
+                        stop.clone(),
+                        move |leader| {
+                            settle::settle_payments(
+                                leader,
+                                job_context.clone(),
+                                settle_settings.clone(),
+                                replica.clone(),
+                            )
+                        },
+                    )];
+                    tasks.extend(spawn_workers(workers, context, stop));
+                    tasks
+                },
                 Duration::from_secs(10),
             )
             .await;

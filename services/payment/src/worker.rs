@@ -2,9 +2,11 @@
 //!
 //! One delivery: claim (the claim is held under this process's etcd lease) → decode →
 //! `payments` row begins (or is found final) → provider charge (idempotent on the
-//! order id) → row finished → `PaymentResult` to the order service → ack. Any failure
-//! before the ack gives the item back (`nack_after`), and a crash gives it back by
-//! itself when the lease expires; every step is safe to repeat (see the crate docs).
+//! order id) → row finished → `PaymentResult` to the order service → confirmation
+//! recorded (`reported_at`) → ack. Any failure before the ack gives the item back
+//! (`nack_after`), and a crash gives it back by itself when the lease expires; every
+//! step is safe to repeat (see the crate docs). What a worker leaves unfinished for
+//! good (an item dead-lettered, a refused capture) the `settle-payments` job finishes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,14 +15,13 @@ use coord::Claimed;
 use shop_common::coordination::SharedSession;
 use shop_common::payments::{payment_queue, PaymentItem};
 use shop_proto::v1::order_service_client::OrderServiceClient;
-use shop_proto::v1::PaymentResultRequest;
 use tokio::sync::watch;
 use tonic::transport::Channel;
-use tonic::Code;
 use uuid::Uuid;
 
 use crate::provider::SimulatedProvider;
-use crate::repository::{PaymentState, PaymentsDb};
+use crate::report::{report_payment, Reported};
+use crate::repository::PaymentsDb;
 
 /// What every worker shares.
 pub struct WorkerContext {
@@ -108,10 +109,7 @@ async fn pay_and_report(
     order_id: Uuid,
     request: &PaymentItem,
 ) -> anyhow::Result<()> {
-    let mut row = context
-        .db
-        .begin(order_id, &request.customer_id, request.amount_minor)
-        .await?;
+    let mut row = context.db.begin(order_id, request).await?;
     if !row.state.is_final() {
         let charge = context
             .provider
@@ -122,29 +120,15 @@ async fn pay_and_report(
             .finish(order_id, charge.ok, &charge.provider_ref, &charge.reason)
             .await?;
     }
-    let ok = row.state == PaymentState::Captured;
-    let result = context
-        .orders
-        .clone()
-        .payment_result(PaymentResultRequest {
-            order_id: order_id.to_string(),
-            ok,
-            payment_id: row.provider_ref.clone().unwrap_or_default(),
-            reason: row.reason.clone(),
-        })
-        .await;
-    match result {
-        Ok(_) => Ok(()),
+    match report_payment(&context.orders, &row).await {
+        // Recorded as confirmed; until then the settle-payments job reports it again.
+        Ok(Reported::Accepted) => Ok(context.db.mark_reported(order_id).await?),
         // The order service refuses for good (e.g. the order was cancelled by expiry
         // and a capture arrived late: it says the charge must be refunded). Repeating
-        // changes nothing; record it loudly and finish the delivery.
-        Err(status)
-            if matches!(
-                status.code(),
-                Code::FailedPrecondition | Code::InvalidArgument | Code::NotFound
-            ) =>
-        {
-            tracing::error!(order_id = %order_id, captured = ok, status = %status, "order service refused the payment result");
+        // changes nothing; finish the delivery and leave the payment unconfirmed: the
+        // settle-payments job looks at it again and refunds a capture it must.
+        Ok(Reported::Refused(status)) => {
+            tracing::error!(order_id = %order_id, state = ?row.state, status = %status, "order service refused the payment result");
             Ok(())
         }
         Err(status) => Err(anyhow::anyhow!("reporting to the order service: {status}")),

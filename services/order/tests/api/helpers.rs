@@ -25,6 +25,8 @@ pub struct TestShop {
     /// Direct pools: the truth behind the APIs.
     pub order_pool: PgPool,
     pub inventory_pool: PgPool,
+    /// The etcd prefix both services use (the payment queue is under it).
+    pub etcd_prefix: String,
     inventory_addr: SocketAddr,
     inventory_settings: inventory_service::Settings,
     order_db: TestDatabase,
@@ -76,6 +78,7 @@ impl TestShop {
             inventory: Some(inventory),
             order_pool: order_db.pool().await,
             inventory_pool: inventory_db.pool().await,
+            etcd_prefix,
             inventory_addr,
             inventory_settings,
             order_db,
