@@ -3,8 +3,7 @@
 //! A service hands its gRPC layer a [`LeaderDirectory`]; the services use
 //! `crate::jobs::ElectionDirectory`, which reads the elections themselves. The jobs
 //! (see docs/architecture.md): order `expire-reservations`, inventory
-//! `reconcile-stock`, payment `settle-payments`. [`NoLeaderJobs`] is for a process
-//! that runs none.
+//! `reconcile-stock`, payment `settle-payments`..
 
 use futures::future::BoxFuture;
 use shop_proto::v1::{Leader, ListLeadersResponse};
@@ -22,16 +21,6 @@ pub struct LeaderInfo {
 /// Something that knows the service's leader-elected jobs (the election runner).
 pub trait LeaderDirectory: Send + Sync + 'static {
     fn leaders(&self) -> BoxFuture<'_, anyhow::Result<Vec<LeaderInfo>>>;
-}
-
-/// No leader-elected jobs run in this process.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoLeaderJobs;
-
-impl LeaderDirectory for NoLeaderJobs {
-    fn leaders(&self) -> BoxFuture<'_, anyhow::Result<Vec<LeaderInfo>>> {
-        Box::pin(async { Ok(Vec::new()) })
-    }
 }
 
 /// Answers a `ListLeaders` call from a directory.
