@@ -91,8 +91,8 @@ impl Barrier {
         let span = info_span!("coord.barrier.hold", key = %self.key);
         async {
             let (mut client, key) = (self.client.clone(), self.key.clone());
-            // In a task of its own: if we are dropped mid-put, the put still finishes
-            // and the pending guard deletes what it created.
+            // Runs inline; if we are dropped mid-put, the pending guard finishes the put
+            // in the background and deletes what it created.
             let mut pending = PendingPut::start(self.client.clone(), async move {
                 match create_key(&mut client, &key, b"", lease, &[]).await? {
                     Some((placed, _)) => Ok((placed, true)),

@@ -7,7 +7,8 @@
 //!   etcd create revision of that key is its place in line.
 //! - The candidate whose key has the smallest create revision under `<name>/` is the
 //!   leader; its value is what the election currently proclaims. Everyone else waits
-//!   for the key just ahead of theirs to go away, then checks again.
+//!   until every key ahead of theirs is gone (following up to 16 keys ahead on the
+//!   session's shared delete watch, else its predecessor), then checks again.
 //! - The leader changes its value with a put that is conditional on its key still
 //!   being its own incarnation (compare create revision) — *proclaim*.
 //! - The leader steps down by deleting its key, again only if it is still its own

@@ -4,11 +4,16 @@
 //! - Every contender puts its key `<name>/<lease id hex>` attached to its session's
 //!   lease; the etcd create revision of that key is its place in line.
 //! - The contender whose key has the smallest create revision under `<name>/` holds
-//!   the lock. Everyone else waits for the key just ahead of theirs to go away, then
+//!   the lock. Everyone else waits until every key ahead of theirs is gone, then
 //!   checks again (a waiter ahead may have given up, which does not make us owner if
-//!   someone is still ahead of it).
+//!   someone is still ahead of it). How it waits is private to coord: it follows up
+//!   to 16 keys ahead through the session's shared delete watch, and in a longer line
+//!   watches its predecessor (see `ops`).
 //! - Unlock deletes the key — but only if it is still *our* incarnation of it
-//!   (compare create revision), so a stale holder can never delete a successor's key.
+//!   (compare create revision): a retried unlock whose first reply was lost can never
+//!   delete the same session's next lock on the name (etcd issue 22082), and a holder
+//!   whose lease expired learns it ([`Error::OwnershipLost`]) instead of a silent
+//!   success.
 //!
 //! # Guarantees
 //! - `lock()` never returns a guard whose key is gone: if our key disappears while we

@@ -1,4 +1,4 @@
-//! The etcd operations the queue-of-waiters primitives (Mutex, Election, Semaphore)
+//! The etcd operations the queue-of-waiters primitives (Mutex, Election)
 //! share: enter the queue, wait for your turn, leave it.
 //!
 //! # How a waiter waits (and why coord is faster than Go's client here)
@@ -541,7 +541,10 @@ pub(crate) async fn wait_deleted(client: &mut Client, key: &[u8], create_rev: i6
 
 /// Deletes `key` only if it is still the incarnation created at `rev`. Returns
 /// whether it deleted. This is how every owner releases: an unconditional delete
-/// could remove a key a newer owner created after ours expired (etcd issue 22082).
+/// could remove a newer incarnation of the same key — the same session took it again
+/// after a release whose reply was lost, and the retried delete lands on the new one
+/// (etcd issue 22082). When the lease expired the key is simply gone, and `false`
+/// lets the caller report the lost ownership.
 pub(crate) async fn compare_delete(client: &mut Client, key: &str, rev: i64) -> Result<bool> {
     let txn = Txn::new()
         .when([Compare::create_revision(key, CompareOp::Equal, rev)])

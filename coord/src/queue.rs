@@ -18,8 +18,9 @@
 //! # Guarantees
 //! - Each item is dequeued by exactly one consumer. Prefix `jobs` never sees `jobs2`.
 //! - Cancel-safe: a `dequeue` dropped while waiting takes nothing. One dropped after
-//!   its delete committed puts the item back (at the end of the queue) instead of
-//!   losing it.
+//!   its delete committed puts the item back instead of losing it: at the end of a
+//!   [`Queue`], at its old place (same priority, same sequence) in a
+//!   [`PriorityQueue`], which orders by key.
 //!
 //! # Not guaranteed
 //! - **A consumer that crashes after dequeue loses the item**: the recipe deletes the

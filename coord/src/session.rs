@@ -170,8 +170,9 @@ impl Session {
         *self.inner.lost.borrow()
     }
 
-    /// Resolves when the lease is lost (revoked, expired, or not confirmed for a TTL).
-    /// Resolves immediately if it already is. The future owns what it needs, so it can
+    /// Resolves when the lease is lost (revoked, expired, or not confirmed for a TTL),
+    /// and also once the session is closed or orphaned (it keeps nothing alive any
+    /// more). Resolves immediately if it already is. The future owns what it needs, so it can
     /// be moved into a `select!` or a task.
     pub fn done(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let mut lost = self.inner.lost.clone();

@@ -383,7 +383,7 @@ impl WorkQueue {
                     continue;
                 }
                 if envelope.attempts >= self.max_attempts {
-                    self.dead_letter(&mut client, &item_key, &slot, kv.mod_revision(), &envelope)
+                    self.dead_letter(&mut client, &item_key, &slot, kv, &envelope)
                         .await?;
                     continue;
                 }
@@ -443,8 +443,8 @@ impl WorkQueue {
             ]);
         let (mut client, lease, task_key) =
             (self.client.clone(), session.lease(), claim_key.clone());
-        // The claim txn runs in its own task: if this future is dropped mid-flight, the
-        // claim is undone once the txn has finished (never left behind).
+        // The claim txn runs inline; if this future is dropped mid-flight, the pending
+        // guard finishes it in the background and undoes the claim (never left behind).
         let mut pending = PendingPut::start(self.client.clone(), async move {
             let resp = client.txn(txn).await.map_err(|e| match e {
                 etcd_client::Error::GRpcStatus(s) if s.message().contains("lease not found") => {
@@ -484,31 +484,31 @@ impl WorkQueue {
         }))
     }
 
+    /// Moves an item that used up its attempts to the dead-letter area: the item and
+    /// its id key are deleted and the dead key written in **one** transaction, and only
+    /// if the item is unchanged and unclaimed — so an item is never lost between the
+    /// two areas, and a concurrent claim or nack wins over the move.
     async fn dead_letter(
         &self,
         client: &mut Client,
         item_key: &str,
         slot: &str,
-        item_rev: i64,
+        item: &etcd_client::KeyValue,
         envelope: &Envelope,
     ) -> Result<()> {
         let claim_key = format!("{}{slot}", self.claims());
         let dead_key = format!("{}{slot}", self.dead());
         let txn = Txn::new()
             .when([
-                Compare::mod_revision(item_key, CompareOp::Equal, item_rev),
+                Compare::mod_revision(item_key, CompareOp::Equal, item.mod_revision()),
                 Compare::version(claim_key.as_str(), CompareOp::Equal, 0),
             ])
             .and_then([
-                TxnOp::get(item_key, None),
+                TxnOp::put(dead_key.as_str(), item.value().to_vec(), None),
                 TxnOp::delete(item_key, None),
                 TxnOp::delete(self.id_key(&envelope.id), None),
             ]);
-        let resp = client.txn(txn).await?;
-        if let Some(value) =
-            txn_get(&resp, 0).and_then(|g| g.kvs().first().map(|kv| kv.value().to_vec()))
-        {
-            client.put(dead_key.as_str(), value, None).await?;
+        if client.txn(txn).await?.succeeded() {
             tracing::warn!(id = %envelope.id, attempts = envelope.attempts, "item dead-lettered");
         }
         Ok(())

@@ -113,7 +113,7 @@ async fn revoked_holder_loses_ownership_and_its_fenced_write_is_rejected() {
         .unwrap();
     assert!(!stale.succeeded(), "stale holder's write must be rejected");
     assert!(!guard_a.is_held().await.unwrap());
-    // A's unlock must not delete B's key (etcd issue 22082) and must say so.
+    // A's unlock leaves B's key alone and reports that A's ownership was lost.
     let err = guard_a.unlock().await.unwrap_err();
     assert!(matches!(err, Error::OwnershipLost(_)), "{err:?}");
     assert!(guard_b.is_held().await.unwrap());

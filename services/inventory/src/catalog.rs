@@ -25,9 +25,10 @@
 //! # Not guaranteed
 //! - A quote is not a promise: the price may change right after it (an order keeps
 //!   the price it was quoted only if it stores it).
-//! - If the holder's session is lost mid-repricing, the lock is gone but the
-//!   Postgres transaction still commits or rolls back as one; quotes cannot see it
-//!   half-done either way.
+//! - If the holder's session is lost mid-repricing, the lock is gone and a quote may
+//!   run beside the repricing. The repricing is still one Postgres transaction and a
+//!   quote reads one snapshot, so the quote sees all of it or none of it; the lock is
+//!   what keeps quotes and repricings from interleaving while leases hold.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -154,18 +155,26 @@ impl Catalog {
         quoted
     }
 
-    /// Two reads (the version, then the prices): consistent because no repricing can
-    /// run between them while we hold the read side.
+    /// Two reads (the version, then the prices). The read lock keeps repricings out
+    /// while we read; the two reads also share one snapshot (REPEATABLE READ), so
+    /// that even a repricing whose lock was lost mid-way (its session expired: a
+    /// lease lock is not mutual exclusion by itself) cannot make a quote mix
+    /// versions — belt and braces, the same lesson as the mutex strategy's fencing.
     async fn read_quote(&self, cart: &Cart) -> Result<Quote, CatalogError> {
+        let mut tx = self.db.pool().begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
         let catalog_version: i64 = sqlx::query_scalar("SELECT version FROM catalog")
-            .fetch_one(self.db.pool())
+            .fetch_one(&mut *tx)
             .await?;
         let skus: Vec<&str> = cart.skus().map(Sku::as_str).collect();
         let rows: Vec<(String, i64)> =
             sqlx::query_as("SELECT sku, unit_price_minor FROM prices WHERE sku = ANY($1)")
                 .bind(&skus)
-                .fetch_all(self.db.pool())
+                .fetch_all(&mut *tx)
                 .await?;
+        tx.commit().await?;
         let mut lines = Vec::with_capacity(cart.lines().len());
         let mut unpriced = Vec::new();
         for line in cart.lines() {
