@@ -33,6 +33,7 @@ use tokio::sync::OwnedMutexGuard;
 use tracing::{field, info_span, Instrument, Span};
 
 use crate::key::{dir_prefix, lease_key};
+use crate::metrics::{timed_wait, LockHold};
 use crate::ops::{compare_delete, release_in_background, wait_for_turn, PendingKey};
 use crate::{Error, Result, Session};
 
@@ -64,7 +65,7 @@ impl Mutex {
     /// Waits until the lock is held. See the module docs for what that guarantees.
     pub async fn lock(&self) -> Result<MutexGuard> {
         let span = info_span!("coord.mutex.lock", key = %self.key, fencing_token = field::Empty);
-        async {
+        let waited = timed_wait("mutex", async {
             let local = self.session.local_lock(&self.key).lock_owned().await;
             self.session.check_alive()?;
             let mut pending = self.enter(local);
@@ -73,29 +74,35 @@ impl Mutex {
                 wait_for_turn(&self.session, &self.prefix, entered.rev).await?;
             }
             Span::current().record("fencing_token", entered.rev);
-            Ok(self.guard(pending, entered.rev))
-        }
+            Ok((pending, entered.rev))
+        })
         .instrument(span)
-        .await
+        .await;
+        let ((pending, rev), timing) = waited?;
+        Ok(self.guard(pending, rev, timing))
     }
 
     /// Takes the lock if nobody holds it, else fails with [`Error::Locked`] at once
     /// (leaving no key behind).
     pub async fn try_lock(&self) -> Result<MutexGuard> {
-        let local = self
-            .session
-            .local_lock(&self.key)
-            .try_lock_owned()
-            .map_err(|_| Error::Locked(self.prefix.clone()))?;
-        self.session.check_alive()?;
-        let mut pending = self.enter(local);
-        let entered = pending.entered().await?;
-        if entered.first {
-            Ok(self.guard(pending, entered.rev))
-        } else {
-            // Dropping `pending` removes our key (compare-and-delete on our revision).
-            Err(Error::Locked(self.prefix.clone()))
-        }
+        let ((pending, rev), timing) = timed_wait("mutex", async {
+            let local = self
+                .session
+                .local_lock(&self.key)
+                .try_lock_owned()
+                .map_err(|_| Error::Locked(self.prefix.clone()))?;
+            self.session.check_alive()?;
+            let mut pending = self.enter(local);
+            let entered = pending.entered().await?;
+            if entered.first {
+                Ok((pending, entered.rev))
+            } else {
+                // Dropping `pending` removes our key (compare-and-delete on our revision).
+                Err(Error::Locked(self.prefix.clone()))
+            }
+        })
+        .await?;
+        Ok(self.guard(pending, rev, timing))
     }
 
     /// Puts our (empty-valued) waiter key; dropping the result before it is kept
@@ -105,7 +112,7 @@ impl Mutex {
     }
 
     /// Turns a pending key that reached the front of the line into a guard.
-    fn guard(&self, pending: PendingKey, rev: i64) -> MutexGuard {
+    fn guard(&self, pending: PendingKey, rev: i64, timing: LockHold) -> MutexGuard {
         let hold = info_span!("coord.mutex.hold", key = %self.key, fencing_token = rev);
         MutexGuard {
             session: self.session.clone(),
@@ -114,6 +121,7 @@ impl Mutex {
             local: pending.keep(),
             released: false,
             _hold: hold,
+            _timing: timing,
         }
     }
 }
@@ -128,6 +136,8 @@ pub struct MutexGuard {
     local: Option<OwnedMutexGuard<()>>,
     released: bool,
     _hold: Span,
+    /// Records `coord_lock_hold_seconds` when the guard goes.
+    _timing: LockHold,
 }
 
 impl MutexGuard {

@@ -50,6 +50,7 @@ use etcd_client::{
 use tracing::{debug, field, info_span, Instrument, Span};
 
 use crate::key::{dir_prefix, show, txn_get};
+use crate::metrics::{timed_wait, LockHold};
 use crate::ops::{
     create_unique, next_change, retrying, unix_nanos, until_lost, watch_from_now, Backoff,
     OwnedKey, PendingPut, Placed,
@@ -133,7 +134,7 @@ impl Semaphore {
             key = field::Empty,
             fencing_token = field::Empty,
         );
-        async {
+        let waited = timed_wait("semaphore", async {
             self.session.check_alive()?;
             let mut pending = self.enter();
             let (mine, everyone) = pending.placed().await?;
@@ -150,10 +151,12 @@ impl Semaphore {
                 }
                 self.wait_for_permit(&mine).await?;
             }
-            Ok(self.permit(pending.keep()))
-        }
+            Ok(pending.keep())
+        })
         .instrument(span)
-        .await
+        .await;
+        let (mine, timing) = waited?;
+        Ok(self.permit(mine, timing))
     }
 
     /// Starts putting our key; the same txn reads every key of the semaphore (oldest
@@ -287,7 +290,7 @@ impl Semaphore {
         })
     }
 
-    fn permit(&self, mine: Placed) -> Permit {
+    fn permit(&self, mine: Placed, timing: LockHold) -> Permit {
         let hold = info_span!(
             "coord.semaphore.hold",
             key = %mine.key,
@@ -297,6 +300,7 @@ impl Semaphore {
             session: self.session.clone(),
             key: OwnedKey::new(self.session.client(), mine),
             _hold: hold,
+            _timing: timing,
         }
     }
 }
@@ -316,6 +320,8 @@ pub struct Permit {
     session: Session,
     key: OwnedKey,
     _hold: Span,
+    /// Records `coord_lock_hold_seconds` when the permit goes.
+    _timing: LockHold,
 }
 
 impl Permit {

@@ -6,7 +6,7 @@
 
 use shop_proto::v1::order_service_client::OrderServiceClient;
 use shop_proto::v1::PaymentResultRequest;
-use tonic::transport::Channel;
+use shop_common::propagation::TracedChannel;
 use tonic::Code;
 
 use crate::repository::{PaymentRow, PaymentState};
@@ -24,7 +24,7 @@ pub enum Reported {
 /// Reports `payment` (final: CAPTURED is `ok`, FAILED and REFUNDED are not). An error
 /// is an answer that may change on retry (the order service or its inventory down).
 pub async fn report_payment(
-    orders: &OrderServiceClient<Channel>,
+    orders: &OrderServiceClient<TracedChannel>,
     payment: &PaymentRow,
 ) -> Result<Reported, tonic::Status> {
     let result = orders
