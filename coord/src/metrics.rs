@@ -58,32 +58,42 @@ impl Drop for LockHold {
     }
 }
 
-/// Times a lock wait around `wait`: a success is a sample of `coord_lock_wait_seconds`
-/// and returns the [`LockHold`] the guard keeps; an error other than a try-lock's
-/// `Locked` is counted; a wait dropped
-/// before it finished (timeout, `select!`) leaves no sample.
-pub(crate) async fn timed_wait<T>(
+/// Times one wait for a lock or permit: start it before waiting, [`LockWait::finish`]
+/// it with the wait's result. A success is a sample of `coord_lock_wait_seconds` and
+/// gives the [`LockHold`] the guard keeps; an error other than a try-lock's `Locked` is
+/// counted; a wait dropped before it finished (timeout, `select!`) leaves no sample.
+/// (A plain timer rather than a wrapper future: wrapping the wait would make every lock
+/// future larger.)
+pub(crate) struct LockWait {
     primitive: &'static str,
-    wait: impl std::future::Future<Output = crate::Result<T>>,
-) -> crate::Result<(T, LockHold)> {
-    let started = Instant::now();
-    match wait.await {
-        Ok(value) => {
-            histogram!(LOCK_WAIT, "primitive" => primitive).record(started.elapsed().as_secs_f64());
-            Ok((
-                value,
-                LockHold {
-                    primitive,
-                    since: Instant::now(),
-                },
-            ))
+    started: Instant,
+}
+
+impl LockWait {
+    pub(crate) fn start(primitive: &'static str) -> LockWait {
+        LockWait {
+            primitive,
+            started: Instant::now(),
         }
-        Err(e) => {
-            // `Locked` is a try-lock's "no", not a failed wait.
-            if !matches!(e, crate::Error::Locked(_)) {
-                counter!(LOCK_WAIT_FAILURES, "primitive" => primitive).increment(1);
+    }
+
+    pub(crate) fn finish<T>(self, waited: crate::Result<T>) -> crate::Result<(T, LockHold)> {
+        match waited {
+            Ok(value) => {
+                histogram!(LOCK_WAIT, "primitive" => self.primitive)
+                    .record(self.started.elapsed().as_secs_f64());
+                let hold = LockHold {
+                    primitive: self.primitive,
+                    since: Instant::now(),
+                };
+                Ok((value, hold))
             }
-            Err(e)
+            Err(e) => {
+                if !matches!(e, crate::Error::Locked(_)) {
+                    counter!(LOCK_WAIT_FAILURES, "primitive" => self.primitive).increment(1);
+                }
+                Err(e)
+            }
         }
     }
 }

@@ -33,7 +33,7 @@ use tokio::sync::OwnedMutexGuard;
 use tracing::{field, info_span, Instrument, Span};
 
 use crate::key::{dir_prefix, lease_key};
-use crate::metrics::{timed_wait, LockHold};
+use crate::metrics::{LockHold, LockWait};
 use crate::ops::{compare_delete, release_in_background, wait_for_turn, PendingKey};
 use crate::{Error, Result, Session};
 
@@ -65,7 +65,8 @@ impl Mutex {
     /// Waits until the lock is held. See the module docs for what that guarantees.
     pub async fn lock(&self) -> Result<MutexGuard> {
         let span = info_span!("coord.mutex.lock", key = %self.key, fencing_token = field::Empty);
-        let waited = timed_wait("mutex", async {
+        let timer = LockWait::start("mutex");
+        let waited = async {
             let local = self.session.local_lock(&self.key).lock_owned().await;
             self.session.check_alive()?;
             let mut pending = self.enter(local);
@@ -75,17 +76,18 @@ impl Mutex {
             }
             Span::current().record("fencing_token", entered.rev);
             Ok((pending, entered.rev))
-        })
+        }
         .instrument(span)
         .await;
-        let ((pending, rev), timing) = waited?;
+        let ((pending, rev), timing) = timer.finish(waited)?;
         Ok(self.guard(pending, rev, timing))
     }
 
     /// Takes the lock if nobody holds it, else fails with [`Error::Locked`] at once
     /// (leaving no key behind).
     pub async fn try_lock(&self) -> Result<MutexGuard> {
-        let ((pending, rev), timing) = timed_wait("mutex", async {
+        let timer = LockWait::start("mutex");
+        let waited = async {
             let local = self
                 .session
                 .local_lock(&self.key)
@@ -100,8 +102,9 @@ impl Mutex {
                 // Dropping `pending` removes our key (compare-and-delete on our revision).
                 Err(Error::Locked(self.prefix.clone()))
             }
-        })
-        .await?;
+        }
+        .await;
+        let ((pending, rev), timing) = timer.finish(waited)?;
         Ok(self.guard(pending, rev, timing))
     }
 

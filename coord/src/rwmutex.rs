@@ -42,7 +42,7 @@ use etcd_client::{Compare, GetOptions, SortOrder, SortTarget, TxnOp};
 use tracing::{field, info_span, Instrument, Span};
 
 use crate::key::{dir_prefix, txn_get};
-use crate::metrics::{timed_wait, LockHold};
+use crate::metrics::{LockHold, LockWait};
 use crate::ops::{create_unique, unix_nanos, wait_no_older, OwnedKey, PendingPut, Placed};
 use crate::{Error, Result, Session};
 
@@ -133,7 +133,8 @@ impl RwMutex {
             Access::Read => "rwmutex_read",
             Access::Write => "rwmutex_write",
         };
-        let waited = timed_wait(primitive, async {
+        let timer = LockWait::start(primitive);
+        let waited = async {
             self.session.check_alive()?;
             let blockers = self.blockers(access);
             let mut pending = self.enter(access, &blockers);
@@ -148,10 +149,10 @@ impl RwMutex {
                 wait_no_older(&self.session, &placed, &blockers).await?;
             }
             Ok(pending.keep())
-        })
+        }
         .instrument(span)
         .await;
-        let (placed, timing) = waited?;
+        let (placed, timing) = timer.finish(waited)?;
         Ok(self.guard(access, placed, timing))
     }
 

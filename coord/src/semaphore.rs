@@ -50,7 +50,7 @@ use etcd_client::{
 use tracing::{debug, field, info_span, Instrument, Span};
 
 use crate::key::{dir_prefix, show, txn_get};
-use crate::metrics::{timed_wait, LockHold};
+use crate::metrics::{LockHold, LockWait};
 use crate::ops::{
     create_unique, next_change, retrying, unix_nanos, until_lost, watch_from_now, Backoff,
     OwnedKey, PendingPut, Placed,
@@ -134,7 +134,8 @@ impl Semaphore {
             key = field::Empty,
             fencing_token = field::Empty,
         );
-        let waited = timed_wait("semaphore", async {
+        let timer = LockWait::start("semaphore");
+        let waited = async {
             self.session.check_alive()?;
             let mut pending = self.enter();
             let (mine, everyone) = pending.placed().await?;
@@ -152,10 +153,10 @@ impl Semaphore {
                 self.wait_for_permit(&mine).await?;
             }
             Ok(pending.keep())
-        })
+        }
         .instrument(span)
         .await;
-        let (mine, timing) = waited?;
+        let (mine, timing) = timer.finish(waited)?;
         Ok(self.permit(mine, timing))
     }
 

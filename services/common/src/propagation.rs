@@ -58,12 +58,6 @@ pub fn set_parent_from_map(span: &Span, map: &HashMap<String, String>) {
     let _ = span.set_parent(TraceContextPropagator::new().extract(map));
 }
 
-/// The trace id of `span` as 32 hex digits (all zeros when tracing is off).
-pub fn trace_id(span: &Span) -> String {
-    use opentelemetry::trace::TraceContextExt;
-    span.context().span().span_context().trace_id().to_string()
-}
-
 struct HeaderInjector<'a>(&'a mut http::HeaderMap);
 
 impl Injector for HeaderInjector<'_> {

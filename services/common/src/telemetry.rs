@@ -85,26 +85,30 @@ impl Telemetry {
 /// the tokio runtime. Safe to call more than once (tests do): later calls keep the
 /// first subscriber and export nothing.
 pub fn init_telemetry(service: &str, otel_endpoint: Option<&str>) -> Telemetry {
-    let provider = otel_endpoint.and_then(|endpoint| {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
+    let exporter = otel_endpoint.map(|endpoint| {
+        opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .with_endpoint(endpoint)
             .with_timeout(EXPORT_TIMEOUT)
-            .build();
-        match exporter {
-            Ok(exporter) => Some(batch_provider(service, exporter)),
-            Err(e) => {
-                // Logged once the subscriber is up, below.
-                eprintln!(
-                    "OTEL_EXPORTER_OTLP_ENDPOINT={endpoint:?} is not usable: {e}; tracing off"
-                );
-                None
-            }
-        }
+            .build()
     });
+    let (provider, unusable) = match exporter {
+        Some(Ok(exporter)) => (Some(batch_provider(service, exporter)), None),
+        Some(Err(e)) => (None, Some(e)),
+        None => (None, None),
+    };
     let telemetry = install(service, provider);
-    if let (Some(endpoint), true) = (otel_endpoint, telemetry.is_exporting()) {
-        tracing::info!(service, endpoint, "exporting traces over OTLP/gRPC");
+    match (otel_endpoint, unusable) {
+        (Some(endpoint), Some(e)) => tracing::error!(
+            service,
+            endpoint,
+            error = %e,
+            "OTEL_EXPORTER_OTLP_ENDPOINT is not usable; traces are not exported"
+        ),
+        (Some(endpoint), None) if telemetry.is_exporting() => {
+            tracing::info!(service, endpoint, "exporting traces over OTLP/gRPC")
+        }
+        _ => {}
     }
     telemetry
 }
@@ -178,4 +182,23 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The only test in this crate's unit tests that installs a subscriber.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_collector_that_is_down_blocks_neither_spans_nor_exit() {
+        // Port 1 on loopback: connections are refused.
+        let telemetry = init_telemetry("telemetry-test", Some("http://127.0.0.1:1"));
+        assert!(telemetry.is_exporting());
+        // More spans than the queue holds: the surplus is dropped, nothing waits.
+        for n in 0..(MAX_QUEUED_SPANS * 2) {
+            let span = tracing::info_span!("unexported", n);
+            span.in_scope(|| tracing::info!("inside"));
+        }
+        telemetry.shutdown().await;
+    }
 }
