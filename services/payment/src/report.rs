@@ -4,9 +4,9 @@
 //! PaymentResult is idempotent on the order id, so reporting a payment twice (a worker
 //! and the job, two overlapping leaders) changes nothing the second time.
 
+use shop_common::propagation::TracedChannel;
 use shop_proto::v1::order_service_client::OrderServiceClient;
 use shop_proto::v1::PaymentResultRequest;
-use shop_common::propagation::TracedChannel;
 use tonic::Code;
 
 use crate::repository::{PaymentRow, PaymentState};
