@@ -7,9 +7,12 @@
 #   postgres:15-bookworm          + Debian's postgresql-15, official-image compatible env
 #   coord-shop:dev                the shop's binaries compiled on the host
 #                                 (docker/Dockerfile.prebuilt; PROFILE=debug|release)
+#   prom/prometheus:v2.42.0       + Debian bookworm's prometheus (2.42); only for the
+#                                 optional `metrics`/`grafana` compose profiles, so not
+#                                 part of `all` (CI does not build it)
 # A user with a registry never needs this script. An image that already exists is left
 # alone unless --force is given.
-#   scripts/images.sh [--force] [base|etcd|postgres|shop|all]
+#   scripts/images.sh [--force] [base|etcd|postgres|shop|all|prometheus]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 force=0
@@ -57,6 +60,13 @@ build_postgres() {
   log "tagged postgres:15-bookworm"
 }
 
+build_prometheus() {
+  local image=${PROMETHEUS_IMAGE:-prom/prometheus:v2.42.0}
+  have "$image" && { log "$image present"; return; }
+  docker build -q -t "$image" docker/standins/prometheus >/dev/null
+  log "tagged $image"
+}
+
 build_shop() {
   local profile=${PROFILE:-release} ctx
   local flag=--release
@@ -78,5 +88,6 @@ case "$what" in
   postgres) build_base; build_postgres ;;
   shop) build_base; build_shop ;;
   all) build_base; build_etcd; build_postgres; build_shop ;;
-  *) echo "usage: $0 [--force] [base|etcd|postgres|shop|all]" >&2; exit 2 ;;
+  prometheus) build_base; build_prometheus ;;
+  *) echo "usage: $0 [--force] [base|etcd|postgres|shop|all|prometheus]" >&2; exit 2 ;;
 esac

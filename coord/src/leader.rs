@@ -41,6 +41,7 @@ use etcd_client::Compare;
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::election::{Election, Leadership, Seat};
+use crate::metrics;
 use crate::ops::Backoff;
 use crate::{Error, Result, Session};
 
@@ -191,6 +192,8 @@ impl LeaderJob {
     {
         tokio::pin!(shutdown);
         let span = info_span!("coord.leader.job", election = %self.election_name);
+        // Candidates report 0, so each replica running the job has the gauge.
+        metrics::leader(self.election_name.trim_end_matches('/'), false);
         let mut session = self.session.clone();
         let mut own_session: Option<Session> = None;
         let result = async {
@@ -274,6 +277,10 @@ where
         key = %leadership.key(),
         fencing_token = leadership.fencing_token()
     );
+    // 1 for the whole term; back to 0 however the term ends (even if this future is
+    // dropped), so a scrape never shows two replicas leading for longer than a term
+    // overlaps.
+    let _leading = LeaderGauge::up(election.name());
     async {
         info!("elected; starting the job");
         let lost = leadership.lost();
@@ -316,6 +323,22 @@ where
     }
     .instrument(span)
     .await
+}
+
+/// Sets `coord_leader{election}` to 1 while alive, 0 when dropped.
+struct LeaderGauge<'a>(&'a str);
+
+impl<'a> LeaderGauge<'a> {
+    fn up(election: &'a str) -> LeaderGauge<'a> {
+        metrics::leader(election, true);
+        LeaderGauge(election)
+    }
+}
+
+impl Drop for LeaderGauge<'_> {
+    fn drop(&mut self) {
+        metrics::leader(self.0, false);
+    }
 }
 
 enum Ended<T> {

@@ -25,6 +25,7 @@
 //! | [`work_queue`] | reliable priority work queue: claim under a lease, ack/nack, redelivery when a consumer dies |
 //! | [`config`] | connecting to etcd (endpoints, credentials) from code or the environment |
 //! | [`error`] | the crate's one error type and the `timeout` helper |
+//! | [`metrics`] | what coord measures (lock wait/hold, STM retries, queue depth, leadership) through the `metrics` facade |
 //! | `key`, `ops` (private) | key layout helpers; enter / wait / leave a queue of waiters |
 //!
 //! # What every primitive states
@@ -40,6 +41,7 @@ pub mod election;
 pub mod error;
 mod key;
 pub mod leader;
+pub mod metrics;
 pub mod mutex;
 mod ops;
 pub mod queue;

@@ -38,6 +38,7 @@ use tokio::sync::OwnedMutexGuard;
 use tracing::{field, info_span, Instrument, Span};
 
 use crate::key::{dir_prefix, lease_key};
+use crate::metrics::{LockHold, LockWait};
 use crate::ops::{compare_delete, release_in_background, wait_for_turn, PendingKey};
 use crate::{Error, Result, Session};
 
@@ -69,7 +70,8 @@ impl Mutex {
     /// Waits until the lock is held. See the module docs for what that guarantees.
     pub async fn lock(&self) -> Result<MutexGuard> {
         let span = info_span!("coord.mutex.lock", key = %self.key, fencing_token = field::Empty);
-        async {
+        let timer = LockWait::start("mutex");
+        let waited = async {
             let local = self.session.local_lock(&self.key).lock_owned().await;
             self.session.check_alive()?;
             let mut pending = self.enter(local);
@@ -78,29 +80,37 @@ impl Mutex {
                 wait_for_turn(&self.session, &self.prefix, entered.rev).await?;
             }
             Span::current().record("fencing_token", entered.rev);
-            Ok(self.guard(pending, entered.rev))
+            Ok((pending, entered.rev))
         }
         .instrument(span)
-        .await
+        .await;
+        let ((pending, rev), timing) = timer.finish(waited)?;
+        Ok(self.guard(pending, rev, timing))
     }
 
     /// Takes the lock if nobody holds it, else fails with [`Error::Locked`] at once
     /// (leaving no key behind).
     pub async fn try_lock(&self) -> Result<MutexGuard> {
-        let local = self
-            .session
-            .local_lock(&self.key)
-            .try_lock_owned()
-            .map_err(|_| Error::Locked(self.prefix.clone()))?;
-        self.session.check_alive()?;
-        let mut pending = self.enter(local);
-        let entered = pending.entered().await?;
-        if entered.first {
-            Ok(self.guard(pending, entered.rev))
-        } else {
-            // Dropping `pending` removes our key (compare-and-delete on our revision).
-            Err(Error::Locked(self.prefix.clone()))
+        let timer = LockWait::start("mutex");
+        let waited = async {
+            let local = self
+                .session
+                .local_lock(&self.key)
+                .try_lock_owned()
+                .map_err(|_| Error::Locked(self.prefix.clone()))?;
+            self.session.check_alive()?;
+            let mut pending = self.enter(local);
+            let entered = pending.entered().await?;
+            if entered.first {
+                Ok((pending, entered.rev))
+            } else {
+                // Dropping `pending` removes our key (compare-and-delete on our revision).
+                Err(Error::Locked(self.prefix.clone()))
+            }
         }
+        .await;
+        let ((pending, rev), timing) = timer.finish(waited)?;
+        Ok(self.guard(pending, rev, timing))
     }
 
     /// Puts our (empty-valued) waiter key; dropping the result before it is kept
@@ -110,7 +120,7 @@ impl Mutex {
     }
 
     /// Turns a pending key that reached the front of the line into a guard.
-    fn guard(&self, pending: PendingKey, rev: i64) -> MutexGuard {
+    fn guard(&self, pending: PendingKey, rev: i64, timing: LockHold) -> MutexGuard {
         let hold = info_span!("coord.mutex.hold", key = %self.key, fencing_token = rev);
         MutexGuard {
             session: self.session.clone(),
@@ -119,6 +129,7 @@ impl Mutex {
             local: pending.keep(),
             released: false,
             _hold: hold,
+            _timing: timing,
         }
     }
 }
@@ -133,6 +144,8 @@ pub struct MutexGuard {
     local: Option<OwnedMutexGuard<()>>,
     released: bool,
     _hold: Span,
+    /// Records `coord_lock_hold_seconds` when the guard goes.
+    _timing: LockHold,
 }
 
 impl MutexGuard {

@@ -42,6 +42,7 @@ use etcd_client::{Compare, GetOptions, SortOrder, SortTarget, TxnOp};
 use tracing::{field, info_span, Instrument, Span};
 
 use crate::key::{dir_prefix, txn_get};
+use crate::metrics::{LockHold, LockWait};
 use crate::ops::{create_unique, unix_nanos, wait_no_older, OwnedKey, PendingPut, Placed};
 use crate::{Error, Result, Session};
 
@@ -128,7 +129,12 @@ impl RwMutex {
             key = field::Empty,
             fencing_token = field::Empty,
         );
-        async {
+        let primitive = match access {
+            Access::Read => "rwmutex_read",
+            Access::Write => "rwmutex_write",
+        };
+        let timer = LockWait::start(primitive);
+        let waited = async {
             self.session.check_alive()?;
             let blockers = self.blockers(access);
             let mut pending = self.enter(access, &blockers);
@@ -142,10 +148,12 @@ impl RwMutex {
                 }
                 wait_no_older(&self.session, &placed, &blockers).await?;
             }
-            Ok(self.guard(access, pending.keep()))
+            Ok(pending.keep())
         }
         .instrument(span)
-        .await
+        .await;
+        let (placed, timing) = timer.finish(waited)?;
+        Ok(self.guard(access, placed, timing))
     }
 
     /// Starts putting our key; the same txn reads the two newest keys that could block
@@ -169,7 +177,7 @@ impl RwMutex {
         })
     }
 
-    fn guard(&self, access: Access, placed: Placed) -> RwMutexGuard {
+    fn guard(&self, access: Access, placed: Placed, timing: LockHold) -> RwMutexGuard {
         let hold = info_span!(
             "coord.rwmutex.hold",
             key = %placed.key,
@@ -181,6 +189,7 @@ impl RwMutex {
             access,
             key: OwnedKey::new(self.session.client(), placed),
             _hold: hold,
+            _timing: timing,
         }
     }
 }
@@ -194,6 +203,8 @@ pub struct RwMutexGuard {
     access: Access,
     key: OwnedKey,
     _hold: Span,
+    /// Records `coord_lock_hold_seconds` when the guard goes.
+    _timing: LockHold,
 }
 
 impl RwMutexGuard {

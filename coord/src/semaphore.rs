@@ -50,6 +50,7 @@ use etcd_client::{
 use tracing::{debug, field, info_span, Instrument, Span};
 
 use crate::key::{dir_prefix, show, txn_get};
+use crate::metrics::{LockHold, LockWait};
 use crate::ops::{
     create_unique, next_change, retrying, unix_nanos, until_lost, watch_from_now, Backoff,
     OwnedKey, PendingPut, Placed,
@@ -133,7 +134,8 @@ impl Semaphore {
             key = field::Empty,
             fencing_token = field::Empty,
         );
-        async {
+        let timer = LockWait::start("semaphore");
+        let waited = async {
             self.session.check_alive()?;
             let mut pending = self.enter();
             let (mine, everyone) = pending.placed().await?;
@@ -150,10 +152,12 @@ impl Semaphore {
                 }
                 self.wait_for_permit(&mine).await?;
             }
-            Ok(self.permit(pending.keep()))
+            Ok(pending.keep())
         }
         .instrument(span)
-        .await
+        .await;
+        let (mine, timing) = timer.finish(waited)?;
+        Ok(self.permit(mine, timing))
     }
 
     /// Starts putting our key; the same txn reads every key of the semaphore (oldest
@@ -287,7 +291,7 @@ impl Semaphore {
         })
     }
 
-    fn permit(&self, mine: Placed) -> Permit {
+    fn permit(&self, mine: Placed, timing: LockHold) -> Permit {
         let hold = info_span!(
             "coord.semaphore.hold",
             key = %mine.key,
@@ -297,6 +301,7 @@ impl Semaphore {
             session: self.session.clone(),
             key: OwnedKey::new(self.session.client(), mine),
             _hold: hold,
+            _timing: timing,
         }
     }
 }
@@ -316,6 +321,8 @@ pub struct Permit {
     session: Session,
     key: OwnedKey,
     _hold: Span,
+    /// Records `coord_lock_hold_seconds` when the permit goes.
+    _timing: LockHold,
 }
 
 impl Permit {

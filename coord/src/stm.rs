@@ -120,6 +120,7 @@ use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp
 use tracing::{debug, field, info_span, warn, Instrument, Span};
 
 use crate::key::{show, txn_rev};
+use crate::metrics;
 use crate::ops::retrying;
 use crate::{Error, Result};
 
@@ -138,6 +139,16 @@ pub enum Isolation {
 }
 
 impl Isolation {
+    /// The `isolation` label of coord's STM metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Isolation::SerializableSnapshot => "serializable_snapshot",
+            Isolation::Serializable => "serializable",
+            Isolation::RepeatableReads => "repeatable_reads",
+            Isolation::ReadCommitted => "read_committed",
+        }
+    }
+
     /// Whether the first read fixes the revision every later read uses.
     fn pins_snapshot(self) -> bool {
         matches!(
@@ -772,6 +783,7 @@ where
     E: From<Error>,
 {
     options.validate()?;
+    let isolation = options.isolation.label();
     let span = info_span!(
         "coord.stm",
         isolation = ?options.isolation,
@@ -820,17 +832,24 @@ where
             let reason = match result {
                 Err(e) if !attempt.snapshot_compacted || number >= options.max_attempts => {
                     debug!(attempt = number, "stm closure aborted; nothing written");
+                    metrics::stm_finished(isolation, "aborted");
                     return Err(e);
                 }
                 Err(_) => "the snapshot revision was compacted".to_owned(),
                 Ok(value) => {
                     if let Some(message) = attempt.invalid {
+                        metrics::stm_finished(isolation, "error");
                         return Err(E::from(Error::InvalidArgument(message)));
                     }
-                    match commit(client, options.isolation, attempt).await? {
+                    let committed = commit(client, options.isolation, attempt).await;
+                    if committed.is_err() {
+                        metrics::stm_finished(isolation, "error");
+                    }
+                    match committed? {
                         CommitResult::Done(revision) => {
                             Span::current().record("revision", revision);
                             debug!(attempt = number, revision, "stm committed");
+                            metrics::stm_finished(isolation, "committed");
                             return Ok(Committed {
                                 value,
                                 revision,
@@ -846,10 +865,14 @@ where
             };
             if number >= options.max_attempts {
                 debug!(attempt = number, %reason, "stm gave up");
+                metrics::stm_finished(isolation, "conflicts_exhausted");
                 return Err(E::from(Error::TooManyConflicts(number)));
             }
             let delay = options.delay(number);
+            // A span event on `coord.stm` (the shop's trace layer keeps coord's debug
+            // events), and a count of retries.
             debug!(attempt = number, %reason, ?delay, "stm conflict; running the closure again");
+            metrics::stm_retried(isolation);
             if !delay.is_zero() {
                 // The seeds describe the moment of the failed commit; after a pause
                 // they are stale, so the next attempt reads afresh.

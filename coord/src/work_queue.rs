@@ -52,9 +52,10 @@ use etcd_client::{
     WatchOptions,
 };
 use serde::{Deserialize, Serialize};
-use tracing::{debug, info_span, Instrument};
+use tracing::{debug, field, info_span, Instrument, Span};
 
 use crate::key::{dir_prefix, show, txn_get, txn_rev};
+use crate::metrics;
 use crate::ops::{
     compare_delete, retrying, spawn_cleanup, watch_from_now, Backoff, PendingPut, Placed,
 };
@@ -216,6 +217,13 @@ impl WorkQueue {
                 "priority {priority} is out of range 0..={MAX_PRIORITY}"
             )));
         }
+        let span = info_span!("coord.queue.enqueue", queue = %self.prefix, id, priority, created = field::Empty);
+        self.enqueue_new(id, payload, priority)
+            .instrument(span)
+            .await
+    }
+
+    async fn enqueue_new(&self, id: &str, payload: &[u8], priority: u32) -> Result<Enqueued> {
         let (id_key, seq_key) = (self.id_key(id), self.seq_key());
         let mut backoff = Backoff::default();
         loop {
@@ -257,12 +265,15 @@ impl WorkQueue {
             let resp = self.client.clone().txn(txn).await?;
             if resp.succeeded() {
                 debug!(id, item = %item_key, "enqueued");
+                Span::current().record("created", true);
+                metrics::queue_event(metrics::QUEUE_ENQUEUED, &self.prefix);
                 return Ok(Enqueued {
                     id: id.to_owned(),
                     created: true,
                 });
             }
             if txn_get(&resp, 0).is_some_and(|g| g.count() > 0) {
+                Span::current().record("created", false);
                 return Ok(Enqueued {
                     id: id.to_owned(),
                     created: false,
@@ -275,7 +286,7 @@ impl WorkQueue {
     /// Claims the next deliverable item for `session`'s consumer, waiting until there
     /// is one. Cancel-safe: dropping the future leaves no claim behind.
     pub async fn claim(&self, session: &Session) -> Result<Claimed> {
-        let span = info_span!("coord.queue.claim", queue = %self.prefix);
+        let span = info_span!("coord.queue.claim", queue = %self.prefix, id = field::Empty, attempt = field::Empty);
         async {
             session.check_alive()?;
             let mut client = self.client.clone();
@@ -292,6 +303,8 @@ impl WorkQueue {
             loop {
                 let (claimed, wake_at) = self.try_claim_round(session).await?;
                 if let Some(claimed) = claimed {
+                    Span::current().record("id", claimed.id());
+                    Span::current().record("attempt", claimed.attempt());
                     return Ok(claimed);
                 }
                 let delay = wake_at
@@ -326,6 +339,18 @@ impl WorkQueue {
     pub async fn try_claim(&self, session: &Session) -> Result<Option<Claimed>> {
         session.check_alive()?;
         Ok(self.try_claim_round(session).await?.0)
+    }
+
+    /// Reads the queue's depth, in-flight count and oldest item's age and sets the
+    /// gauges `coord_queue_depth`, `coord_queue_in_flight` and
+    /// `coord_queue_oldest_item_age_seconds` (see [`crate::metrics`]). The queue lives in
+    /// etcd, so any process may sample it; every sampler reports the same numbers.
+    pub async fn record_gauges(&self) -> Result<()> {
+        let (depth, in_flight, oldest) =
+            tokio::try_join!(self.depth(), self.in_flight(), self.oldest_age())?;
+        let oldest = oldest.map_or(0.0, |age| age.as_secs_f64());
+        metrics::queue_gauges(&self.prefix, depth, in_flight, oldest);
+        Ok(())
     }
 
     /// One pass over the head of the queue. Returns the claim, or when the earliest
@@ -472,6 +497,7 @@ impl WorkQueue {
         }
         let claim = pending.keep();
         debug!(id = %envelope.id, attempt = envelope.attempts, "claimed");
+        metrics::queue_event(metrics::QUEUE_CLAIMS, &self.prefix);
         Ok(Some(Claimed {
             client: self.client.clone(),
             item_key: item_key.to_owned(),
@@ -481,6 +507,7 @@ impl WorkQueue {
             payload,
             priority: slot[..5].parse().unwrap_or(0),
             settled: false,
+            queue: self.prefix.clone(),
         }))
     }
 
@@ -582,6 +609,8 @@ pub struct Claimed {
     payload: Vec<u8>,
     priority: u32,
     settled: bool,
+    /// The queue's prefix, the `queue` label of its metrics.
+    queue: String,
 }
 
 impl Claimed {
@@ -634,6 +663,7 @@ impl Claimed {
         let resp = self.client.txn(txn).instrument(span).await?;
         self.settled = true;
         if resp.succeeded() {
+            metrics::queue_event(metrics::QUEUE_ACKS, &self.queue);
             Ok(())
         } else {
             Err(Error::OwnershipLost(self.claim.key.clone()))
@@ -647,6 +677,7 @@ impl Claimed {
 
     /// Gives the item back, deliverable again after `delay` (a retry backoff).
     pub async fn nack_after(mut self, delay: Duration) -> Result<()> {
+        let span = info_span!("coord.queue.nack", id = %self.envelope.id, attempt = self.envelope.attempts, ?delay);
         let mut envelope = self.envelope.clone();
         envelope.not_before_ms = now_ms() + delay.as_millis() as u64;
         let txn = Txn::new().when([self.is_claim_held()]).and_then([
@@ -657,9 +688,10 @@ impl Claimed {
             ),
             TxnOp::delete(self.claim.key.as_str(), None),
         ]);
-        let resp = self.client.txn(txn).await?;
+        let resp = self.client.txn(txn).instrument(span).await?;
         self.settled = true;
         if resp.succeeded() {
+            metrics::queue_event(metrics::QUEUE_NACKS, &self.queue);
             Ok(())
         } else {
             Err(Error::OwnershipLost(self.claim.key.clone()))

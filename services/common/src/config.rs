@@ -12,7 +12,8 @@
 //! | `REPLICA_ID` | this replica's name in leader elections | `<hostname>-<pid>` |
 //! | `JOB_INTERVAL_MS` | pause between passes of leader-elected jobs | `2000` |
 //! | `RUST_LOG` | log filter (tracing `EnvFilter`) | `info` |
-//! | `OTEL_EXPORTER_OTLP_ENDPOINT` | OTLP collector for traces (not exported yet) | none |
+//! | `OTEL_EXPORTER_OTLP_ENDPOINT` | OTLP/gRPC collector for traces (`http://jaeger:4317`); unset: no export | none |
+//! | `METRICS_ADDR` | where `GET /metrics` (Prometheus) is served; `off` disables it | `0.0.0.0:9451` order, `:9452` inventory, `:9453` payment |
 //!
 //! Everything is read through a lookup function, so tests parse configuration without
 //! touching the process environment.
@@ -46,6 +47,15 @@ impl ServiceName {
         }
     }
 
+    /// The port of the service's Prometheus `/metrics` endpoint by default.
+    pub fn default_metrics_port(self) -> u16 {
+        match self {
+            ServiceName::Order => 9451,
+            ServiceName::Inventory => 9452,
+            ServiceName::Payment => 9453,
+        }
+    }
+
     /// The port the service listens on by default, and where its peers look for it.
     pub fn default_port(self) -> u16 {
         match self {
@@ -66,6 +76,8 @@ pub struct CommonSettings {
     pub peers: PeerAddrs,
     /// OTLP collector endpoint; see [`crate::telemetry`].
     pub otel_endpoint: Option<String>,
+    /// Where `/metrics` is served (`None`: not served); see [`crate::metrics`].
+    pub metrics_addr: Option<SocketAddr>,
     /// Leader-elected background jobs: this replica's name and their pace.
     pub jobs: JobSettings,
 }
@@ -185,6 +197,14 @@ impl CommonSettings {
                 "ETCD_SESSION_TTL must be at least 1 second".into(),
             ));
         }
+        let metrics_addr = match var("METRICS_ADDR") {
+            Some(off) if off.trim().eq_ignore_ascii_case("off") => None,
+            value => Some(parse_or(
+                "METRICS_ADDR",
+                value,
+                SocketAddr::from(([0, 0, 0, 0], service.default_metrics_port())),
+            )?),
+        };
         let peer = |name: &str, of: ServiceName| {
             var(name)
                 .map(|addr| grpc_uri(&addr))
@@ -205,6 +225,7 @@ impl CommonSettings {
                 payment: peer("PAYMENT_ADDR", ServiceName::Payment),
             },
             otel_endpoint: var("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            metrics_addr,
             jobs: JobSettings {
                 replica_id: var("REPLICA_ID").unwrap_or_else(crate::jobs::default_replica_id),
                 interval: Duration::from_millis(parse_or(
@@ -295,6 +316,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("DATABASE_URL"), "{e}");
+    }
+
+    #[test]
+    fn metrics_are_served_on_a_default_port_unless_turned_off() {
+        assert_eq!(settings(&[]).unwrap().metrics_addr.unwrap().port(), 9452);
+        let s = settings(&[("METRICS_ADDR", "127.0.0.1:9999")]).unwrap();
+        assert_eq!(s.metrics_addr, Some("127.0.0.1:9999".parse().unwrap()));
+        assert_eq!(
+            settings(&[("METRICS_ADDR", "off")]).unwrap().metrics_addr,
+            None
+        );
+        let e = settings(&[("METRICS_ADDR", "nine")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("METRICS_ADDR"), "{e}");
     }
 
     #[test]

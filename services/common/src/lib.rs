@@ -4,7 +4,9 @@
 //! | module | what it is for |
 //! |---|---|
 //! | [`config`] | settings from the environment (`GRPC_ADDR`, `DATABASE_URL`, `ETCD_*`, peers) |
-//! | [`telemetry`] | the one function that sets up logging/tracing for a process |
+//! | [`telemetry`] | the one function that sets up logging and OTLP trace export for a process |
+//! | [`propagation`] | W3C trace context over gRPC (client channel, server span) and in queue items |
+//! | [`metrics`] | the Prometheus recorder and `/metrics` endpoint; the shop's metric names |
 //! | [`db`] | Postgres pool, database created if missing, migrations applied at start |
 //! | [`server`] | gRPC server with health + reflection, stopped by a shutdown future |
 //! | [`coordination`] | the process's one etcd session, re-created when lost |
@@ -20,7 +22,9 @@ pub mod db;
 pub mod domain;
 pub mod jobs;
 pub mod leaders;
+pub mod metrics;
 pub mod payments;
+pub mod propagation;
 pub mod server;
 pub mod telemetry;
 #[cfg(feature = "test-harness")]
@@ -28,4 +32,4 @@ pub mod testing;
 
 pub use config::{CommonSettings, ConfigError, ServiceName};
 pub use server::{shutdown_signal, GrpcServer};
-pub use telemetry::init_telemetry;
+pub use telemetry::{init_telemetry, Telemetry};

@@ -6,9 +6,13 @@
 //! worker dies) at `<ETCD_PREFIX>/queues/payments`; an item's id is its order id, so
 //! enqueueing the same order twice is one item.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use coord::etcd_client::Client;
 use coord::{Enqueued, WorkQueue};
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use crate::coordination::SharedSession;
 
@@ -25,7 +29,9 @@ pub struct PaymentItem {
     pub tier: String,
     pub amount_minor: i64,
     /// W3C trace context of the order's request (`traceparent`, `tracestate`), so the
-    /// worker's spans can join the order's trace. Empty when tracing is off.
+    /// worker's spans can join the order's trace (see `crate::propagation`). Empty when
+    /// tracing is off; absent in items enqueued before it existed, which decode with an
+    /// empty map (and start a new trace).
     #[serde(default)]
     pub trace: std::collections::HashMap<String, String>,
 }
@@ -66,6 +72,32 @@ pub async fn enqueue_payment(etcd: &SharedSession, item: &PaymentItem) -> coord:
         .await
 }
 
+/// Samples the payment queue every `interval` (first at once) into the gauges
+/// `coord_queue_depth`, `coord_queue_in_flight` and `coord_queue_oldest_item_age_seconds`
+/// (label `queue`), until `stop` turns true. A failed sample (etcd down) keeps the last
+/// values and is logged at debug; the next one retries.
+pub fn spawn_queue_gauges(
+    etcd: Arc<SharedSession>,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while !*stop.borrow() {
+            let sampled = async {
+                let queue = payment_queue(etcd.client().await?, etcd.prefix())?;
+                queue.record_gauges().await
+            };
+            if let Err(e) = sampled.await {
+                tracing::debug!(error = %e, "could not sample the payment queue");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stop.wait_for(|s| *s) => break,
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,6 +113,9 @@ mod tests {
         };
         assert_eq!(PaymentItem::decode(&item.encode()).unwrap(), item);
         assert!(PaymentItem::decode(b"{}").is_err());
+        // An item written before the trace field existed still decodes.
+        let old = br#"{"order_id":"o","customer_id":"c","tier":"gold","amount_minor":2000}"#;
+        assert_eq!(PaymentItem::decode(old).unwrap(), item);
         assert!(PaymentItem::decode(b"\xff").is_err());
         assert_eq!(tier_priority("platinum"), 0);
         assert_eq!(tier_priority("gold"), 1);

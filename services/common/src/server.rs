@@ -1,6 +1,9 @@
 //! The gRPC server every service runs: its own services plus standard health
 //! (`grpc.health.v1`) and reflection (`grpc.reflection.v1`), stopped gracefully by a
-//! shutdown future.
+//! shutdown future. Every request runs inside a `grpc.server` span that continues the
+//! caller's trace ([`crate::propagation::server_span`]); with
+//! [`GrpcServer::serve_metrics`], the same server also answers Prometheus scrapes on a
+//! second port ([`crate::metrics`]) until it stops.
 //!
 //! ```no_run
 //! # async fn example(my_service: shop_proto::v1::inventory_service_server::InventoryServiceServer<impl shop_proto::v1::inventory_service_server::InventoryService>) -> anyhow::Result<()> {
@@ -32,6 +35,8 @@ pub struct GrpcServer {
     routes: RoutesBuilder,
     health: HealthReporter,
     services: Vec<&'static str>,
+    /// The bound `/metrics` listener, if any.
+    metrics: Option<std::net::TcpListener>,
 }
 
 impl GrpcServer {
@@ -47,7 +52,28 @@ impl GrpcServer {
             routes: RoutesBuilder::default(),
             health: HealthReporter::new(),
             services: Vec::new(),
+            metrics: None,
         })
+    }
+
+    /// Also serves Prometheus `GET /metrics` on `addr` (port 0: any free port) while the
+    /// server runs; `None` serves nothing. Binds now, so the port is known at once, and
+    /// installs the recorder now, so what the service records from here on (leadership
+    /// of its jobs included) is in the first scrape.
+    pub fn serve_metrics(&mut self, addr: Option<SocketAddr>) -> anyhow::Result<()> {
+        if let Some(addr) = addr {
+            crate::metrics::prometheus();
+            let listener = std::net::TcpListener::bind(addr)
+                .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
+            listener.set_nonblocking(true)?;
+            self.metrics = Some(listener);
+        }
+        Ok(())
+    }
+
+    /// Where `/metrics` is served, if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The address actually bound.
@@ -114,7 +140,19 @@ impl GrpcServer {
             health,
             services,
             local_addr,
+            metrics,
         } = self;
+        let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+        let metrics = match metrics {
+            Some(listener) => {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                tracing::info!(addr = %listener.local_addr()?, "serving /metrics");
+                Some(tokio::spawn(crate::metrics::serve(listener, async move {
+                    let _ = metrics_stopped.await;
+                })))
+            }
+            None => None,
+        };
         // Reflection advertises exactly what this server serves (the descriptor set
         // holds every shop service).
         let mut reflection = tonic_reflection::server::Builder::configure()
@@ -142,10 +180,17 @@ impl GrpcServer {
                     .await;
             }
         };
-        Server::builder()
+        let served = Server::builder()
+            .trace_fn(crate::propagation::server_span)
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, signal)
-            .await?;
+            .await;
+        // Scrapes keep working while requests drain; they stop with the server.
+        let _ = metrics_stop.send(());
+        if let Some(task) = metrics {
+            let _ = task.await;
+        }
+        served?;
         Ok(())
     }
 }

@@ -1,29 +1,174 @@
 //! Logging and tracing for a service process.
 //!
-//! Today: `tracing-subscriber`'s fmt layer filtered by `RUST_LOG` (default `info`).
-//! Integration point: when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, this is the one
-//! function that will add the OpenTelemetry layer (OTLP exporter + W3C trace-context
-//! propagation across the gRPC calls); every service already calls it first thing.
+//! [`init_telemetry`] installs one global `tracing` subscriber with two layers:
+//! - logs: `tracing-subscriber`'s fmt layer, filtered by `RUST_LOG` (default `info`);
+//! - traces: when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, `tracing-opentelemetry` turns
+//!   every span into an OpenTelemetry span and a batch processor sends them over OTLP/gRPC
+//!   (tonic, the workspace's own gRPC stack) to that collector. This layer has its own
+//!   filter, [`TRACE_FILTER`]: it keeps `coord`'s debug events (STM conflicts, lock
+//!   hand-offs) as span events without putting them in the logs.
+//!
+//! Trace context crosses process boundaries as W3C `traceparent` (see
+//! [`crate::propagation`]): gRPC metadata on every call between services and a field
+//! of each payment queue item.
+//!
+//! # What is guaranteed, and what is not
+//! - A collector that is down or slow costs nothing but the spans: exports run in a
+//!   background task on the service's runtime, each bounded by [`EXPORT_TIMEOUT`]; at
+//!   most [`MAX_QUEUED_SPANS`] finished spans wait for export and newer ones are dropped
+//!   (counted by the SDK) rather than blocking a request or growing memory.
+//! - [`Telemetry::shutdown`] flushes what is queued, bounded by [`SHUTDOWN_TIMEOUT`];
+//!   spans still in flight after that are lost.
+//! - Spans are not sampled away: every trace is exported (the shop is a teaching tool,
+//!   not a high-volume system). A process that needs sampling would set it here.
 
+use std::time::Duration;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
+use opentelemetry_sdk::trace::{BatchConfigBuilder, SdkTracerProvider, SpanExporter};
+use opentelemetry_sdk::Resource;
 use tracing_subscriber::{fmt, prelude::*, EnvFilter};
 
-/// Installs the global subscriber. Safe to call more than once (tests do): later calls
-/// keep the first subscriber.
-pub fn init_telemetry(service: &str, otel_endpoint: Option<&str>) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Finished spans that may wait for export; beyond this they are dropped.
+pub const MAX_QUEUED_SPANS: usize = 4_096;
+/// Longest one OTLP export may take (connect included).
+pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest [`Telemetry::shutdown`] waits for the last spans to go out.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// What the trace layer records: spans at info and above, and `coord`'s debug events
+/// (STM retries, lock hand-offs) so they show up as span events.
+pub const TRACE_FILTER: &str = "info,coord=debug";
+
+/// The process's trace pipeline; [`Telemetry::shutdown`] it on exit so the last spans
+/// are flushed. Dropping it without shutting down loses the spans still queued.
+#[must_use = "call shutdown() on exit, or the last spans are lost"]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Whether spans are exported (OTLP or a test's exporter).
+    pub fn is_exporting(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    /// Runs `work` (the service, until it stops), then [`Telemetry::shutdown`]s, so the
+    /// spans of the last requests reach the collector. Returns `work`'s output.
+    pub async fn flush_after<T>(self, work: impl std::future::Future<Output = T>) -> T {
+        let output = work.await;
+        self.shutdown().await;
+        output
+    }
+
+    /// Flushes queued spans and stops the exporter, waiting at most
+    /// [`SHUTDOWN_TIMEOUT`]. Never fails: a collector that is gone is logged.
+    pub async fn shutdown(self) {
+        let Some(provider) = self.provider else {
+            return;
+        };
+        // The SDK's shutdown blocks its thread until the export task answers; keep it
+        // off the runtime's worker threads.
+        let flushed = tokio::task::spawn_blocking(move || provider.shutdown());
+        match tokio::time::timeout(SHUTDOWN_TIMEOUT, flushed).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "trace export did not shut down cleanly"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "trace shutdown task failed"),
+            Err(_) => tracing::warn!("trace export did not flush in time; last spans lost"),
+        }
+    }
+}
+
+/// Installs the global subscriber; with `otel_endpoint` (`OTEL_EXPORTER_OTLP_ENDPOINT`,
+/// e.g. `http://jaeger:4317`) it also exports spans there as `service`. Must run inside
+/// the tokio runtime. Safe to call more than once (tests do): later calls keep the
+/// first subscriber and export nothing.
+pub fn init_telemetry(service: &str, otel_endpoint: Option<&str>) -> Telemetry {
+    let exporter = otel_endpoint.map(|endpoint| {
+        opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .with_timeout(EXPORT_TIMEOUT)
+            .build()
+    });
+    let (provider, unusable) = match exporter {
+        Some(Ok(exporter)) => (Some(batch_provider(service, exporter)), None),
+        Some(Err(e)) => (None, Some(e)),
+        None => (None, None),
+    };
+    let telemetry = install(service, provider);
+    match (otel_endpoint, unusable) {
+        (Some(endpoint), Some(e)) => tracing::error!(
+            service,
+            endpoint,
+            error = %e,
+            "OTEL_EXPORTER_OTLP_ENDPOINT is not usable; traces are not exported"
+        ),
+        (Some(endpoint), None) if telemetry.is_exporting() => {
+            tracing::info!(service, endpoint, "exporting traces over OTLP/gRPC")
+        }
+        _ => {}
+    }
+    telemetry
+}
+
+/// A provider that batches spans for `exporter` on the tokio runtime, with the bounds
+/// in the module docs.
+fn batch_provider(service: &str, exporter: impl SpanExporter + 'static) -> SdkTracerProvider {
+    let batch = BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio)
+        .with_batch_config(
+            BatchConfigBuilder::default()
+                .with_max_queue_size(MAX_QUEUED_SPANS)
+                .with_max_export_timeout(EXPORT_TIMEOUT)
+                .build(),
+        )
+        .build();
+    SdkTracerProvider::builder()
+        .with_span_processor(batch)
+        .with_resource(
+            Resource::builder()
+                .with_service_name(service.to_owned())
+                .build(),
+        )
+        .build()
+}
+
+/// Installs fmt logs plus, with a provider, the OpenTelemetry layer. If a global
+/// subscriber already exists, nothing changes and the provider is shut down unused.
+fn install(service: &str, provider: Option<SdkTracerProvider>) -> Telemetry {
+    let logs = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let installed = tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt::layer().with_target(true))
+        .with(fmt::layer().with_target(true).with_filter(logs))
+        .with(provider.as_ref().map(|p| trace_layer(service, p)))
         .try_init()
         .is_ok();
-    if installed {
-        if let Some(endpoint) = otel_endpoint {
-            tracing::warn!(
-                service,
-                endpoint,
-                "OTEL_EXPORTER_OTLP_ENDPOINT is set but OTLP export is not wired yet; logging only"
-            );
+    keep_if_installed(installed, provider)
+}
+
+/// The layer that turns `tracing` spans into OpenTelemetry spans of `provider`,
+/// filtered by [`TRACE_FILTER`].
+pub(crate) fn trace_layer<S>(
+    service: &str,
+    provider: &SdkTracerProvider,
+) -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer(service.to_owned()))
+        .with_filter(EnvFilter::new(TRACE_FILTER))
+}
+
+/// The pipeline if its subscriber was installed; else the provider is shut down unused.
+pub(crate) fn keep_if_installed(installed: bool, provider: Option<SdkTracerProvider>) -> Telemetry {
+    match (installed, provider) {
+        (true, provider) => Telemetry { provider },
+        (false, Some(provider)) => {
+            let _ = provider.shutdown();
+            Telemetry { provider: None }
         }
+        (false, None) => Telemetry { provider: None },
     }
 }
 
@@ -37,4 +182,23 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The only test in this crate's unit tests that installs a subscriber.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_collector_that_is_down_blocks_neither_spans_nor_exit() {
+        // Port 1 on loopback: connections are refused.
+        let telemetry = init_telemetry("telemetry-test", Some("http://127.0.0.1:1"));
+        assert!(telemetry.is_exporting());
+        // More spans than the queue holds: the surplus is dropped, nothing waits.
+        for n in 0..(MAX_QUEUED_SPANS * 2) {
+            let span = tracing::info_span!("unexported", n);
+            span.in_scope(|| tracing::info!("inside"));
+        }
+        telemetry.shutdown().await;
+    }
 }

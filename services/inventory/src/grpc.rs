@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use shop_common::domain::{Cart, CustomerId, OrderId, SaleId, Sku, Strategy, ValidationError};
 use shop_common::leaders::{list_leaders, LeaderDirectory};
+use shop_common::metrics::record_reservation;
 use shop_common::telemetry::error_chain;
 use shop_proto::v1 as pb;
 use shop_proto::v1::inventory_service_server::InventoryService;
@@ -117,6 +118,7 @@ impl InventoryService for InventoryApi {
                 sale,
             })
             .await
+            .inspect_err(|_| record_reservation(strategy.as_str(), "error"))
             .map_err(ReserveRpcError::Reserve)?;
         let (outcome, reason) = match outcome {
             ReserveOutcome::Reserved => (pb::ReserveOutcome::Reserved, String::new()),
@@ -131,6 +133,13 @@ impl InventoryService for InventoryApi {
                 (pb::ReserveOutcome::LimitExceeded, exceeded.to_string())
             }
         };
+        record_reservation(
+            strategy.as_str(),
+            &outcome
+                .as_str_name()
+                .trim_start_matches("RESERVE_OUTCOME_")
+                .to_ascii_lowercase(),
+        );
         Ok(Response::new(pb::ReserveResponse {
             order_id: order.to_string(),
             outcome: outcome as i32,

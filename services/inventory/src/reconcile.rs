@@ -10,13 +10,16 @@
 //! Reserve that took units in etcd and was cut off before it could record them or
 //! give them back. Holds of PREPARING and RESERVED orders are left alone. Giving back
 //! is one STM transaction that deletes the hold, so two leaders overlapping do it once.
+//!
+//! Each pass also sets the gauges `shop_oversold_units` and `shop_drifted_skus` (see
+//! `shop_common::metrics`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use coord::LeaderContext;
 
-use crate::repository::{InventoryDb, ReservationState};
+use crate::repository::{Drift, InventoryDb, ReservationState};
 use crate::reservation::Reserver;
 
 /// Most holds one pass looks at.
@@ -50,6 +53,8 @@ pub async fn reconcile_stock(
                         "stock counters drifted from the reservation rows"
                     );
                 }
+                let oversold: i64 = drifted.iter().map(Drift::oversold).sum();
+                shop_common::metrics::record_stock_health(oversold, drifted.len());
                 drifted.len()
             }
             Err(e) => {

@@ -51,6 +51,20 @@ pub struct Drift {
     pub lines_committed: i64,
 }
 
+impl Drift {
+    /// Units promised beyond the stock total: max(0, reserved + sold − total), taking
+    /// the larger of the counters and the reservation rows (a lost update can hide
+    /// promised units from the counters, never from the rows). 0 when no total was
+    /// recorded (a SKU set before totals existed reports `total` 0 and is skipped).
+    pub fn oversold(&self) -> i64 {
+        if self.total <= 0 {
+            return 0;
+        }
+        let promised = (self.reserved + self.sold).max(self.lines_reserved + self.lines_committed);
+        (promised - self.total).max(0)
+    }
+}
+
 /// A SKU's counters next to what its reservation rows add up to: the input of the
 /// reconciliation job (planned: leader-elected `reconcile-stock`) and of the tests.
 #[derive(Debug, Clone, PartialEq, Eq)]

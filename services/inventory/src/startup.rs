@@ -132,6 +132,7 @@ impl Application {
             leaders,
         };
         let mut server = GrpcServer::bind(settings.common.grpc_addr)?;
+        server.serve_metrics(settings.common.metrics_addr)?;
         server.add_service(InventoryServiceServer::new(api)).await;
         tracing::info!(addr = %server.local_addr(), default_strategy = %settings.default_strategy, "inventory service ready");
         Ok(Application {
@@ -146,6 +147,11 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()
+    }
+
+    /// Where `/metrics` is served (`METRICS_ADDR`), if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.server.metrics_addr()
     }
 
     /// Serves, and runs `reconcile-stock` whenever this replica leads it, until

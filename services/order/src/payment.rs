@@ -86,7 +86,8 @@ impl PaymentRequester for QueuePaymentRequester {
                 customer_id: request.customer_id.as_str().to_owned(),
                 tier: request.customer_tier.as_str().to_owned(),
                 amount_minor: units * UNIT_PRICE_MINOR,
-                trace: Default::default(),
+                // The worker's spans continue this order's trace.
+                trace: shop_common::propagation::current_context_map(),
             };
             let enqueued = enqueue_payment(&self.etcd, &item).await?;
             tracing::debug!(order_id = %item.order_id, created = enqueued.created, "payment requested");

@@ -19,9 +19,9 @@
 use std::sync::Arc;
 
 use shop_common::domain::OrderId;
+use shop_common::propagation::TracedChannel;
 use shop_proto::v1 as pb;
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
-use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::domain::{NewOrder, Order, OrderStatus, PaymentOutcome};
@@ -78,14 +78,14 @@ pub enum PaymentResultError {
 /// The orchestrator. One per process.
 pub struct Saga {
     db: OrdersDb,
-    inventory: InventoryServiceClient<Channel>,
+    inventory: InventoryServiceClient<TracedChannel>,
     payments: Arc<dyn PaymentRequester>,
 }
 
 impl Saga {
     pub fn new(
         db: OrdersDb,
-        inventory: InventoryServiceClient<Channel>,
+        inventory: InventoryServiceClient<TracedChannel>,
         payments: Arc<dyn PaymentRequester>,
     ) -> Saga {
         Saga {

@@ -11,12 +11,12 @@ use shop_common::coordination::SharedSession;
 use shop_common::db::connect_and_migrate;
 use shop_common::domain::Strategy;
 use shop_common::jobs::{spawn_leader_job, ElectionDirectory};
+use shop_common::propagation::traced_channel;
 use shop_common::GrpcServer;
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
 use shop_proto::v1::order_service_server::OrderServiceServer;
 use sqlx::migrate::Migrator;
 use sqlx::PgPool;
-use tonic::transport::Endpoint;
 
 use crate::expiry::{self, ExpirySettings};
 use crate::grpc::OrderApi;
@@ -146,16 +146,16 @@ impl Application {
             vec![expiry::JOB],
         ));
         // Connects on first use, and again after a failure: inventory may start later.
-        let inventory = InventoryServiceClient::new(
-            Endpoint::from_shared(settings.common.peers.inventory.clone())?
-                .connect_timeout(Duration::from_secs(2))
-                .timeout(settings.inventory_timeout)
-                .connect_lazy(),
-        );
+        let inventory = InventoryServiceClient::new(traced_channel(
+            &settings.common.peers.inventory,
+            Duration::from_secs(2),
+            settings.inventory_timeout,
+        )?);
         let db = OrdersDb::new(pool.clone());
         let saga = Arc::new(Saga::new(db.clone(), inventory, payments));
         let api = OrderApi::new(saga.clone(), settings.default_strategy, leaders);
         let mut server = GrpcServer::bind(settings.common.grpc_addr)?;
+        server.serve_metrics(settings.common.metrics_addr)?;
         server.add_service(OrderServiceServer::new(api)).await;
         tracing::info!(addr = %server.local_addr(), inventory = %settings.common.peers.inventory, "order service ready");
         Ok(Application {
@@ -175,6 +175,11 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()
+    }
+
+    /// Where `/metrics` is served (`METRICS_ADDR`), if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.server.metrics_addr()
     }
 
     /// Serves, and runs the `expire-reservations` job whenever this replica leads it,

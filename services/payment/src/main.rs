@@ -6,7 +6,12 @@ use payment_service::{Application, Settings};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
-    shop_common::init_telemetry("payment", settings.common.otel_endpoint.as_deref());
-    let app = Application::build(settings).await?;
-    app.run_until_stopped(shop_common::shutdown_signal()).await
+    let telemetry =
+        shop_common::init_telemetry("payment", settings.common.otel_endpoint.as_deref());
+    telemetry
+        .flush_after(async {
+            let app = Application::build(settings).await?;
+            app.run_until_stopped(shop_common::shutdown_signal()).await
+        })
+        .await
 }

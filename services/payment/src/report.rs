@@ -4,9 +4,9 @@
 //! PaymentResult is idempotent on the order id, so reporting a payment twice (a worker
 //! and the job, two overlapping leaders) changes nothing the second time.
 
+use shop_common::propagation::TracedChannel;
 use shop_proto::v1::order_service_client::OrderServiceClient;
 use shop_proto::v1::PaymentResultRequest;
-use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::repository::{PaymentRow, PaymentState};
@@ -24,7 +24,7 @@ pub enum Reported {
 /// Reports `payment` (final: CAPTURED is `ok`, FAILED and REFUNDED are not). An error
 /// is an answer that may change on retry (the order service or its inventory down).
 pub async fn report_payment(
-    orders: &OrderServiceClient<Channel>,
+    orders: &OrderServiceClient<TracedChannel>,
     payment: &PaymentRow,
 ) -> Result<Reported, tonic::Status> {
     let result = orders

@@ -9,12 +9,13 @@ use shop_common::config::{env_var, parse_or, CommonSettings, ConfigError, Servic
 use shop_common::coordination::SharedSession;
 use shop_common::db::connect_and_migrate;
 use shop_common::jobs::{spawn_leader_job, ElectionDirectory};
+use shop_common::payments::spawn_queue_gauges;
+use shop_common::propagation::traced_channel;
 use shop_common::GrpcServer;
 use shop_proto::v1::order_service_client::OrderServiceClient;
 use shop_proto::v1::payment_service_server::PaymentServiceServer;
 use sqlx::migrate::Migrator;
 use sqlx::PgPool;
-use tonic::transport::Endpoint;
 
 use crate::grpc::PaymentApi;
 use crate::provider::{ProviderSettings, SimulatedProvider};
@@ -117,12 +118,11 @@ impl Application {
         let pool = connect_and_migrate(&settings.common.database, &MIGRATOR).await?;
         let etcd = Arc::new(SharedSession::new(settings.common.etcd.clone()));
         let db = PaymentsDb::new(pool.clone());
-        let orders = OrderServiceClient::new(
-            Endpoint::from_shared(settings.common.peers.order.clone())?
-                .connect_timeout(Duration::from_secs(2))
-                .timeout(Duration::from_secs(15))
-                .connect_lazy(),
-        );
+        let orders = OrderServiceClient::new(traced_channel(
+            &settings.common.peers.order,
+            Duration::from_secs(2),
+            Duration::from_secs(15),
+        )?);
         let provider = Arc::new(SimulatedProvider::new(
             pool.clone(),
             settings.provider.clone(),
@@ -140,6 +140,7 @@ impl Application {
             vec![settle::JOB],
         ));
         let mut server = GrpcServer::bind(settings.common.grpc_addr)?;
+        server.serve_metrics(settings.common.metrics_addr)?;
         server
             .add_service(PaymentServiceServer::new(PaymentApi::new(
                 db,
@@ -166,6 +167,11 @@ impl Application {
         self.server.local_addr()
     }
 
+    /// Where `/metrics` is served (`METRICS_ADDR`), if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.server.metrics_addr()
+    }
+
     /// The provider (tests read its counters).
     pub fn provider(&self) -> Arc<SimulatedProvider> {
         self.context.provider.clone()
@@ -188,6 +194,9 @@ impl Application {
                 shutdown,
                 |stop| {
                     let job_context = context.clone();
+                    // The queue gauges are sampled at the jobs' pace (JOB_INTERVAL_MS).
+                    let gauges =
+                        spawn_queue_gauges(etcd.clone(), settle_settings.interval, stop.clone());
                     let mut tasks = vec![spawn_leader_job(
                         etcd,
                         ServiceName::Payment,
@@ -203,6 +212,7 @@ impl Application {
                             )
                         },
                     )];
+                    tasks.push(gauges);
                     tasks.extend(spawn_workers(workers, context, stop));
                     tasks
                 },

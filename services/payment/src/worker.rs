@@ -14,9 +14,9 @@ use std::time::Duration;
 use coord::Claimed;
 use shop_common::coordination::SharedSession;
 use shop_common::payments::{payment_queue, PaymentItem};
+use shop_common::propagation::TracedChannel;
 use shop_proto::v1::order_service_client::OrderServiceClient;
 use tokio::sync::watch;
-use tonic::transport::Channel;
 use uuid::Uuid;
 
 use crate::provider::SimulatedProvider;
@@ -28,7 +28,7 @@ pub struct WorkerContext {
     pub etcd: Arc<SharedSession>,
     pub db: PaymentsDb,
     pub provider: Arc<SimulatedProvider>,
-    pub orders: OrderServiceClient<Channel>,
+    pub orders: OrderServiceClient<TracedChannel>,
 }
 
 /// Starts `count` workers; they stop taking new items once `stop` turns true and
@@ -86,22 +86,26 @@ async fn deliver(context: &WorkerContext, item: Claimed) {
         }
     };
     let (order_id, request) = request;
-    let span =
-        tracing::info_span!("payment.deliver", order_id = %order_id, attempt = item.attempt());
-    let outcome =
-        tracing::Instrument::instrument(pay_and_report(context, order_id, &request), span).await;
-    let settled = match outcome {
-        Ok(()) => item.ack().await,
-        Err(e) => {
-            tracing::warn!(order_id = %order_id, error = %e, "payment delivery failed; will retry");
-            item.nack_after(Duration::from_secs(1)).await
+    // The delivery continues the order's trace (the context the order service put in
+    // the item), so charge, report and ack show up under the order's CreateOrder.
+    let waited = item.enqueued_at().elapsed().unwrap_or_default();
+    let span = tracing::info_span!("payment.deliver", order_id = %order_id, attempt = item.attempt(), queue_wait_ms = waited.as_millis() as u64);
+    shop_common::propagation::set_parent_from_map(&span, &request.trace);
+    let settle = async {
+        let settled = match pay_and_report(context, order_id, &request).await {
+            Ok(()) => item.ack().await,
+            Err(e) => {
+                tracing::warn!(order_id = %order_id, error = %e, "payment delivery failed; will retry");
+                item.nack_after(Duration::from_secs(1)).await
+            }
+        };
+        if let Err(e) = settled {
+            // The claim expired meanwhile: the item is (or will be) delivered again, and
+            // every step above is safe to repeat.
+            tracing::warn!(order_id = %order_id, error = %e, "could not settle the delivery");
         }
     };
-    if let Err(e) = settled {
-        // The claim expired meanwhile: the item is (or will be) delivered again, and
-        // every step above is safe to repeat.
-        tracing::warn!(order_id = %order_id, error = %e, "could not settle the delivery");
-    }
+    tracing::Instrument::instrument(settle, span).await;
 }
 
 async fn pay_and_report(

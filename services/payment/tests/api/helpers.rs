@@ -32,6 +32,8 @@ pub struct Shop {
     pub etcd_prefix: String,
     pub payment_settings: payment_service::Settings,
     pub provider: Option<Arc<SimulatedProvider>>,
+    /// The payment service's `/metrics` address, when its settings asked for one.
+    pub payment_metrics: Option<std::net::SocketAddr>,
     payment_db: TestDatabase,
     order_db: TestDatabase,
     inventory_db: TestDatabase,
@@ -93,6 +95,7 @@ impl Shop {
             etcd_prefix,
             payment_settings,
             provider: None,
+            payment_metrics: None,
             payment_db,
             order_db,
             inventory_db,
@@ -109,6 +112,7 @@ impl Shop {
             .await
             .expect("payment");
         self.provider = Some(app.provider());
+        self.payment_metrics = app.metrics_addr();
         self.payment = Some(RunningServer::spawn(app.local_addr(), |s| {
             app.run_until_stopped(s)
         }));
@@ -148,6 +152,20 @@ impl Shop {
         sku: &str,
         quantity: i32,
     ) -> pb::Order {
+        self.buy_with(pb::Strategy::Pg, key, customer, tier, sku, quantity)
+            .await
+    }
+
+    /// [`Shop::buy`] with a reservation strategy.
+    pub async fn buy_with(
+        &self,
+        strategy: pb::Strategy,
+        key: &str,
+        customer: &str,
+        tier: pb::CustomerTier,
+        sku: &str,
+        quantity: i32,
+    ) -> pb::Order {
         self.orders
             .clone()
             .create_order(pb::CreateOrderRequest {
@@ -158,7 +176,7 @@ impl Shop {
                     sku: sku.into(),
                     quantity,
                 }],
-                strategy: pb::Strategy::Pg as i32,
+                strategy: strategy as i32,
                 sale_id: None,
             })
             .await
