@@ -1,1 +1,222 @@
-//! No library code: the end-to-end suite lives in `tests/`. See `tests/compose.rs`.
+//! The compose stack as a test fixture, shared by the end-to-end suite
+//! (`tests/compose.rs`) and the fault suite (`src/bin/faults.rs`).
+//!
+//! [`Stack::up`] brings compose.yaml up with testcontainers' docker compose support
+//! (random host ports, a short session TTL), and the methods reach its services from
+//! the host: gRPC clients by service name, an etcd client, `docker` on a service's
+//! container. Needs Docker, the compose v2 plugin and the images compose.yaml names;
+//! offline, `scripts/images.sh all` builds stand-ins first (`.ci/run` does).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use coord::etcd_client::Client as EtcdClient;
+use shop_proto::v1::inventory_service_client::InventoryServiceClient;
+use shop_proto::v1::order_service_client::OrderServiceClient;
+use shop_proto::v1::payment_service_client::PaymentServiceClient;
+use testcontainers::compose::DockerCompose;
+use tonic::transport::Channel;
+
+/// Session TTL of every service in the stack: short, so failover is quick to see.
+pub const TTL: Duration = Duration::from_secs(2);
+
+/// Host-port variables compose.yaml publishes; set to 0 so Docker picks free ports.
+const HOST_PORTS: [&str; 8] = [
+    "ETCD_HOST_PORT",
+    "ORDER_HOST_PORT",
+    "ORDER2_HOST_PORT",
+    "INVENTORY_HOST_PORT",
+    "INVENTORY2_HOST_PORT",
+    "PAYMENT_HOST_PORT",
+    "PAYMENT2_HOST_PORT",
+    "JAEGER_HOST_PORT",
+];
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A progress line with the time since `started`.
+pub fn step(started: Instant, what: &str) {
+    eprintln!("[{:>6.1}s] {what}", started.elapsed().as_secs_f64());
+}
+
+/// Runs `docker <args>`; `Err` with its stderr if it fails.
+pub async fn docker(args: &[&str]) -> Result<String, String> {
+    let out = tokio::process::Command::new("docker")
+        .args(args)
+        .output()
+        .await
+        .map_err(|e| format!("docker {args:?}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "docker {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// The running stack.
+pub struct Stack {
+    compose: DockerCompose,
+    project: String,
+    files: Vec<PathBuf>,
+    /// The environment the stack was brought up with.
+    base_env: HashMap<String, String>,
+    /// The environment compose commands run with now (base + a recreate's extras).
+    env: HashMap<String, String>,
+}
+
+impl Stack {
+    /// `docker compose -p <project> -f compose.yaml [-f extra…] up --wait`, with random
+    /// host ports, the short [`TTL`] and `extra_env`.
+    pub async fn up(
+        project: &str,
+        extra_files: &[PathBuf],
+        extra_env: &[(&str, &str)],
+    ) -> Result<Stack, String> {
+        let mut files = vec![repo_root().join("compose.yaml")];
+        files.extend(extra_files.iter().cloned());
+        let env = Self::environment(extra_env);
+        let mut compose = DockerCompose::with_local_client(files.as_slice())
+            .with_project_name(project)
+            .with_env_vars(env.clone())
+            .with_wait(true);
+        compose.up().await.map_err(|e| format!("compose up: {e}"))?;
+        Ok(Stack {
+            compose,
+            project: project.to_owned(),
+            files,
+            base_env: env.clone(),
+            env,
+        })
+    }
+
+    fn environment(extra: &[(&str, &str)]) -> HashMap<String, String> {
+        Self::with(
+            HOST_PORTS
+                .into_iter()
+                .map(|k| (k.to_owned(), "0".to_owned()))
+                .chain([("ETCD_SESSION_TTL".to_owned(), TTL.as_secs().to_string())])
+                .collect(),
+            extra,
+        )
+    }
+
+    fn with(mut env: HashMap<String, String>, extra: &[(&str, &str)]) -> HashMap<String, String> {
+        for (k, v) in extra {
+            env.insert((*k).to_owned(), (*v).to_owned());
+        }
+        env
+    }
+
+    /// Runs `docker compose -p <project> -f … <args>` with the stack's environment.
+    pub async fn compose(&self, args: &[&str]) -> Result<String, String> {
+        let mut command = tokio::process::Command::new("docker");
+        command.arg("compose").args(["-p", &self.project]);
+        for file in &self.files {
+            command.arg("-f").arg(file);
+        }
+        let out = command
+            .args(args)
+            .envs(&self.env)
+            .output()
+            .await
+            .map_err(|e| format!("docker compose {args:?}: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "docker compose {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    /// The container of a compose service (one container per service here).
+    pub fn container(&self, service: &str) -> String {
+        format!("{}-{service}-1", self.project)
+    }
+
+    /// `docker <verb> [args…] <service's container>`.
+    pub async fn docker_on(&self, verb: &[&str], service: &str) -> Result<String, String> {
+        let container = self.container(service);
+        let mut args = verb.to_vec();
+        args.push(&container);
+        docker(&args).await
+    }
+
+    /// The host port published for `service:port`. Asked of compose each time, since
+    /// a re-created container gets a new one.
+    pub async fn port(&self, service: &str, port: u16) -> Result<u16, String> {
+        if self.compose.service(service).is_none() {
+            return Err(format!("{service} is not in the stack"));
+        }
+        let published = self.compose(&["port", service, &port.to_string()]).await?;
+        published
+            .trim()
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .ok_or_else(|| format!("published port of {service}:{port}: {published:?}"))
+    }
+
+    /// `http://127.0.0.1:<published port>` of `service:port`.
+    pub async fn url(&self, service: &str, port: u16) -> Result<String, String> {
+        Ok(format!(
+            "http://127.0.0.1:{}",
+            self.port(service, port).await?
+        ))
+    }
+
+    pub async fn channel(&self, service: &str, port: u16) -> Result<Channel, String> {
+        let url = self.url(service, port).await?;
+        Channel::from_shared(url)
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .map_err(|e| format!("connect to {service}: {e}"))
+    }
+
+    pub async fn order(&self, service: &str) -> OrderServiceClient<Channel> {
+        OrderServiceClient::new(self.channel(service, 50051).await.expect("order channel"))
+    }
+
+    pub async fn inventory(&self, service: &str) -> InventoryServiceClient<Channel> {
+        InventoryServiceClient::new(
+            self.channel(service, 50052)
+                .await
+                .expect("inventory channel"),
+        )
+    }
+
+    pub async fn payment(&self, service: &str) -> PaymentServiceClient<Channel> {
+        PaymentServiceClient::new(self.channel(service, 50053).await.expect("payment channel"))
+    }
+
+    /// An etcd client on the published member (etcd1).
+    pub async fn etcd(&self) -> EtcdClient {
+        let port = self.port("etcd1", 2379).await.expect("etcd port");
+        EtcdClient::connect([format!("127.0.0.1:{port}")], None)
+            .await
+            .expect("etcd")
+    }
+
+    /// Re-creates one service's container with extra environment (compose notices the
+    /// changed configuration) and waits until it is healthy again. The extras replace
+    /// those of the previous recreate.
+    pub async fn recreate(&mut self, service: &str, extra: &[(&str, &str)]) {
+        self.env = Self::with(self.base_env.clone(), extra);
+        self.compose(&["up", "-d", "--no-deps", "--wait", service])
+            .await
+            .expect("recreate");
+    }
+
+    /// `docker compose down -v`: the stack and its volumes are gone.
+    pub async fn down(self) -> Result<(), String> {
+        self.compose(&["down", "-v", "-t", "2"]).await.map(|_| ())
+    }
+}

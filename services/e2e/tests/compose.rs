@@ -15,147 +15,18 @@
 //! is the expensive part). Needs Docker, the compose v2 plugin and the images compose.yaml
 //! names; offline, `scripts/images.sh all` builds stand-ins first (`.ci/run` does).
 
-use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use coord::etcd_client::{Client as EtcdClient, GetOptions};
+use coord::etcd_client::GetOptions;
+use e2e::{step, Stack, TTL};
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
-use shop_proto::v1::order_service_client::OrderServiceClient;
 use shop_proto::v1::{
     CreateOrderRequest, GetStockRequest, LineItem, ListLeadersRequest, OrderStatus, ReserveOutcome,
     ReserveRequest, SetStockRequest, Stock, Strategy,
 };
-use testcontainers::compose::DockerCompose;
 use tonic::transport::Channel;
 
 const PROJECT: &str = "coord-shop-e2e";
-/// Session TTL of every service in the stack: short, so failover tests are quick.
-const TTL: Duration = Duration::from_secs(2);
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Prints a progress line with the time since the suite started.
-fn step(started: Instant, what: &str) {
-    eprintln!("[e2e {:>6.1}s] {what}", started.elapsed().as_secs_f64());
-}
-
-/// The environment compose runs with: random host ports (no clash with anything on
-/// the machine), a short session TTL.
-fn compose_env(extra: &[(&str, &str)]) -> HashMap<String, String> {
-    let mut env: HashMap<String, String> = [
-        "ETCD_HOST_PORT",
-        "ORDER_HOST_PORT",
-        "ORDER2_HOST_PORT",
-        "INVENTORY_HOST_PORT",
-        "INVENTORY2_HOST_PORT",
-        "PAYMENT_HOST_PORT",
-        "PAYMENT2_HOST_PORT",
-        "JAEGER_HOST_PORT",
-    ]
-    .into_iter()
-    .map(|k| (k.to_owned(), "0".to_owned()))
-    .collect();
-    env.insert("ETCD_SESSION_TTL".into(), TTL.as_secs().to_string());
-    for (k, v) in extra {
-        env.insert((*k).to_owned(), (*v).to_owned());
-    }
-    env
-}
-
-/// Runs `docker compose -p PROJECT <args>` with the suite's environment.
-async fn compose_cli(env: &HashMap<String, String>, args: &[&str]) -> String {
-    let out = tokio::process::Command::new("docker")
-        .arg("compose")
-        .args(["-p", PROJECT, "-f"])
-        .arg(repo_root().join("compose.yaml"))
-        .args(args)
-        .envs(env)
-        .output()
-        .await
-        .expect("docker compose runs");
-    assert!(
-        out.status.success(),
-        "docker compose {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Runs `docker <args>` and fails the test if it fails.
-async fn docker(args: &[&str]) {
-    let out = tokio::process::Command::new("docker")
-        .args(args)
-        .output()
-        .await
-        .expect("docker runs");
-    assert!(
-        out.status.success(),
-        "docker {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn container(service: &str) -> String {
-    format!("{PROJECT}-{service}-1")
-}
-
-struct Stack {
-    compose: DockerCompose,
-    env: HashMap<String, String>,
-}
-
-impl Stack {
-    /// The host port published for `service:port`. Asked of compose each time, since
-    /// a re-created container gets a new one.
-    async fn port(&self, service: &str, port: u16) -> u16 {
-        assert!(
-            self.compose.service(service).is_some(),
-            "{service} is in the stack"
-        );
-        let published = compose_cli(&self.env, &["port", service, &port.to_string()]).await;
-        published
-            .trim()
-            .rsplit_once(':')
-            .and_then(|(_, p)| p.parse().ok())
-            .unwrap_or_else(|| panic!("published port of {service}:{port}: {published:?}"))
-    }
-
-    async fn channel(&self, service: &str, port: u16) -> Channel {
-        let port = self.port(service, port).await;
-        Channel::from_shared(format!("http://127.0.0.1:{port}"))
-            .expect("uri")
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .unwrap_or_else(|e| panic!("connect to {service}: {e}"))
-    }
-
-    async fn order(&self, service: &str) -> OrderServiceClient<Channel> {
-        OrderServiceClient::new(self.channel(service, 50051).await)
-    }
-
-    async fn inventory(&self, service: &str) -> InventoryServiceClient<Channel> {
-        InventoryServiceClient::new(self.channel(service, 50052).await)
-    }
-
-    async fn etcd(&self) -> EtcdClient {
-        let port = self.port("etcd1", 2379).await;
-        EtcdClient::connect([format!("127.0.0.1:{port}")], None)
-            .await
-            .expect("etcd")
-    }
-
-    /// Re-creates one service's container with extra environment (compose notices the
-    /// changed configuration) and waits until it is healthy again.
-    async fn recreate(&mut self, service: &str, extra: &[(&str, &str)]) {
-        let env = compose_env(extra);
-        compose_cli(&env, &["up", "-d", "--no-deps", "--wait", service]).await;
-        self.env = env;
-    }
-}
 
 async fn stock(inventory: &mut InventoryServiceClient<Channel>, sku: &str) -> Stock {
     inventory
@@ -179,13 +50,7 @@ async fn the_shop_in_compose_survives_kills_pauses_and_member_loss() {
         started,
         "docker compose up (3 etcd, 3 Postgres, 2 replicas per service)",
     );
-    let env = compose_env(&[]);
-    let mut compose = DockerCompose::with_local_client(&[repo_root().join("compose.yaml")])
-        .with_project_name(PROJECT)
-        .with_env_vars(env.clone())
-        .with_wait(true);
-    compose.up().await.expect("compose up");
-    let mut stack = Stack { compose, env };
+    let mut stack = Stack::up(PROJECT, &[], &[]).await.expect("compose up");
     step(started, "stack is healthy");
 
     flash_sale_through_both_order_replicas(&stack, started).await;
@@ -194,8 +59,7 @@ async fn the_shop_in_compose_survives_kills_pauses_and_member_loss() {
     killed_job_leader_is_replaced(&stack, started).await;
 
     step(started, "docker compose down");
-    compose_cli(&stack.env, &["down", "-v", "-t", "2"]).await;
-    drop(stack);
+    stack.down().await.expect("compose down");
 }
 
 /// 100 buyers, 40 units, strategy mutex, spread over both order replicas (which spread
@@ -333,7 +197,7 @@ async fn paused_lock_holder_is_fenced(stack: &mut Stack, started: Instant) {
         assert!(Instant::now() < deadline, "inventory-1 never took the lock");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    docker(&["pause", &container("inventory-1")]).await;
+    stack.docker_on(&["pause"], "inventory-1").await.unwrap();
     step(
         started,
         "  inventory-1 paused while holding the lock; reserving on inventory-2",
@@ -362,7 +226,7 @@ async fn paused_lock_holder_is_fenced(stack: &mut Stack, started: Instant) {
         ),
     );
 
-    docker(&["unpause", &container("inventory-1")]).await;
+    stack.docker_on(&["unpause"], "inventory-1").await.unwrap();
     let stale = tokio::time::timeout(Duration::from_secs(30), stale)
         .await
         .expect("the stale holder finishes after unpause")
@@ -400,7 +264,10 @@ async fn paused_lock_holder_is_fenced(stack: &mut Stack, started: Instant) {
 /// sessions and orders keep working.
 async fn orders_continue_without_one_etcd_member(stack: &Stack, started: Instant) {
     step(started, "scenario 3: stop etcd3, keep ordering");
-    docker(&["stop", "-t", "2", &container("etcd3")]).await;
+    stack
+        .docker_on(&["stop", "-t", "2"], "etcd3")
+        .await
+        .unwrap();
     let sku = format!("e2e-member-{}", uuid::Uuid::new_v4().simple());
     let mut inventory = stack.inventory("inventory-2").await;
     inventory
@@ -431,7 +298,7 @@ async fn orders_continue_without_one_etcd_member(stack: &Stack, started: Instant
     let truth = stock(&mut inventory, &sku).await;
     assert_eq!(truth.reserved + truth.sold, 10, "{truth:?}");
     assert_eq!(truth.available, 0);
-    docker(&["start", &container("etcd3")]).await;
+    stack.docker_on(&["start"], "etcd3").await.unwrap();
     step(
         started,
         "  10 orders reserved with etcd3 down; etcd3 restarted",
@@ -468,7 +335,7 @@ async fn killed_job_leader_is_replaced(stack: &Stack, started: Instant) {
         assert!(leader.contains("order-2"), "someone leads: {leader:?}");
         ("order-2", "order-1")
     };
-    docker(&["kill", &container(victim)]).await;
+    stack.docker_on(&["kill"], victim).await.unwrap();
     let killed_at = Instant::now();
     let limit = TTL + Duration::from_secs(1);
     loop {
@@ -490,5 +357,5 @@ async fn killed_job_leader_is_replaced(stack: &Stack, started: Instant) {
             TTL.as_secs()
         ),
     );
-    docker(&["start", &container(victim)]).await;
+    stack.docker_on(&["start"], victim).await.unwrap();
 }
