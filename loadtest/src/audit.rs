@@ -123,10 +123,12 @@ impl Auditor {
     /// How many of the run's orders the order service has stored (in any status).
     pub async fn orders_stored(&self, key_prefix: &str) -> anyhow::Result<i64> {
         Ok(
-            sqlx::query_scalar("SELECT count(*) FROM orders WHERE starts_with(idempotency_key, $1)")
-                .bind(key_prefix)
-                .fetch_one(&self.order)
-                .await?,
+            sqlx::query_scalar(
+                "SELECT count(*) FROM orders WHERE starts_with(idempotency_key, $1)",
+            )
+            .bind(key_prefix)
+            .fetch_one(&self.order)
+            .await?,
         )
     }
 

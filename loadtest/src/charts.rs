@@ -198,7 +198,8 @@ fn throughput<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &StrategyRep
         .axis_desc_style(("sans-serif", 16))
         .draw()?;
     chart.draw_series(
-        AreaSeries::new(points.iter().copied(), 0.0, BLUE.mix(0.25)).border_style(BLUE.stroke_width(2)),
+        AreaSeries::new(points.iter().copied(), 0.0, BLUE.mix(0.25))
+            .border_style(BLUE.stroke_width(2)),
     )?;
     let mean = r.throughput_rps;
     chart
@@ -220,9 +221,9 @@ fn throughput<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &StrategyRep
 fn stock<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &StrategyReport) -> Drawn<DB> {
     root.fill(&WHITE)?;
     let points = &r.measurements.stock;
-    let (t0, t1) = points
-        .iter()
-        .fold((0.0f64, 0.1f64), |(lo, hi), p| (lo.min(p.t_s), hi.max(p.t_s)));
+    let (t0, t1) = points.iter().fold((0.0f64, 0.1f64), |(lo, hi), p| {
+        (lo.min(p.t_s), hi.max(p.t_s))
+    });
     let top = points
         .iter()
         .map(|p| p.available.max(p.reserved).max(p.sold))

@@ -77,13 +77,25 @@ pub struct Args {
     #[arg(long, env = "INVENTORY_ADDR", default_value = "http://127.0.0.1:50052")]
     pub inventory_addr: String,
     /// The order service's database (read only).
-    #[arg(long, env = "ORDER_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/order")]
+    #[arg(
+        long,
+        env = "ORDER_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/order"
+    )]
     pub order_db: String,
     /// The inventory service's database (read only).
-    #[arg(long, env = "INVENTORY_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/inventory")]
+    #[arg(
+        long,
+        env = "INVENTORY_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/inventory"
+    )]
     pub inventory_db: String,
     /// The payment service's database (read only).
-    #[arg(long, env = "PAYMENT_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/payment")]
+    #[arg(
+        long,
+        env = "PAYMENT_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/payment"
+    )]
     pub payment_db: String,
     /// etcd, for the start barrier (comma-separated host:port; ETCD_USERNAME/ETCD_PASSWORD apply).
     #[arg(long, env = "ETCD_ENDPOINTS", default_value = "127.0.0.1:2379")]
@@ -252,9 +264,7 @@ impl Args {
             zipf_exponent: self.zipf,
             max_lines: self.max_lines as usize,
             max_quantity: self.max_quantity,
-            per_customer_limit: self
-                .limit
-                .unwrap_or(if customer_limit { 1 } else { 0 }),
+            per_customer_limit: self.limit.unwrap_or(if customer_limit { 1 } else { 0 }),
             customers: self
                 .customers
                 .map(|c| c as usize)
@@ -378,12 +388,17 @@ mod tests {
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("10h").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("0s").unwrap_err().contains("more than 0"));
-        assert!(parse_duration("soon").unwrap_err().contains("not a duration"));
+        assert!(parse_duration("soon")
+            .unwrap_err()
+            .contains("not a duration"));
     }
 
     #[test]
     fn strategies_expand_and_deduplicate() {
-        let config = args(&["--strategy", "pg,all"]).unwrap().to_config().unwrap();
+        let config = args(&["--strategy", "pg,all"])
+            .unwrap()
+            .to_config()
+            .unwrap();
         assert_eq!(
             config.strategies,
             [Strategy::Pg, Strategy::None, Strategy::Mutex, Strategy::Stm]
@@ -394,7 +409,10 @@ mod tests {
 
     #[test]
     fn bad_combinations_are_refused_with_a_reason() {
-        let e = args(&["--processes", "2"]).unwrap().to_config().unwrap_err();
+        let e = args(&["--processes", "2"])
+            .unwrap()
+            .to_config()
+            .unwrap_err();
         assert!(e.to_string().contains("--run-id"), "{e}");
         let e = args(&["--processes", "2", "--process-index", "2", "--run-id", "r1"])
             .unwrap()
@@ -409,7 +427,10 @@ mod tests {
         assert!(args(&["--buyers", "0"]).is_err());
         assert!(args(&["--orders", "5", "--duration", "1s"]).is_err());
         assert!(args(&["--run-id", "no spaces"]).is_err());
-        let e = args(&["--order-db", "mysql://x"]).unwrap().to_config().unwrap_err();
+        let e = args(&["--order-db", "mysql://x"])
+            .unwrap()
+            .to_config()
+            .unwrap_err();
         assert!(e.to_string().contains("--order-db"), "{e}");
     }
 
@@ -421,7 +442,10 @@ mod tests {
             .unwrap();
         assert_eq!((config.per_customer_limit, config.customers), (1, 10));
         assert_eq!(config.skus, 1);
-        let config = args(&["--scenario", "cart-mix", "--skus", "7"]).unwrap().to_config().unwrap();
+        let config = args(&["--scenario", "cart-mix", "--skus", "7"])
+            .unwrap()
+            .to_config()
+            .unwrap();
         assert_eq!((config.per_customer_limit, config.skus), (0, 7));
     }
 }

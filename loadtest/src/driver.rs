@@ -149,7 +149,11 @@ impl Clock {
     }
 }
 
-async fn play(config: &RunConfig, shop: &Shop, strategy: Strategy) -> anyhow::Result<StrategyReport> {
+async fn play(
+    config: &RunConfig,
+    shop: &Shop,
+    strategy: Strategy,
+) -> anyhow::Result<StrategyReport> {
     let names = RunNames::new(config, strategy);
     let bar = progress_bar(config, strategy);
     let mut inventory = shop.inventory.clone();
@@ -163,7 +167,8 @@ async fn play(config: &RunConfig, shop: &Shop, strategy: Strategy) -> anyhow::Re
         "waiting for {} process(es) at the start barrier",
         config.cluster.processes
     ));
-    let barrier = coord::DoubleBarrier::new(&shop.session, &names.barrier, config.cluster.processes)?;
+    let barrier =
+        coord::DoubleBarrier::new(&shop.session, &names.barrier, config.cluster.processes)?;
     let inside = coord::timeout(config.join_timeout, barrier.enter())
         .await
         .with_context(|| {
@@ -331,10 +336,7 @@ async fn open_when_filled(
         if stored != last {
             (last, last_change) = (stored, Instant::now());
         }
-        if stored >= expected
-            || Instant::now() >= deadline
-            || last_change.elapsed() >= FILL_STALL
-        {
+        if stored >= expected || Instant::now() >= deadline || last_change.elapsed() >= FILL_STALL {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -419,7 +421,8 @@ impl Buyers {
                 let mut client = shop.orders[buyer % shop.orders.len()].clone();
                 let key_prefix = format!("{}b{buyer}-", names.process_key_prefix);
                 let global = (config.cluster.index * config.buyers + buyer) as u64;
-                let mut rng = StdRng::seed_from_u64(config.seed ^ global.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                let mut rng =
+                    StdRng::seed_from_u64(config.seed ^ global.wrapping_mul(0x9E37_79B9_7F4A_7C15));
                 let (picker, tickets, errors, bar) =
                     (picker.clone(), tickets.clone(), errors.clone(), bar.clone());
                 let amount = config.amount;
@@ -428,7 +431,9 @@ impl Buyers {
                     for n in 0.. {
                         let go_on = match amount {
                             Amount::OnePerBuyer => n == 0,
-                            Amount::Orders(total) => tickets.fetch_add(1, Ordering::Relaxed) < total,
+                            Amount::Orders(total) => {
+                                tickets.fetch_add(1, Ordering::Relaxed) < total
+                            }
                             Amount::Duration(d) => n == 0 || clock.now() < d,
                         };
                         if !go_on {
@@ -505,7 +510,10 @@ impl Buyers {
 /// Only when the scenario's config asks for it (a report), so plain runs add no load.
 struct StockSampler {
     /// Stops it; the task returns the points, `t_s` on the process's clock.
-    task: Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Vec<StockPoint>>)>,
+    task: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<Vec<StockPoint>>,
+    )>,
 }
 
 impl StockSampler {
@@ -534,7 +542,11 @@ impl StockSampler {
                         .await
                     {
                         let stock = stock.into_inner();
-                        sum = (sum.0 + stock.available, sum.1 + stock.reserved, sum.2 + stock.sold);
+                        sum = (
+                            sum.0 + stock.available,
+                            sum.1 + stock.reserved,
+                            sum.2 + stock.sold,
+                        );
                     }
                 }
                 points.push(StockPoint {

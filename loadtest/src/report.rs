@@ -110,7 +110,8 @@ impl StrategyReport {
             duplicate_payments: audit.duplicate_payments,
             payment_mismatches: audit.payment_mismatches,
             payment_mismatch_examples: audit.payment_mismatch_examples.clone(),
-            per_customer_limit: (config.per_customer_limit > 0).then_some(config.per_customer_limit),
+            per_customer_limit: (config.per_customer_limit > 0)
+                .then_some(config.per_customer_limit),
             over_limit_units: audit.over_limit_units,
             elapsed_s: m.window.as_secs_f64(),
             throughput_rps: m.throughput_rps(),
@@ -143,7 +144,10 @@ impl StrategyReport {
             broken.push(format!("{} duplicate payments", self.duplicate_payments));
         }
         if self.payment_mismatches > 0 {
-            broken.push(format!("{} payments disagree with their order", self.payment_mismatches));
+            broken.push(format!(
+                "{} payments disagree with their order",
+                self.payment_mismatches
+            ));
         }
         broken.extend(self.drift.iter().cloned());
         broken
@@ -324,12 +328,7 @@ pub fn render_text(reports: &[StrategyReport]) -> String {
 pub fn markdown_table(reports: &[StrategyReport]) -> String {
     let mut out = String::new();
     writeln!(out, "| {} |", COLUMNS.join(" | ")).unwrap();
-    writeln!(
-        out,
-        "|---|{}",
-        "---:|".repeat(COLUMNS.len() - 1)
-    )
-    .unwrap();
+    writeln!(out, "|---|{}", "---:|".repeat(COLUMNS.len() - 1)).unwrap();
     for r in reports {
         writeln!(out, "| {} |", row(r).join(" | ")).unwrap();
     }

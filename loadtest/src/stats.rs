@@ -60,8 +60,8 @@ impl Measurements {
     /// `window_start`: the sale's opening (or the start), on the samples' clock.
     pub fn new(samples: &[Sample], window_start: Duration, stock: Vec<StockPoint>) -> Measurements {
         // 1 µs to 10 min at 3 significant digits; longer values are clamped.
-        let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
-            .expect("valid histogram bounds");
+        let mut latency =
+            Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds");
         let (mut accepted, mut rejected, mut failed) = (0, 0, 0);
         let mut last = window_start;
         for s in samples {
@@ -158,10 +158,18 @@ mod tests {
         let m = Measurements::new(&samples, ms(100), Vec::new());
         assert_eq!((m.accepted, m.rejected, m.failed), (1, 1, 0));
         assert_eq!(m.window, ms(80));
-        assert!((m.latency_ms(0.0) - 10.0).abs() < 0.1, "{}", m.latency_ms(0.0));
+        assert!(
+            (m.latency_ms(0.0) - 10.0).abs() < 0.1,
+            "{}",
+            m.latency_ms(0.0)
+        );
         assert!((m.max_ms() - 30.0).abs() < 0.1, "{}", m.max_ms());
         assert!((m.throughput_rps() - 25.0).abs() < 0.01);
-        let answered: f64 = m.throughput.iter().map(|r| r * m.bucket.as_secs_f64()).sum();
+        let answered: f64 = m
+            .throughput
+            .iter()
+            .map(|r| r * m.bucket.as_secs_f64())
+            .sum();
         assert!((answered - 2.0).abs() < 1e-9, "every answer is in a bucket");
     }
 
