@@ -5,7 +5,7 @@ use std::process::ExitCode;
 #[tokio::main]
 async fn main() -> ExitCode {
     // Logs only when asked for: the progress bar and the tables own the terminal.
-    if std::env::var_os("RUST_LOG").is_some() {
+    if shop_common::config::env_var("RUST_LOG").is_some() {
         shop_common::init_telemetry("loadtest", None);
     }
     loadtest::cli::main().await
