@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | nothing oversold | inventory | per SKU, units on RESERVED + COMMITTED reservation lines (what buyers were promised) minus the units stocked, if positive; the counters are compared with the rows too (drift), with inventory's own `InventoryDb::audit` |
 //! | no lost order | order | every order of the run (by idempotency-key prefix) that is still PENDING or RESERVED after the settle timeout, plus every order this process was told was accepted that the database does not have |
+//! | stock settled | order | PAID/CANCELLED orders whose Commit/Release inventory has not confirmed (`stock_settled`) after the settle timeout |
 //! | one payment per order | payment | payment rows and provider charges beyond the first per order; and payments that disagree with the order (PAID without a captured payment, CANCELLED with one) |
 //! | per-customer limit | order | units of a customer's RESERVED/PAID orders in the sale above the limit |
 //!
@@ -48,7 +49,7 @@ pub struct SkuTruth {
 /// What the databases say about one strategy's part of a run.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Audit {
-    pub skus: Vec<SkuTruth>,
+    pub per_sku: Vec<SkuTruth>,
     pub units_promised: i64,
     pub units_sold: i64,
     pub oversold: i64,
@@ -59,6 +60,9 @@ pub struct Audit {
     pub lost_orders: i64,
     /// A few of the lost orders, with their status (`missing` if not in the database).
     pub lost_examples: Vec<String>,
+    /// PAID/CANCELLED orders whose stock inventory has not confirmed committing or
+    /// releasing (the counters may still move: drift is then not conclusive).
+    pub stock_unsettled: i64,
     pub payments: i64,
     pub duplicate_payments: i64,
     pub payment_mismatches: i64,
@@ -109,11 +113,15 @@ impl Auditor {
         })
     }
 
-    /// The run's orders that are not final yet (PENDING or RESERVED).
+    /// The run's orders that are not done yet: PENDING or RESERVED, or PAID/CANCELLED
+    /// while inventory has not confirmed the Commit/Release (`stock_settled`; the order
+    /// is marked PAID before its stock is committed, so the counters still move).
     pub async fn unsettled(&self, key_prefix: &str) -> anyhow::Result<i64> {
         Ok(sqlx::query_scalar(
             "SELECT count(*) FROM orders
-             WHERE starts_with(idempotency_key, $1) AND status IN ('PENDING', 'RESERVED')",
+             WHERE starts_with(idempotency_key, $1)
+               AND (status IN ('PENDING', 'RESERVED')
+                    OR (status IN ('PAID', 'CANCELLED') AND NOT stock_settled))",
         )
         .bind(key_prefix)
         .fetch_one(&self.order)
@@ -132,8 +140,8 @@ impl Auditor {
         )
     }
 
-    /// Waits until no order of the run is PENDING or RESERVED, at most `timeout`.
-    /// Returns whether they all settled.
+    /// Waits until every order of the run is done ([`Auditor::unsettled`]), at most
+    /// `timeout`. Returns whether they all settled.
     pub async fn wait_settled(&self, key_prefix: &str, timeout: Duration) -> anyhow::Result<bool> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -173,7 +181,7 @@ impl Auditor {
             audit.units_promised += promised;
             audit.units_sold += truth.lines_committed;
             audit.oversold += oversold;
-            audit.skus.push(SkuTruth {
+            audit.per_sku.push(SkuTruth {
                 sku: name.clone(),
                 stocked: scope.stock_per_sku,
                 promised,
@@ -213,6 +221,14 @@ impl Auditor {
         .fetch_all(&self.order)
         .await?;
         audit.lost_orders = (unsettled.len() + missing.len()) as i64;
+        audit.stock_unsettled = sqlx::query_scalar(
+            "SELECT count(*) FROM orders
+             WHERE starts_with(idempotency_key, $1)
+               AND status IN ('PAID', 'CANCELLED') AND NOT stock_settled",
+        )
+        .bind(scope.key_prefix)
+        .fetch_one(&self.order)
+        .await?;
         for row in unsettled.iter().take(5) {
             let id: Uuid = row.try_get("order_id")?;
             let status: String = row.try_get("status")?;

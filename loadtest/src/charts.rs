@@ -227,7 +227,7 @@ fn stock<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &StrategyReport) 
     let top = points
         .iter()
         .map(|p| p.available.max(p.reserved).max(p.sold))
-        .chain([r.stock, r.units_promised])
+        .chain([r.stock, r.audit.units_promised])
         .max()
         .unwrap_or(1)
         .max(1);

@@ -13,8 +13,8 @@
 //! 4. **finish together**: each process leaves the DoubleBarrier when its buyers are
 //!    done, so no process audits while another still orders;
 //! 5. **settle and audit**: wait until no order of the run is PENDING or RESERVED
-//!    (payments done), at most `settle_timeout`, then read the invariants from the
-//!    databases ([`crate::audit`]).
+//!    and inventory confirmed every PAID/CANCELLED order's Commit/Release, at most
+//!    `settle_timeout`, then read the invariants from the databases ([`crate::audit`]).
 //!
 //! Without a sale (`use_sale = false`) step 3 has no barrier in the inventory: the
 //! buyers start when they pass the DoubleBarrier.

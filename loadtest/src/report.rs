@@ -35,22 +35,10 @@ pub struct StrategyReport {
     pub orders_accepted: usize,
     pub orders_rejected: usize,
     pub orders_failed: usize,
-    /// From the inventory database (all processes).
-    pub units_sold: i64,
-    pub units_promised: i64,
-    pub oversold: i64,
-    pub drift: Vec<String>,
-    /// From the order database (all processes).
-    pub orders_by_status: BTreeMap<String, i64>,
-    pub lost_orders: i64,
-    pub lost_examples: Vec<String>,
-    /// From the payment database.
-    pub payments: i64,
-    pub duplicate_payments: i64,
-    pub payment_mismatches: i64,
-    pub payment_mismatch_examples: Vec<String>,
+    /// What the databases say (all processes): stock, orders' fates, payments.
+    #[serde(flatten)]
+    pub audit: Audit,
     pub per_customer_limit: Option<i32>,
-    pub over_limit_units: Option<i64>,
     /// Seconds from the sale's opening (or the start) to the last answer.
     pub elapsed_s: f64,
     /// Answered orders (accepted + rejected) per second of `elapsed_s`.
@@ -64,8 +52,6 @@ pub struct StrategyReport {
     pub errors: Vec<(String, usize)>,
     #[serde(skip)]
     pub measurements: Measurements,
-    #[serde(skip)]
-    pub audit: Audit,
 }
 
 impl StrategyReport {
@@ -99,20 +85,8 @@ impl StrategyReport {
             orders_accepted: m.accepted,
             orders_rejected: m.rejected,
             orders_failed: m.failed,
-            units_sold: audit.units_sold,
-            units_promised: audit.units_promised,
-            oversold: audit.oversold,
-            drift: audit.drift.clone(),
-            orders_by_status: audit.orders_by_status.clone(),
-            lost_orders: audit.lost_orders,
-            lost_examples: audit.lost_examples.clone(),
-            payments: audit.payments,
-            duplicate_payments: audit.duplicate_payments,
-            payment_mismatches: audit.payment_mismatches,
-            payment_mismatch_examples: audit.payment_mismatch_examples.clone(),
             per_customer_limit: (config.per_customer_limit > 0)
                 .then_some(config.per_customer_limit),
-            over_limit_units: audit.over_limit_units,
             elapsed_s: m.window.as_secs_f64(),
             throughput_rps: m.throughput_rps(),
             accepted_rps: m.accepted_rps(),
@@ -131,25 +105,38 @@ impl StrategyReport {
     pub fn violations(&self) -> Vec<String> {
         let mut broken = Vec::new();
         let uncoordinated = self.strategy == Strategy::None.as_str();
-        if self.oversold > 0 && !uncoordinated {
-            broken.push(format!("{} units oversold", self.oversold));
+        if self.audit.oversold > 0 && !uncoordinated {
+            broken.push(format!("{} units oversold", self.audit.oversold));
         }
-        if let Some(over) = self.over_limit_units.filter(|&u| u > 0 && !uncoordinated) {
+        if let Some(over) = self
+            .audit
+            .over_limit_units
+            .filter(|&u| u > 0 && !uncoordinated)
+        {
             broken.push(format!("{over} units over the per-customer limit"));
         }
-        if self.lost_orders > 0 {
-            broken.push(format!("{} orders lost", self.lost_orders));
+        if self.audit.lost_orders > 0 {
+            broken.push(format!("{} orders lost", self.audit.lost_orders));
         }
-        if self.duplicate_payments > 0 {
-            broken.push(format!("{} duplicate payments", self.duplicate_payments));
-        }
-        if self.payment_mismatches > 0 {
+        if self.audit.stock_unsettled > 0 {
             broken.push(format!(
-                "{} payments disagree with their order",
-                self.payment_mismatches
+                "{} paid or cancelled orders whose stock inventory never committed or released",
+                self.audit.stock_unsettled
             ));
         }
-        broken.extend(self.drift.iter().cloned());
+        if self.audit.duplicate_payments > 0 {
+            broken.push(format!(
+                "{} duplicate payments",
+                self.audit.duplicate_payments
+            ));
+        }
+        if self.audit.payment_mismatches > 0 {
+            broken.push(format!(
+                "{} payments disagree with their order",
+                self.audit.payment_mismatches
+            ));
+        }
+        broken.extend(self.audit.drift.iter().cloned());
         broken
     }
 
@@ -180,10 +167,10 @@ fn row(r: &StrategyReport) -> [String; 12] {
         r.orders_accepted.to_string(),
         r.orders_rejected.to_string(),
         r.orders_failed.to_string(),
-        format!("{}/{}", r.units_sold, r.stock),
-        r.oversold.to_string(),
-        r.lost_orders.to_string(),
-        r.duplicate_payments.to_string(),
+        format!("{}/{}", r.audit.units_sold, r.stock),
+        r.audit.oversold.to_string(),
+        r.audit.lost_orders.to_string(),
+        r.audit.duplicate_payments.to_string(),
         format!("{:.0}", r.throughput_rps),
         format!("{:.1}", r.p50_ms),
         format!("{:.1}", r.p95_ms),
@@ -204,6 +191,7 @@ fn heading(reports: &[StrategyReport]) -> String {
 /// The details of one strategy, as `label: value` lines.
 fn details(r: &StrategyReport) -> Vec<(String, String)> {
     let statuses = r
+        .audit
         .orders_by_status
         .iter()
         .map(|(s, n)| format!("{s} {n}"))
@@ -221,23 +209,27 @@ fn details(r: &StrategyReport) -> Vec<(String, String)> {
             "units (inventory DB)".into(),
             format!(
                 "{} promised, {} sold of {} stocked, {} oversold",
-                r.units_promised, r.units_sold, r.stock, r.oversold
+                r.audit.units_promised, r.audit.units_sold, r.stock, r.audit.oversold
             ),
         ),
         ("orders (order DB)".into(), statuses),
         (
             "lost orders".into(),
-            if r.lost_examples.is_empty() {
-                r.lost_orders.to_string()
+            if r.audit.lost_examples.is_empty() {
+                r.audit.lost_orders.to_string()
             } else {
-                format!("{} (e.g. {})", r.lost_orders, r.lost_examples.join("; "))
+                format!(
+                    "{} (e.g. {})",
+                    r.audit.lost_orders,
+                    r.audit.lost_examples.join("; ")
+                )
             },
         ),
         (
             "payments (payment DB)".into(),
             format!(
                 "{} payments, {} duplicate, {} disagreeing with their order",
-                r.payments, r.duplicate_payments, r.payment_mismatches
+                r.audit.payments, r.audit.duplicate_payments, r.audit.payment_mismatches
             ),
         ),
         (
@@ -255,19 +247,28 @@ fn details(r: &StrategyReport) -> Vec<(String, String)> {
             ),
         ),
     ];
-    if let (Some(limit), Some(over)) = (r.per_customer_limit, r.over_limit_units) {
+    if let (Some(limit), Some(over)) = (r.per_customer_limit, r.audit.over_limit_units) {
         lines.push((
             "per-customer limit".into(),
             format!("{limit} units; {over} units bought beyond it"),
         ));
     }
-    if !r.drift.is_empty() {
-        lines.push(("counter drift".into(), r.drift.join("; ")));
+    if r.audit.stock_unsettled > 0 {
+        lines.push((
+            "stock not settled".into(),
+            format!(
+                "{} PAID/CANCELLED orders still wait for inventory's Commit/Release",
+                r.audit.stock_unsettled
+            ),
+        ));
     }
-    if !r.payment_mismatch_examples.is_empty() {
+    if !r.audit.drift.is_empty() {
+        lines.push(("counter drift".into(), r.audit.drift.join("; ")));
+    }
+    if !r.audit.payment_mismatch_examples.is_empty() {
         lines.push((
             "payment mismatches".into(),
-            r.payment_mismatch_examples.join("; "),
+            r.audit.payment_mismatch_examples.join("; "),
         ));
     }
     for (message, n) in r.errors.iter().take(3) {

@@ -38,12 +38,17 @@ async fn mutex_and_pg_oversell_nothing_and_none_oversells_as_the_database_shows(
         let promised = shop.promised(&base).await;
         eprintln!(
             "{}: {} accepted, {} rejected, {} promised in the database, oversold {}, {:.0} orders/s",
-            r.strategy, r.orders_accepted, r.orders_rejected, promised, r.oversold, r.throughput_rps
+            r.strategy, r.orders_accepted, r.orders_rejected, promised, r.audit.oversold, r.throughput_rps
         );
         // What the report says is what the databases hold.
-        assert_eq!(r.oversold, (promised - STOCK).max(0), "{}", r.strategy);
-        assert_eq!(r.units_promised, promised, "{}", r.strategy);
-        assert_eq!(r.units_sold, shop.sold(&base).await, "{}", r.strategy);
+        assert_eq!(
+            r.audit.oversold,
+            (promised - STOCK).max(0),
+            "{}",
+            r.strategy
+        );
+        assert_eq!(r.audit.units_promised, promised, "{}", r.strategy);
+        assert_eq!(r.audit.units_sold, shop.sold(&base).await, "{}", r.strategy);
         assert_eq!(
             r.orders_accepted as i64,
             shop.orders_with_status(&base, "PAID").await,
@@ -59,22 +64,34 @@ async fn mutex_and_pg_oversell_nothing_and_none_oversells_as_the_database_shows(
         assert_eq!((r.buyers, r.stock, r.orders), (BUYERS, STOCK, BUYERS));
         assert_eq!(r.orders_failed, 0, "{}: {:?}", r.strategy, r.errors);
         assert_eq!(
-            (r.lost_orders, r.duplicate_payments, r.payment_mismatches),
+            (
+                r.audit.lost_orders,
+                r.audit.duplicate_payments,
+                r.audit.payment_mismatches
+            ),
             (0, 0, 0)
         );
-        assert!(r.drift.is_empty(), "{}: {:?}", r.strategy, r.drift);
+        assert!(
+            r.audit.drift.is_empty(),
+            "{}: {:?}",
+            r.strategy,
+            r.audit.drift
+        );
         assert!(r.p50_ms <= r.p99_ms && r.p99_ms <= r.max_ms);
     }
 
     for strategy in [Strategy::Mutex, Strategy::Pg] {
         let r = report_for(&reports, strategy);
-        assert_eq!(r.oversold, 0, "{strategy}");
+        assert_eq!(r.audit.oversold, 0, "{strategy}");
         assert_eq!(
             (r.orders_accepted, r.orders_rejected),
             (10, 30),
             "{strategy}"
         );
-        assert_eq!(r.units_sold, STOCK, "{strategy}: all the stock, no more");
+        assert_eq!(
+            r.audit.units_sold, STOCK,
+            "{strategy}: all the stock, no more"
+        );
         assert!(
             r.violations().is_empty(),
             "{strategy}: {:?}",
@@ -83,10 +100,10 @@ async fn mutex_and_pg_oversell_nothing_and_none_oversells_as_the_database_shows(
     }
     let none = report_for(&reports, Strategy::None);
     assert!(
-        none.oversold > 0,
+        none.audit.oversold > 0,
         "40 uncoordinated buyers with a 20 ms think time oversell 10 units; got {none:?}"
     );
-    assert_eq!(none.units_sold, STOCK + none.oversold);
+    assert_eq!(none.audit.units_sold, STOCK + none.audit.oversold);
     assert!(
         none.violations().is_empty(),
         "overselling is none's nature, not a violation"
@@ -116,9 +133,12 @@ async fn two_processes_start_together_and_are_audited_as_one_run() {
     );
     for r in [a, b] {
         assert_eq!((r.buyers, r.processes), (30, 2));
-        assert_eq!((r.units_sold, r.oversold, r.lost_orders), (20, 0, 0));
-        assert_eq!(r.orders_by_status.get("PAID"), Some(&20));
-        assert_eq!(r.orders_by_status.get("REJECTED"), Some(&10));
+        assert_eq!(
+            (r.audit.units_sold, r.audit.oversold, r.audit.lost_orders),
+            (20, 0, 0)
+        );
+        assert_eq!(r.audit.orders_by_status.get("PAID"), Some(&20));
+        assert_eq!(r.audit.orders_by_status.get("REJECTED"), Some(&10));
     }
 }
 
@@ -135,9 +155,9 @@ async fn cart_mix_orders_several_skus_and_the_charts_are_written() {
     let r = &reports[0];
     let base = format!("lt-{}-mutex-", config.cluster.run_id);
     assert_eq!((r.orders, r.stock, r.skus), (30, 20, 5));
-    assert_eq!(r.units_promised, shop.promised(&base).await);
-    assert_eq!(r.oversold, 0);
-    assert!(r.units_sold <= 20 && r.units_sold > 0, "{r:?}");
+    assert_eq!(r.audit.units_promised, shop.promised(&base).await);
+    assert_eq!(r.audit.oversold, 0);
+    assert!(r.audit.units_sold <= 20 && r.audit.units_sold > 0, "{r:?}");
     assert!(!r.measurements.stock.is_empty(), "stock was sampled");
     let carts: Vec<i64> = sqlx::query_scalar(
         "SELECT count(*) FROM order_lines l JOIN orders o ON o.order_id = l.order_id
