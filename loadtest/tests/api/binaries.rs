@@ -136,11 +136,21 @@ async fn shopctl_sets_and_shows_stock_follows_an_order_and_lists_leaders() {
         "{}",
         out.stdout
     );
-    let out = shopctl(&["stock", "get", "tea"]).await;
-    assert_eq!(
-        out.stdout.trim(),
-        "tea: available 3, reserved 0, sold 2 (fence token 0)"
-    );
+    // The order is PAID before inventory commits its stock; the commit follows.
+    let committed = "tea: available 3, reserved 0, sold 2 (fence token 0)";
+    let mut shown = String::new();
+    for _ in 0..100 {
+        shown = shopctl(&["stock", "get", "tea"])
+            .await
+            .stdout
+            .trim()
+            .to_owned();
+        if shown == committed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(shown, committed);
 
     let out = shopctl(&["leaders"]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
