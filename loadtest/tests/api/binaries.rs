@@ -34,9 +34,8 @@ async fn loadtest_json_has_one_object_per_strategy_with_the_required_fields() {
     let mut args = shop.loadtest_args();
     args.extend(strings(&[
         "--json",
-        "--no-sale",
         "--strategy",
-        "pg,mutex",
+        "pg,stm",
         "--buyers",
         "20",
         "--stock",
@@ -56,7 +55,7 @@ async fn loadtest_json_has_one_object_per_strategy_with_the_required_fields() {
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
         .collect();
     assert_eq!(objects.len(), 2, "{}", out.stdout);
-    for (object, strategy) in objects.iter().zip(["pg", "mutex"]) {
+    for (object, strategy) in objects.iter().zip(["pg", "stm"]) {
         assert_eq!(object["strategy"], strategy);
         for field in [
             "buyers",

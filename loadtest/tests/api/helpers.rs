@@ -85,8 +85,8 @@ impl Shop {
         }
     }
 
-    /// A run of `scenario` with `buyers` buyers for `stock` units, one order each,
-    /// outside a sale, as one process.
+    /// A run of `scenario` with `buyers` buyers for `stock` units, one order each, in
+    /// a flash sale, as one process.
     pub fn config(
         &self,
         scenario: Scenario,
@@ -106,7 +106,7 @@ impl Shop {
             per_customer_limit: 0,
             customers: buyers,
             amount: Amount::OnePerBuyer,
-            use_sale: false,
+            use_sale: true,
             endpoints: Endpoints {
                 order: self.order.uri(),
                 inventory: self.inventory.uri(),

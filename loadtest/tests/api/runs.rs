@@ -20,18 +20,19 @@ fn report_for(reports: &[StrategyReport], strategy: Strategy) -> &StrategyReport
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mutex_and_pg_oversell_nothing_and_none_oversells_as_the_database_shows() {
+async fn in_a_flash_sale_mutex_stm_and_pg_oversell_nothing_and_none_oversells_as_the_database_shows(
+) {
     // 20 ms between none's read and write: with 40 buyers at once, overlapping reads
     // (lost updates) are certain, not a matter of luck.
     let shop = Shop::spawn(Duration::from_millis(20)).await;
     let config = shop.config(
         Scenario::FlashSale,
-        &[Strategy::None, Strategy::Mutex, Strategy::Pg],
+        &[Strategy::None, Strategy::Mutex, Strategy::Stm, Strategy::Pg],
         BUYERS,
         STOCK,
     );
     let reports = loadtest::run(&config).await.expect("the run");
-    assert_eq!(reports.len(), 3);
+    assert_eq!(reports.len(), 4);
 
     for r in &reports {
         let base = format!("lt-{}-{}-", config.cluster.run_id, r.strategy);
@@ -80,7 +81,7 @@ async fn mutex_and_pg_oversell_nothing_and_none_oversells_as_the_database_shows(
         assert!(r.p50_ms <= r.p99_ms && r.p99_ms <= r.max_ms);
     }
 
-    for strategy in [Strategy::Mutex, Strategy::Pg] {
+    for strategy in [Strategy::Mutex, Strategy::Stm, Strategy::Pg] {
         let r = report_for(&reports, strategy);
         assert_eq!(r.audit.oversold, 0, "{strategy}");
         assert_eq!(
@@ -146,6 +147,8 @@ async fn two_processes_start_together_and_are_audited_as_one_run() {
 async fn cart_mix_orders_several_skus_and_the_charts_are_written() {
     let shop = Shop::spawn(Duration::from_millis(2)).await;
     let mut config = shop.config(Scenario::CartMix, &[Strategy::Mutex], 12, 4);
+    // Outside a sale: the buyers only start together.
+    config.use_sale = false;
     config.skus = 5;
     config.max_lines = 3;
     config.max_quantity = 2;
@@ -188,4 +191,58 @@ async fn cart_mix_orders_several_skus_and_the_charts_are_written() {
     assert!(summary.contains("| mutex |"), "{summary}");
     assert!(summary.contains("mutex-stock.png"), "{summary}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sales_per_customer_limit_holds_for_mutex_stm_and_pg() {
+    let shop = Shop::spawn(Duration::from_millis(2)).await;
+    // 40 buyers sharing 10 customers, one unit each, at most one per customer: the
+    // limit binds long before the 100 units run out.
+    let mut config = shop.config(
+        Scenario::CustomerLimit,
+        &[Strategy::Mutex, Strategy::Stm, Strategy::Pg],
+        BUYERS,
+        100,
+    );
+    config.per_customer_limit = 1;
+    config.customers = 10;
+    let reports = loadtest::run(&config).await.expect("the run");
+    for r in &reports {
+        let base = format!("lt-{}-{}-", config.cluster.run_id, r.strategy);
+        let per_customer: Vec<i64> = sqlx::query_scalar(
+            "SELECT sum(l.quantity)::bigint FROM orders o
+             JOIN order_lines l ON l.order_id = o.order_id
+             WHERE starts_with(o.idempotency_key, $1) AND o.status = 'PAID'
+             GROUP BY o.customer_id",
+        )
+        .bind(&base)
+        .fetch_all(&shop.order_pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            per_customer,
+            vec![1; 10],
+            "{}: one unit per customer",
+            r.strategy
+        );
+        assert_eq!(r.audit.over_limit_units, Some(0), "{}", r.strategy);
+        assert_eq!(
+            (r.orders_accepted, r.orders_rejected),
+            (10, 30),
+            "{}",
+            r.strategy
+        );
+        assert_eq!(
+            (r.audit.units_sold, r.audit.oversold),
+            (10, 0),
+            "{}",
+            r.strategy
+        );
+        assert!(
+            r.violations().is_empty(),
+            "{}: {:?}",
+            r.strategy,
+            r.violations()
+        );
+    }
 }
