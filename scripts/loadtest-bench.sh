@@ -63,10 +63,34 @@ if [ ! -f "$logs/inventory.pid" ]; then
 fi
 [ $keep = 1 ] || trap stop_all EXIT
 
+# CPU time (clock ticks) of a process, and of Postgres (the postmaster and its backends).
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+pg_ticks() {
+  local pm sum c
+  pm=$(head -1 "${TMPDIR:-/tmp}/coord-shop-postgres-$pg_port/data/postmaster.pid")
+  sum=$(ticks "$pm")
+  for c in $(cat /proc/"$pm"/task/*/children 2>/dev/null); do sum=$((sum + $(ticks "$c"))); done
+  echo "$sum"
+}
+cpu_snapshot() {
+  echo "$(ticks "$(cat "$logs/order.pid")") $(ticks "$(cat "$logs/inventory.pid")") \
+$(ticks "$(cat "$logs/payment.pid")") $(ticks "$(cat "${TMPDIR:-/tmp}/coord-shop-etcd-$etcd_port/pid")") $(pg_ticks)"
+}
+
 echo "loadtest-bench: machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+before=($(cpu_snapshot))
 status=0
-target/release/loadtest \
+/usr/bin/time -f "%U %S" -o "$logs/loadtest.time" target/release/loadtest \
   --order-addr "127.0.0.1:$order_port" --inventory-addr "127.0.0.1:$inventory_port" \
   --order-db "$pg/order" --inventory-db "$pg/inventory" --payment-db "$pg/payment" \
   --etcd-endpoints "127.0.0.1:$etcd_port" "$@" || status=$?
+after=($(cpu_snapshot))
+hz=$(getconf CLK_TCK)
+names=(order inventory payment etcd postgres)
+line="loadtest-bench: CPU seconds during the run (setup, buyers, settling, audit):"
+for i in 0 1 2 3 4; do
+  line+=" ${names[$i]} $(awk -v t=$((after[i] - before[i])) -v hz="$hz" 'BEGIN { printf "%.2f", t / hz }')"
+done
+line+=" loadtest $(awk '{ printf "%.2f", $1 + $2 }' "$logs/loadtest.time")"
+echo "$line" >&2
 exit $status

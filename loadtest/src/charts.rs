@@ -99,6 +99,15 @@ where
 /// One of a stock point's counters.
 type Counter = fn(&crate::stats::StockPoint) -> i64;
 
+/// What the time axes count from.
+fn since(r: &StrategyReport) -> &'static str {
+    if r.sale_id.is_some() {
+        "the sale opened"
+    } else {
+        "the buyers started"
+    }
+}
+
 type Drawn<DB> = Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
 
 fn title(report: &StrategyReport, what: &str) -> String {
@@ -134,7 +143,11 @@ fn latency<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &StrategyReport
         .build_cartesian_2d(0.0..top_ms, 0u64..(max_count + max_count / 8 + 1))?;
     chart
         .configure_mesh()
-        .x_desc("latency (ms), from the sale's opening")
+        .x_desc(if r.sale_id.is_some() {
+            "latency (ms), from the sale's opening"
+        } else {
+            "latency (ms)"
+        })
         .y_desc("orders")
         .label_style(("sans-serif", 15))
         .axis_desc_style(("sans-serif", 16))
@@ -190,7 +203,8 @@ fn throughput<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &StrategyRep
     chart
         .configure_mesh()
         .x_desc(format!(
-            "seconds since the sale opened ({} ms buckets)",
+            "seconds since {} ({} ms buckets)",
+            since(r),
             m.bucket.as_millis()
         ))
         .y_desc("orders/s")
@@ -239,7 +253,7 @@ fn stock<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &StrategyReport) 
         .build_cartesian_2d(t0..t1, 0i64..(top + top / 8 + 1))?;
     chart
         .configure_mesh()
-        .x_desc("seconds since the sale opened (negative: waiting for it)")
+        .x_desc(format!("seconds since {} (negative: before)", since(r)))
         .y_desc("units")
         .label_style(("sans-serif", 15))
         .axis_desc_style(("sans-serif", 16))

@@ -69,6 +69,10 @@ pub struct Args {
     /// Order outside a flash sale: the buyers only start together (no sale barrier).
     #[arg(long)]
     pub no_sale: bool,
+    /// Call inventory's Reserve directly (no order service, no payments): measures the
+    /// strategies alone; reservations stay RESERVED, only the stock invariants apply.
+    #[arg(long)]
+    pub direct_reserve: bool,
 
     /// The order service.
     #[arg(long, env = "ORDER_ADDR", default_value = "http://127.0.0.1:50051")]
@@ -275,6 +279,7 @@ impl Args {
                 (None, None) => Amount::OnePerBuyer,
             },
             use_sale: !self.no_sale,
+            direct_reserve: self.direct_reserve,
             endpoints: Endpoints {
                 order: grpc_uri(&self.order_addr),
                 inventory: grpc_uri(&self.inventory_addr),

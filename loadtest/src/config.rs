@@ -113,6 +113,10 @@ pub struct RunConfig {
     /// service) once every process's buyers have submitted; without it the buyers only
     /// start together.
     pub use_sale: bool,
+    /// Buyers call the inventory's Reserve directly instead of the order service's
+    /// CreateOrder: the reservation strategies alone, without the saga (no order rows,
+    /// no payments; the reservations stay RESERVED). Only the stock invariants apply.
+    pub direct_reserve: bool,
     pub endpoints: Endpoints,
     pub databases: Databases,
     pub cluster: Cluster,

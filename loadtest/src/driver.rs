@@ -17,7 +17,9 @@
 //!    `settle_timeout`, then read the invariants from the databases ([`crate::audit`]).
 //!
 //! Without a sale (`use_sale = false`) step 3 has no barrier in the inventory: the
-//! buyers start when they pass the DoubleBarrier.
+//! buyers start when they pass the DoubleBarrier. With `direct_reserve` the buyers
+//! call inventory's Reserve themselves (the strategies without the saga); process 0
+//! then opens the sale a second after the start, as nothing is stored to count.
 //!
 //! Not guaranteed: the processes must be given the same options (buyers, stock,
 //! scenario, strategies, run id); nothing checks it. The window start in a process
@@ -220,7 +222,12 @@ async fn play(
             key_prefix: &names.key_prefix,
             skus: &names.skus,
             stock_per_sku: config.stock,
-            accepted: &samples.accepted,
+            // Direct Reserves have no orders: nothing can be lost or paid.
+            accepted: if config.direct_reserve {
+                &[]
+            } else {
+                &samples.accepted
+            },
             per_customer_limit: config.per_customer_limit,
         })
         .await
@@ -327,6 +334,13 @@ async fn open_when_filled(
     inventory: &mut InventoryServiceClient<Channel>,
     bar: &ProgressBar,
 ) -> anyhow::Result<pb::Sale> {
+    if config.direct_reserve {
+        // Direct Reserves leave nothing in the order database to count: give every
+        // process's first Reserves a moment to reach the sale's barrier.
+        bar.set_message("sale closed, Reserves waiting");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        return open_sale(names, inventory).await;
+    }
     let expected = (config.buyers * config.cluster.processes) as i64;
     let deadline = Instant::now() + FILL_TIMEOUT;
     let (mut last, mut last_change) = (-1, Instant::now());
@@ -343,14 +357,20 @@ async fn open_when_filled(
     }
     // A stored order calls Reserve right after its insert; let the last ones get there.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let sale = inventory
+    open_sale(names, inventory).await
+}
+
+async fn open_sale(
+    names: &RunNames,
+    inventory: &mut InventoryServiceClient<Channel>,
+) -> anyhow::Result<pb::Sale> {
+    Ok(inventory
         .open_sale(pb::OpenSaleRequest {
             sale_id: names.sale_id().to_owned(),
         })
         .await
         .map_err(|s| rpc_error("inventory OpenSale", s))?
-        .into_inner();
-    Ok(sale)
+        .into_inner())
 }
 
 /// Other processes: learn when the sale opened.
@@ -419,6 +439,7 @@ impl Buyers {
                     sale_id: sale_id.clone(),
                 };
                 let mut client = shop.orders[buyer % shop.orders.len()].clone();
+                let mut inventory = config.direct_reserve.then(|| shop.inventory.clone());
                 let key_prefix = format!("{}b{buyer}-", names.process_key_prefix);
                 let global = (config.cluster.index * config.buyers + buyer) as u64;
                 let mut rng =
@@ -443,21 +464,35 @@ impl Buyers {
                         request.idempotency_key = format!("{key_prefix}{n}");
                         request.items = picker.cart(&mut rng);
                         let submitted = clock.now();
-                        let reply = client.create_order(request).await;
+                        let reply = match &mut inventory {
+                            None => client.create_order(request).await.map(|order| {
+                                let order = order.into_inner();
+                                let reserved = matches!(
+                                    pb::OrderStatus::try_from(order.status),
+                                    Ok(pb::OrderStatus::Reserved | pb::OrderStatus::Paid)
+                                );
+                                (reserved, order.order_id)
+                            }),
+                            Some(inventory) => {
+                                let order_id = Uuid::new_v4().to_string();
+                                inventory
+                                    .reserve(reserve_request(request, order_id.clone()))
+                                    .await
+                                    .map(|r| {
+                                        let outcome = r.into_inner().outcome;
+                                        (outcome == pb::ReserveOutcome::Reserved as i32, order_id)
+                                    })
+                            }
+                        };
                         let answered = clock.now();
                         let outcome = match reply {
-                            Ok(order) => {
-                                let order = order.into_inner();
-                                match pb::OrderStatus::try_from(order.status) {
-                                    Ok(pb::OrderStatus::Reserved | pb::OrderStatus::Paid) => {
-                                        if let Ok(id) = Uuid::parse_str(&order.order_id) {
-                                            accepted.push(id);
-                                        }
-                                        Outcome::Accepted
-                                    }
-                                    _ => Outcome::Rejected,
+                            Ok((true, order_id)) => {
+                                if let Ok(id) = Uuid::parse_str(&order_id) {
+                                    accepted.push(id);
                                 }
+                                Outcome::Accepted
                             }
+                            Ok((false, _)) => Outcome::Rejected,
                             Err(status) => {
                                 let key = format!("{:?}: {}", status.code(), status.message());
                                 *errors.lock().unwrap().entry(key).or_insert(0) += 1;
@@ -503,6 +538,17 @@ impl Buyers {
             *results.errors.entry(message).or_insert(0) += n;
         }
         results
+    }
+}
+
+/// The Reserve the order service would send for `order`.
+fn reserve_request(order: pb::CreateOrderRequest, order_id: String) -> pb::ReserveRequest {
+    pb::ReserveRequest {
+        order_id,
+        items: order.items,
+        strategy: order.strategy,
+        customer_id: order.customer_id,
+        sale_id: order.sale_id,
     }
 }
 

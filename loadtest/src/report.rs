@@ -12,6 +12,7 @@ use shop_common::domain::Strategy;
 
 use crate::audit::Audit;
 use crate::config::RunConfig;
+use crate::scenario::RunNames;
 use crate::stats::Measurements;
 
 /// One strategy's results. The serialised fields are the `--json` object.
@@ -20,6 +21,11 @@ pub struct StrategyReport {
     pub strategy: String,
     pub scenario: String,
     pub run_id: String,
+    /// `orders` (CreateOrder through the saga) or `reserve` (inventory's Reserve
+    /// directly: no orders, no payments).
+    pub mode: &'static str,
+    /// The flash sale the orders were in (None: `--no-sale`).
+    pub sale_id: Option<String>,
     /// False when no order got an answer (e.g. the strategy is not implemented by the
     /// inventory service: every call failed); `error` says why.
     pub available: bool,
@@ -70,6 +76,14 @@ impl StrategyReport {
             strategy: strategy.as_str().to_owned(),
             scenario: config.scenario.as_str().to_owned(),
             run_id: config.cluster.run_id.clone(),
+            mode: if config.direct_reserve {
+                "reserve"
+            } else {
+                "orders"
+            },
+            sale_id: config
+                .use_sale
+                .then(|| RunNames::new(config, strategy).sale_id().to_owned()),
             available,
             error: (!available).then(|| {
                 errors
@@ -182,8 +196,18 @@ fn heading(reports: &[StrategyReport]) -> String {
     match reports.first() {
         None => "no strategies ran".into(),
         Some(r) => format!(
-            "{} · {} buyers in {} process(es) · {} units over {} SKU(s) · run {}",
-            r.scenario, r.buyers, r.processes, r.stock, r.skus, r.run_id
+            "{}{} · {} buyers in {} process(es) · {} units over {} SKU(s) · run {}",
+            r.scenario,
+            if r.mode == "reserve" {
+                " (direct Reserve, no saga)"
+            } else {
+                ""
+            },
+            r.buyers,
+            r.processes,
+            r.stock,
+            r.skus,
+            r.run_id
         ),
     }
 }

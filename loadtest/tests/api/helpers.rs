@@ -107,6 +107,7 @@ impl Shop {
             customers: buyers,
             amount: Amount::OnePerBuyer,
             use_sale: true,
+            direct_reserve: false,
             endpoints: Endpoints {
                 order: self.order.uri(),
                 inventory: self.inventory.uri(),

@@ -246,3 +246,32 @@ async fn the_sales_per_customer_limit_holds_for_mutex_stm_and_pg() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_reserves_measure_the_strategies_without_the_saga() {
+    let shop = Shop::spawn(Duration::from_millis(2)).await;
+    let mut config = shop.config(
+        Scenario::FlashSale,
+        &[Strategy::Mutex, Strategy::Pg],
+        BUYERS,
+        STOCK,
+    );
+    config.direct_reserve = true;
+    let reports = loadtest::run(&config).await.expect("the run");
+    for r in &reports {
+        let base = format!("lt-{}-{}-", config.cluster.run_id, r.strategy);
+        assert_eq!(r.mode, "reserve");
+        assert_eq!(
+            (r.orders_accepted, r.orders_rejected),
+            (10, 30),
+            "{}",
+            r.strategy
+        );
+        assert_eq!(shop.promised(&base).await, STOCK, "{}", r.strategy);
+        assert_eq!(r.audit.units_promised, STOCK);
+        // No saga: nothing in the order database, nothing paid or sold.
+        assert!(r.audit.orders_by_status.is_empty(), "{r:?}");
+        assert_eq!((r.audit.units_sold, r.audit.payments), (0, 0));
+        assert!(r.violations().is_empty(), "{:?}", r.violations());
+    }
+}
