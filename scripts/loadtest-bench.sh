@@ -44,7 +44,8 @@ cargo build -q --release -p shop-common -p inventory-service -p order-service -p
 if [ ! -f "$logs/inventory.pid" ]; then
   scripts/etcd.sh start "$etcd_port"
   scripts/postgres.sh start "$pg_port"
-  export ETCD_ENDPOINTS=127.0.0.1:$etcd_port RUST_LOG=${RUST_LOG:-warn}
+  # No metrics endpoints: their default ports may be taken by another local shop.
+  export ETCD_ENDPOINTS=127.0.0.1:$etcd_port RUST_LOG=${RUST_LOG:-warn} METRICS_ADDR=${METRICS_ADDR:-off}
   export ORDER_ADDR=127.0.0.1:$order_port INVENTORY_ADDR=127.0.0.1:$inventory_port PAYMENT_ADDR=127.0.0.1:$payment_port
   start() { # service port
     GRPC_ADDR=127.0.0.1:$2 DATABASE_URL=$pg/$1 nohup "target/release/$1" >"$logs/$1.log" 2>&1 &
