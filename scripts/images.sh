@@ -74,8 +74,11 @@ build_shop() {
   log "cargo build $flag --bins (the shop image's binaries)"
   cargo build -q $flag --workspace --bins
   ctx=$(mktemp -d)
-  mkdir "$ctx/bin"
+  mkdir "$ctx/bin" "$ctx/fonts"
   cp docker/Dockerfile.prebuilt "$ctx/Dockerfile"
+  # The load tester's charts need a font (fonts-dejavu-core, from install-deps.sh).
+  cp /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf "$ctx/fonts/" 2>/dev/null \
+    || log "no DejaVuSans.ttf on the host: loadtest --report will not work in the image"
   find "target/$profile" -maxdepth 1 -type f -perm -u+x -exec cp {} "$ctx/bin/" \;
   docker build -q -t "${SHOP_IMAGE:-coord-shop:dev}" "$ctx" >/dev/null
   rm -rf "$ctx"

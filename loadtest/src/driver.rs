@@ -1,0 +1,627 @@
+//! One run: for each strategy in turn, on its own SKUs and sale,
+//!
+//! 1. **setup** (process 0 only): stock the SKUs (refusing SKUs that exist: a reused
+//!    run id), create the sale closed, with its per-customer limit;
+//! 2. **start together**: every process enters the strategy's coord `DoubleBarrier`
+//!    (`<prefix>/loadtest/<run>/<strategy>`, count = processes); process 0 enters only
+//!    after its setup, so nobody orders from SKUs that are not stocked yet;
+//! 3. **the rush**: every buyer submits its first CreateOrder with the sale's id; the
+//!    Reserves wait at the sale's barrier in the inventory service. Process 0 watches
+//!    the order database until every process's first orders are in (or the count
+//!    stops growing), then calls OpenSale, which releases them all at once. Buyers
+//!    with more orders to place go on ordering in the open sale;
+//! 4. **finish together**: each process leaves the DoubleBarrier when its buyers are
+//!    done, so no process audits while another still orders;
+//! 5. **settle and audit**: wait until no order of the run is PENDING or RESERVED
+//!    and inventory confirmed every PAID/CANCELLED order's Commit/Release, at most
+//!    `settle_timeout`, then read the invariants from the databases ([`crate::audit`]).
+//!
+//! Without a sale (`use_sale = false`) step 3 has no barrier in the inventory: the
+//! buyers start when they pass the DoubleBarrier. With `direct_reserve` the buyers
+//! call inventory's Reserve themselves (the strategies without the saga); process 0
+//! then opens the sale a second after the start, as nothing is stored to count.
+//!
+//! Not guaranteed: the processes must be given the same options (buyers, stock,
+//! scenario, strategies, run id); nothing checks it. The window start in a process
+//! other than 0 comes from the sale's `opened_at` (the inventory's wall clock), so its
+//! latencies assume clocks that agree (true on one host).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use shop_common::domain::Strategy;
+use shop_proto::v1 as pb;
+use shop_proto::v1::inventory_service_client::InventoryServiceClient;
+use shop_proto::v1::order_service_client::OrderServiceClient;
+use tonic::transport::Channel;
+use tonic::Code;
+use uuid::Uuid;
+
+use crate::audit::{AuditScope, Auditor};
+use crate::config::{Amount, RunConfig, Scenario};
+use crate::report::StrategyReport;
+use crate::scenario::{customer_of, CartPicker, RunNames};
+use crate::stats::{Measurements, Outcome, Sample, StockPoint};
+
+/// Buyers per gRPC connection to the order service (HTTP/2 streams share one).
+const BUYERS_PER_CONNECTION: usize = 100;
+/// Longest wait for every process's first orders before the sale opens anyway (the
+/// waiting Reserves must not reach the order service's inventory deadline).
+const FILL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The sale opens anyway when the count of stored orders has not grown for this long.
+const FILL_STALL: Duration = Duration::from_secs(2);
+
+/// Connects to the shop's etcd, services and databases and plays every strategy of
+/// `config`. Fails on setup problems (unreachable service, reused run id, sales not
+/// available); orders that fail are counted, not fatal.
+pub async fn run(config: &RunConfig) -> anyhow::Result<Vec<StrategyReport>> {
+    let shop = Shop::connect(config).await?;
+    let mut reports = Vec::new();
+    for &strategy in &config.strategies {
+        let report = play(config, &shop, strategy)
+            .await
+            .with_context(|| format!("strategy {strategy}"))?;
+        reports.push(report);
+    }
+    shop.session.close().await.ok();
+    Ok(reports)
+}
+
+/// Connections shared by the strategies of a run.
+struct Shop {
+    orders: Vec<OrderServiceClient<Channel>>,
+    inventory: InventoryServiceClient<Channel>,
+    auditor: Auditor,
+    session: coord::Session,
+}
+
+async fn channel(uri: &str, service: &str) -> anyhow::Result<Channel> {
+    Channel::from_shared(uri.to_owned())
+        .with_context(|| format!("{service} address {uri:?} is not a URI"))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the {service} service at {uri}"))
+}
+
+impl Shop {
+    async fn connect(config: &RunConfig) -> anyhow::Result<Shop> {
+        let connections = config.buyers.div_ceil(BUYERS_PER_CONNECTION).max(1);
+        let mut orders = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            orders.push(OrderServiceClient::new(
+                channel(&config.endpoints.order, "order").await?,
+            ));
+        }
+        let inventory =
+            InventoryServiceClient::new(channel(&config.endpoints.inventory, "inventory").await?);
+        let auditor = Auditor::connect(&config.databases).await?;
+        let etcd = config
+            .cluster
+            .etcd
+            .connect()
+            .await
+            .context("cannot reach etcd (ETCD_ENDPOINTS)")?;
+        let session = coord::Session::builder(etcd)
+            .ttl(10)
+            .build()
+            .await
+            .context("cannot create an etcd session")?;
+        Ok(Shop {
+            orders,
+            inventory,
+            auditor,
+            session,
+        })
+    }
+}
+
+/// The process's clock: `Instant`s become offsets from `origin`, and the sale's
+/// wall-clock opening time can be placed on the same axis.
+#[derive(Clone, Copy)]
+struct Clock {
+    origin: Instant,
+    origin_unix: Duration,
+}
+
+impl Clock {
+    fn start() -> Clock {
+        Clock {
+            origin: Instant::now(),
+            origin_unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default(),
+        }
+    }
+
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    /// A wall-clock time (ms since the epoch) on this clock; None if unset (0).
+    fn at_unix_ms(&self, unix_ms: i64) -> Option<Duration> {
+        let at = Duration::from_millis(u64::try_from(unix_ms).ok().filter(|&ms| ms > 0)?);
+        Some(at.saturating_sub(self.origin_unix))
+    }
+}
+
+async fn play(
+    config: &RunConfig,
+    shop: &Shop,
+    strategy: Strategy,
+) -> anyhow::Result<StrategyReport> {
+    let names = RunNames::new(config, strategy);
+    let bar = progress_bar(config, strategy);
+    let mut inventory = shop.inventory.clone();
+
+    if config.cluster.is_coordinator() {
+        bar.set_message("stocking SKUs");
+        set_up(config, &names, &mut inventory).await?;
+    }
+
+    bar.set_message(format!(
+        "waiting for {} process(es) at the start barrier",
+        config.cluster.processes
+    ));
+    let barrier =
+        coord::DoubleBarrier::new(&shop.session, &names.barrier, config.cluster.processes)?;
+    let inside = coord::timeout(config.join_timeout, barrier.enter())
+        .await
+        .with_context(|| {
+            format!(
+                "the other processes did not arrive at {} within {:?}",
+                names.barrier, config.join_timeout
+            )
+        })?;
+
+    let clock = Clock::start();
+    let sampler = StockSampler::start(config, &names, inventory.clone(), clock);
+    bar.set_message(if config.use_sale {
+        "orders in, sale closed"
+    } else {
+        "ordering"
+    });
+    let buyers = Buyers::spawn(config, shop, strategy, &names, clock, bar.clone());
+
+    let window_start = if config.use_sale {
+        let opened = if config.cluster.is_coordinator() {
+            open_when_filled(config, shop, &names, &mut inventory, &bar).await?
+        } else {
+            wait_until_open(&names, &mut inventory).await?
+        };
+        bar.set_message("sale open");
+        clock.at_unix_ms(opened.opened_at_unix_ms)
+    } else {
+        Some(Duration::ZERO)
+    };
+    let samples = buyers.finish().await;
+    let window_start = window_start.unwrap_or(Duration::ZERO);
+
+    bar.set_message("waiting for the other processes to finish");
+    coord::timeout(config.join_timeout, inside.leave())
+        .await
+        .context("leaving the finish barrier")?;
+
+    bar.set_message("settling payments");
+    shop.auditor
+        .wait_settled(&names.key_prefix, config.settle_timeout)
+        .await
+        .context("reading the order database")?;
+    let stock = sampler.stop(window_start).await;
+
+    bar.set_message("auditing the databases");
+    let audit = shop
+        .auditor
+        .audit(&AuditScope {
+            key_prefix: &names.key_prefix,
+            skus: &names.skus,
+            stock_per_sku: config.stock,
+            // Direct Reserves have no orders: nothing can be lost or paid.
+            accepted: if config.direct_reserve {
+                &[]
+            } else {
+                &samples.accepted
+            },
+            per_customer_limit: config.per_customer_limit,
+        })
+        .await
+        .context("auditing the databases")?;
+    bar.finish_and_clear();
+
+    let measurements = Measurements::new(&samples.samples, window_start, stock);
+    Ok(StrategyReport::new(
+        config,
+        strategy,
+        measurements,
+        audit,
+        samples.errors,
+    ))
+}
+
+fn progress_bar(config: &RunConfig, strategy: Strategy) -> ProgressBar {
+    let (bar, template) = match config.amount {
+        Amount::OnePerBuyer => (
+            ProgressBar::new(config.buyers as u64),
+            "{prefix:>6} [{bar:30}] {pos}/{len} orders {elapsed} {msg}",
+        ),
+        Amount::Orders(n) => (
+            ProgressBar::new(n as u64),
+            "{prefix:>6} [{bar:30}] {pos}/{len} orders {elapsed} {msg}",
+        ),
+        Amount::Duration(_) => (
+            ProgressBar::no_length(),
+            "{prefix:>6} {spinner} {pos} orders {elapsed} {msg}",
+        ),
+    };
+    if !config.progress {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        ProgressStyle::with_template(template)
+            .expect("valid progress template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(strategy.as_str());
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// Stocks the run's SKUs and creates its sale (closed).
+async fn set_up(
+    config: &RunConfig,
+    names: &RunNames,
+    inventory: &mut InventoryServiceClient<Channel>,
+) -> anyhow::Result<()> {
+    for sku in &names.skus {
+        match inventory
+            .get_stock(pb::GetStockRequest { sku: sku.clone() })
+            .await
+        {
+            Ok(_) => anyhow::bail!(
+                "SKU {sku} exists already: run id {:?} was used before; choose another --run-id",
+                config.cluster.run_id
+            ),
+            Err(status) if status.code() == Code::NotFound => {}
+            Err(status) => return Err(rpc_error("inventory GetStock", status)),
+        }
+        inventory
+            .set_stock(pb::SetStockRequest {
+                sku: sku.clone(),
+                available: config.stock,
+            })
+            .await
+            .map_err(|s| rpc_error("inventory SetStock", s))?;
+    }
+    if config.use_sale {
+        inventory
+            .create_sale(pb::CreateSaleRequest {
+                sale_id: names.sale_id().to_owned(),
+                per_customer_limit: config.per_customer_limit,
+            })
+            .await
+            .map_err(|status| match status.code() {
+                Code::Unimplemented => anyhow::anyhow!(
+                    "this inventory service has no flash sales (UNIMPLEMENTED: {}); run with --no-sale",
+                    status.message()
+                ),
+                Code::AlreadyExists => anyhow::anyhow!(
+                    "sale {} exists already: run id {:?} was used before; choose another --run-id",
+                    names.sale_id(),
+                    config.cluster.run_id
+                ),
+                _ => rpc_error("inventory CreateSale", status),
+            })?;
+    }
+    Ok(())
+}
+
+fn rpc_error(call: &str, status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{call} failed: {:?}: {}", status.code(), status.message())
+}
+
+/// Process 0: waits until every process's first orders are stored (they then wait at
+/// the sale's barrier), then opens the sale.
+async fn open_when_filled(
+    config: &RunConfig,
+    shop: &Shop,
+    names: &RunNames,
+    inventory: &mut InventoryServiceClient<Channel>,
+    bar: &ProgressBar,
+) -> anyhow::Result<pb::Sale> {
+    if config.direct_reserve {
+        // Direct Reserves leave nothing in the order database to count: give every
+        // process's first Reserves a moment to reach the sale's barrier.
+        bar.set_message("sale closed, Reserves waiting");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        return open_sale(names, inventory).await;
+    }
+    let expected = (config.buyers * config.cluster.processes) as i64;
+    let deadline = Instant::now() + FILL_TIMEOUT;
+    let (mut last, mut last_change) = (-1, Instant::now());
+    loop {
+        let stored = shop.auditor.orders_stored(&names.key_prefix).await?;
+        bar.set_message(format!("sale closed, {stored}/{expected} orders waiting"));
+        if stored != last {
+            (last, last_change) = (stored, Instant::now());
+        }
+        if stored >= expected || Instant::now() >= deadline || last_change.elapsed() >= FILL_STALL {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A stored order calls Reserve right after its insert; let the last ones get there.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    open_sale(names, inventory).await
+}
+
+async fn open_sale(
+    names: &RunNames,
+    inventory: &mut InventoryServiceClient<Channel>,
+) -> anyhow::Result<pb::Sale> {
+    Ok(inventory
+        .open_sale(pb::OpenSaleRequest {
+            sale_id: names.sale_id().to_owned(),
+        })
+        .await
+        .map_err(|s| rpc_error("inventory OpenSale", s))?
+        .into_inner())
+}
+
+/// Other processes: learn when the sale opened.
+async fn wait_until_open(
+    names: &RunNames,
+    inventory: &mut InventoryServiceClient<Channel>,
+) -> anyhow::Result<pb::Sale> {
+    let deadline = Instant::now() + FILL_TIMEOUT + Duration::from_secs(20);
+    loop {
+        let sale = inventory
+            .get_sale(pb::GetSaleRequest {
+                sale_id: names.sale_id().to_owned(),
+            })
+            .await
+            .map_err(|s| rpc_error("inventory GetSale", s))?
+            .into_inner();
+        if sale.open {
+            return Ok(sale);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "sale {} did not open (process 0 opens it)",
+            names.sale_id()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What the buyers of one process recorded.
+struct BuyerResults {
+    samples: Vec<Sample>,
+    /// Orders answered RESERVED.
+    accepted: Vec<Uuid>,
+    /// Failed calls: "CODE: message" → how often.
+    errors: BTreeMap<String, usize>,
+}
+
+/// The buyers of one process, running.
+struct Buyers {
+    tasks: Vec<tokio::task::JoinHandle<(Vec<Sample>, Vec<Uuid>)>>,
+    errors: Arc<StdMutex<BTreeMap<String, usize>>>,
+}
+
+impl Buyers {
+    fn spawn(
+        config: &RunConfig,
+        shop: &Shop,
+        strategy: Strategy,
+        names: &RunNames,
+        clock: Clock,
+        bar: ProgressBar,
+    ) -> Buyers {
+        let picker = Arc::new(CartPicker::new(config, names));
+        let tickets = Arc::new(AtomicUsize::new(0));
+        let errors = Arc::new(StdMutex::new(BTreeMap::new()));
+        let sale_id = config.use_sale.then(|| names.sale_id().to_owned());
+        let tasks = (0..config.buyers)
+            .map(|buyer| {
+                let (customer_id, tier) = customer_of(config, buyer);
+                let template = pb::CreateOrderRequest {
+                    idempotency_key: String::new(),
+                    customer_id,
+                    customer_tier: tier as i32,
+                    items: Vec::new(),
+                    strategy: strategy.to_proto() as i32,
+                    sale_id: sale_id.clone(),
+                };
+                let mut client = shop.orders[buyer % shop.orders.len()].clone();
+                let mut inventory = config.direct_reserve.then(|| shop.inventory.clone());
+                let key_prefix = format!("{}b{buyer}-", names.process_key_prefix);
+                let global = (config.cluster.index * config.buyers + buyer) as u64;
+                let mut rng =
+                    StdRng::seed_from_u64(config.seed ^ global.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                let (picker, tickets, errors, bar) =
+                    (picker.clone(), tickets.clone(), errors.clone(), bar.clone());
+                let amount = config.amount;
+                tokio::spawn(async move {
+                    let (mut samples, mut accepted) = (Vec::new(), Vec::new());
+                    for n in 0.. {
+                        let go_on = match amount {
+                            Amount::OnePerBuyer => n == 0,
+                            Amount::Orders(total) => {
+                                tickets.fetch_add(1, Ordering::Relaxed) < total
+                            }
+                            Amount::Duration(d) => n == 0 || clock.now() < d,
+                        };
+                        if !go_on {
+                            break;
+                        }
+                        let mut request = template.clone();
+                        request.idempotency_key = format!("{key_prefix}{n}");
+                        request.items = picker.cart(&mut rng);
+                        let submitted = clock.now();
+                        let reply = match &mut inventory {
+                            None => client.create_order(request).await.map(|order| {
+                                let order = order.into_inner();
+                                let reserved = matches!(
+                                    pb::OrderStatus::try_from(order.status),
+                                    Ok(pb::OrderStatus::Reserved | pb::OrderStatus::Paid)
+                                );
+                                (reserved, order.order_id)
+                            }),
+                            Some(inventory) => {
+                                let order_id = Uuid::new_v4().to_string();
+                                inventory
+                                    .reserve(reserve_request(request, order_id.clone()))
+                                    .await
+                                    .map(|r| {
+                                        let outcome = r.into_inner().outcome;
+                                        (outcome == pb::ReserveOutcome::Reserved as i32, order_id)
+                                    })
+                            }
+                        };
+                        let answered = clock.now();
+                        let outcome = match reply {
+                            Ok((true, order_id)) => {
+                                if let Ok(id) = Uuid::parse_str(&order_id) {
+                                    accepted.push(id);
+                                }
+                                Outcome::Accepted
+                            }
+                            Ok((false, _)) => Outcome::Rejected,
+                            Err(status) => {
+                                let key = format!("{:?}: {}", status.code(), status.message());
+                                *errors.lock().unwrap().entry(key).or_insert(0) += 1;
+                                Outcome::Failed
+                            }
+                        };
+                        samples.push(Sample {
+                            submitted,
+                            answered,
+                            outcome,
+                        });
+                        bar.inc(1);
+                    }
+                    (samples, accepted)
+                })
+            })
+            .collect();
+        Buyers { tasks, errors }
+    }
+
+    async fn finish(self) -> BuyerResults {
+        let mut results = BuyerResults {
+            samples: Vec::new(),
+            accepted: Vec::new(),
+            errors: BTreeMap::new(),
+        };
+        for task in self.tasks {
+            match task.await {
+                Ok((samples, accepted)) => {
+                    results.samples.extend(samples);
+                    results.accepted.extend(accepted);
+                }
+                Err(e) => {
+                    *results
+                        .errors
+                        .entry(format!("buyer task ended abnormally: {e}"))
+                        .or_insert(0) += 1
+                }
+            }
+        }
+        let errors = std::mem::take(&mut *self.errors.lock().unwrap());
+        for (message, n) in errors {
+            *results.errors.entry(message).or_insert(0) += n;
+        }
+        results
+    }
+}
+
+/// The Reserve the order service would send for `order`.
+fn reserve_request(order: pb::CreateOrderRequest, order_id: String) -> pb::ReserveRequest {
+    pb::ReserveRequest {
+        order_id,
+        items: order.items,
+        strategy: order.strategy,
+        customer_id: order.customer_id,
+        sale_id: order.sale_id,
+    }
+}
+
+/// Polls the run's SKUs' stock (GetStock) while the run lasts, for the stock chart.
+/// Only when the scenario's config asks for it (a report), so plain runs add no load.
+struct StockSampler {
+    /// Stops it; the task returns the points, `t_s` on the process's clock.
+    task: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<Vec<StockPoint>>,
+    )>,
+}
+
+impl StockSampler {
+    fn start(
+        config: &RunConfig,
+        names: &RunNames,
+        mut inventory: InventoryServiceClient<Channel>,
+        clock: Clock,
+    ) -> StockSampler {
+        if !config.sample_stock {
+            return StockSampler { task: None };
+        }
+        let skus = names.skus.clone();
+        let every = match config.scenario {
+            Scenario::CartMix => Duration::from_millis(100),
+            Scenario::FlashSale | Scenario::CustomerLimit => Duration::from_millis(25),
+        };
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mut points = Vec::new();
+            loop {
+                let mut sum = (0, 0, 0);
+                for sku in &skus {
+                    if let Ok(stock) = inventory
+                        .get_stock(pb::GetStockRequest { sku: sku.clone() })
+                        .await
+                    {
+                        let stock = stock.into_inner();
+                        sum = (
+                            sum.0 + stock.available,
+                            sum.1 + stock.reserved,
+                            sum.2 + stock.sold,
+                        );
+                    }
+                }
+                points.push(StockPoint {
+                    t_s: clock.now().as_secs_f64(),
+                    available: sum.0,
+                    reserved: sum.1,
+                    sold: sum.2,
+                });
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    _ = tokio::time::sleep(every) => {}
+                }
+            }
+            points
+        });
+        StockSampler {
+            task: Some((stop, task)),
+        }
+    }
+
+    async fn stop(self, window_start: Duration) -> Vec<StockPoint> {
+        let Some((stop, task)) = self.task else {
+            return Vec::new();
+        };
+        let _ = stop.send(());
+        let mut points = task.await.unwrap_or_default();
+        for p in &mut points {
+            p.t_s -= window_start.as_secs_f64();
+        }
+        points
+    }
+}

@@ -1,0 +1,221 @@
+//! A whole shop for one test (inventory, order, payment, each with its own database),
+//! and what the load tester needs to find it.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use loadtest::config::{Amount, Cluster, Databases, Endpoints, RunConfig, Scenario};
+use shop_common::domain::Strategy;
+use shop_common::testing::{
+    etcd_endpoints, init_test_logging, test_settings, unique_etcd_prefix, RunningServer,
+    TestDatabase,
+};
+use shop_common::ServiceName;
+use sqlx::PgPool;
+
+/// Field order matters: servers stop before their databases are dropped.
+pub struct Shop {
+    pub payment: RunningServer,
+    pub order: RunningServer,
+    pub inventory: RunningServer,
+    pub etcd_prefix: String,
+    /// Direct pools: the truth behind the APIs, read by the tests themselves.
+    pub inventory_pool: PgPool,
+    pub order_pool: PgPool,
+    pub payment_db: TestDatabase,
+    pub order_db: TestDatabase,
+    pub inventory_db: TestDatabase,
+}
+
+impl Shop {
+    /// Starts the three services. `think_time` is inventory's pause between reading
+    /// and writing stock in `none`/`mutex`: longer makes `none`'s lost updates certain.
+    pub async fn spawn(think_time: Duration) -> Shop {
+        init_test_logging();
+        let etcd_prefix = unique_etcd_prefix("loadtest");
+        let inventory_db = TestDatabase::create("inventory").await;
+        let order_db = TestDatabase::create("order").await;
+        let payment_db = TestDatabase::create("payment").await;
+
+        let mut inventory_settings = inventory_service::Settings::with_common(test_settings(
+            ServiceName::Inventory,
+            &inventory_db,
+            &etcd_prefix,
+        ));
+        inventory_settings.think_time = think_time;
+        let app = inventory_service::Application::build(inventory_settings)
+            .await
+            .expect("inventory");
+        let inventory = RunningServer::spawn(app.local_addr(), |s| app.run_until_stopped(s));
+
+        let mut order_settings = order_service::Settings::with_common(test_settings(
+            ServiceName::Order,
+            &order_db,
+            &etcd_prefix,
+        ));
+        order_settings.common.peers.inventory = inventory.uri();
+        let app = order_service::Application::build(order_settings)
+            .await
+            .expect("order");
+        let order = RunningServer::spawn(app.local_addr(), |s| app.run_until_stopped(s));
+
+        let mut payment_settings = payment_service::Settings::with_common(test_settings(
+            ServiceName::Payment,
+            &payment_db,
+            &etcd_prefix,
+        ));
+        payment_settings.common.peers.order = order.uri();
+        payment_settings.provider.latency = Duration::from_millis(5);
+        let app = payment_service::Application::build(payment_settings)
+            .await
+            .expect("payment");
+        let payment = RunningServer::spawn(app.local_addr(), |s| app.run_until_stopped(s));
+
+        Shop {
+            inventory_pool: inventory_db.pool().await,
+            order_pool: order_db.pool().await,
+            payment,
+            order,
+            inventory,
+            etcd_prefix,
+            payment_db,
+            order_db,
+            inventory_db,
+        }
+    }
+
+    /// A run of `scenario` with `buyers` buyers for `stock` units, one order each, in
+    /// a flash sale, as one process.
+    pub fn config(
+        &self,
+        scenario: Scenario,
+        strategies: &[Strategy],
+        buyers: usize,
+        stock: i64,
+    ) -> RunConfig {
+        RunConfig {
+            scenario,
+            strategies: strategies.to_vec(),
+            buyers,
+            stock,
+            skus: 1,
+            zipf_exponent: 1.1,
+            max_lines: 3,
+            max_quantity: 1,
+            per_customer_limit: 0,
+            customers: buyers,
+            amount: Amount::OnePerBuyer,
+            use_sale: true,
+            direct_reserve: false,
+            endpoints: Endpoints {
+                order: self.order.uri(),
+                inventory: self.inventory.uri(),
+            },
+            databases: Databases {
+                order: self.order_db.settings().options,
+                inventory: self.inventory_db.settings().options,
+                payment: self.payment_db.settings().options,
+            },
+            cluster: Cluster {
+                run_id: format!("{:08x}", rand_u32()),
+                processes: 1,
+                index: 0,
+                etcd: coord::EtcdConfig::new(&etcd_endpoints()).unwrap(),
+                etcd_prefix: self.etcd_prefix.clone(),
+            },
+            settle_timeout: Duration::from_secs(60),
+            join_timeout: Duration::from_secs(60),
+            progress: false,
+            sample_stock: false,
+            seed: 7,
+        }
+    }
+
+    /// Command-line options that point the binaries at this shop.
+    pub fn binary_args(&self) -> Vec<String> {
+        [
+            ("--order-addr", self.order.uri()),
+            ("--inventory-addr", self.inventory.uri()),
+            ("--payment-addr", self.payment.uri()),
+        ]
+        .into_iter()
+        .flat_map(|(k, v)| [k.to_owned(), v])
+        .collect()
+    }
+
+    /// The load tester's database and etcd options for this shop.
+    pub fn loadtest_args(&self) -> Vec<String> {
+        let mut args: Vec<String> = self.binary_args().into_iter().take(4).collect();
+        for (flag, db) in [
+            ("--order-db", &self.order_db),
+            ("--inventory-db", &self.inventory_db),
+            ("--payment-db", &self.payment_db),
+        ] {
+            args.extend([flag.to_owned(), database_url(db)]);
+        }
+        args.extend([
+            "--etcd-endpoints".to_owned(),
+            etcd_endpoints(),
+            "--etcd-prefix".to_owned(),
+            self.etcd_prefix.clone(),
+        ]);
+        args
+    }
+
+    /// Units promised to buyers (lines of RESERVED or COMMITTED reservations) of SKUs
+    /// whose name starts with `prefix`, read here with SQL of the test's own.
+    pub async fn promised(&self, sku_prefix: &str) -> i64 {
+        sqlx::query_scalar(
+            "SELECT coalesce(sum(l.quantity), 0)::bigint FROM reservation_lines l
+             JOIN reservations r ON r.order_id = l.order_id
+             WHERE starts_with(l.sku, $1) AND r.state IN ('RESERVED', 'COMMITTED')",
+        )
+        .bind(sku_prefix)
+        .fetch_one(&self.inventory_pool)
+        .await
+        .unwrap()
+    }
+
+    /// Units sold (committed) of SKUs starting with `prefix`, from the stock counters.
+    pub async fn sold(&self, sku_prefix: &str) -> i64 {
+        sqlx::query_scalar(
+            "SELECT coalesce(sum(sold), 0)::bigint FROM stock WHERE starts_with(sku, $1)",
+        )
+        .bind(sku_prefix)
+        .fetch_one(&self.inventory_pool)
+        .await
+        .unwrap()
+    }
+
+    /// Orders whose idempotency key starts with `prefix`, with status `status`.
+    pub async fn orders_with_status(&self, key_prefix: &str, status: &str) -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM orders WHERE starts_with(idempotency_key, $1) AND status = $2",
+        )
+        .bind(key_prefix)
+        .bind(status)
+        .fetch_one(&self.order_pool)
+        .await
+        .unwrap()
+    }
+}
+
+/// `postgres://…/<db>` for a test database (the binaries take URLs).
+pub fn database_url(db: &TestDatabase) -> String {
+    let server = testkit::database_url();
+    let (base, query) = match server.split_once('?') {
+        Some((base, query)) => (base.to_owned(), format!("?{query}")),
+        None => (server.clone(), String::new()),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let root = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base.as_str(),
+    };
+    format!("{root}/{}{query}", db.name())
+}
+
+fn rand_u32() -> u32 {
+    uuid::Uuid::new_v4().as_u128() as u32
+}
