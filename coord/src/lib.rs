@@ -53,7 +53,7 @@ pub mod txn;
 pub mod work_queue;
 
 pub use barrier::Barrier;
-pub use config::{connect_from_env, EtcdConfig};
+pub use config::{connect_from_env, EtcdConfig, EtcdTls};
 pub use double_barrier::{DoubleBarrier, DoubleBarrierGuard};
 pub use election::{Election, ElectionObserver, LeaderEvent, LeaderInfo, Leadership};
 pub use error::{timeout, Error, Result};
