@@ -251,6 +251,22 @@ pub fn keyed_list<V: Clone + std::fmt::Debug + 'static>(
     })
 }
 
+/// Requests with one field (`field`, drawn from `values`) built by `build`.
+pub fn single_field<T: Clone + std::fmt::Debug>(
+    field: &'static str,
+    values: impl Strategy<Value = Field<String>>,
+    build: impl Fn(String) -> T,
+) -> impl Strategy<Value = Case<T>> {
+    values.prop_map(move |f| {
+        let mut invalid = Vec::new();
+        let value = f.note(field, &mut invalid);
+        Case {
+            request: build(value),
+            invalid,
+        }
+    })
+}
+
 /// Checks every request `strategy` generates against the case's verdict: `call` sends
 /// it, `snapshot` reads what the service has stored, before and after; a refused
 /// request (any error) must leave the snapshot unchanged. See the module docs.
@@ -385,29 +401,14 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Reads `pool`'s database and, with `etcd`, the keys under the prefix.
-    pub async fn take(
-        pool: &sqlx::PgPool,
+    /// Reads the databases of `pools` and, with `etcd`, the keys under the prefix.
+    pub async fn take<'a>(
+        pools: impl IntoIterator<Item = &'a sqlx::PgPool>,
         etcd: Option<(&coord::etcd_client::Client, &str)>,
     ) -> Snapshot {
-        let names: Vec<String> = sqlx::query_scalar(
-            "SELECT table_name::text FROM information_schema.tables
-             WHERE table_schema = 'public' AND table_type = 'BASE TABLE'
-               AND table_name <> '_sqlx_migrations' ORDER BY 1",
-        )
-        .fetch_all(pool)
-        .await
-        .expect("list tables");
         let mut tables = BTreeMap::new();
-        for name in names {
-            let row: (i64, Option<String>) = sqlx::query_as(&format!(
-                "SELECT count(*), md5(string_agg(t::text, '|' ORDER BY t::text)) FROM {} t",
-                crate::db::quote_ident(&name)
-            ))
-            .fetch_one(pool)
-            .await
-            .expect("read a table");
-            tables.insert(name, (row.0, row.1.unwrap_or_default()));
+        for (database, pool) in pools.into_iter().enumerate() {
+            read_tables(database, pool, &mut tables).await;
         }
         let mut keys = Vec::new();
         if let Some((client, prefix)) = etcd {
@@ -427,5 +428,34 @@ impl Snapshot {
             }
         }
         Snapshot { tables, etcd: keys }
+    }
+}
+
+/// Each table of the database behind `pool`: its row count and a digest of its rows.
+async fn read_tables(
+    database: usize,
+    pool: &sqlx::PgPool,
+    tables: &mut BTreeMap<String, (i64, String)>,
+) {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables
+         WHERE table_schema = 'public' AND table_type = 'BASE TABLE'
+           AND table_name <> '_sqlx_migrations' ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("list tables");
+    for name in names {
+        let row: (i64, Option<String>) = sqlx::query_as(&format!(
+            "SELECT count(*), md5(string_agg(t::text, '|' ORDER BY t::text)) FROM {} t",
+            crate::db::quote_ident(&name)
+        ))
+        .fetch_one(pool)
+        .await
+        .expect("read a table");
+        tables.insert(
+            format!("{database}.{name}"),
+            (row.0, row.1.unwrap_or_default()),
+        );
     }
 }

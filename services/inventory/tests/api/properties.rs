@@ -11,8 +11,8 @@ use std::time::Duration;
 use inventory_service::catalog::{MAX_PRICES, MAX_PRICE_MINOR};
 use inventory_service::grpc::MAX_STOCK;
 use shop_common::testing::properties::{
-    bounded_i64, check_requests, enum_value, id, id_from, keyed_list, lines, order_id, Case,
-    Snapshot,
+    bounded_i64, check_requests, enum_value, id, id_from, keyed_list, lines, order_id,
+    single_field, Case, Field, Snapshot,
 };
 use shop_common::testing::proptest::prelude::*;
 use shop_proto::v1 as pb;
@@ -58,7 +58,7 @@ async fn seeded() -> TestInventory {
 
 /// The database and the etcd keys of `app`.
 async fn snapshot(app: &TestInventory, etcd: &coord::etcd_client::Client) -> Snapshot {
-    Snapshot::take(&app.pool, Some((etcd, &app.etcd_prefix))).await
+    Snapshot::take([&app.pool], Some((etcd, &app.etcd_prefix))).await
 }
 
 /// Runs one RPC's property against a freshly seeded service.
@@ -79,21 +79,6 @@ macro_rules! property {
     }};
 }
 
-fn one_field<T: Clone + std::fmt::Debug>(
-    field: &'static str,
-    values: impl Strategy<Value = shop_common::testing::properties::Field<String>>,
-    build: impl Fn(String) -> T,
-) -> impl Strategy<Value = Case<T>> {
-    values.prop_map(move |f| {
-        let mut invalid = Vec::new();
-        let value = f.note(field, &mut invalid);
-        Case {
-            request: build(value),
-            invalid,
-        }
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_stock_answers_every_request_cleanly() {
     let strategy = (id_from(skus()), bounded_i64(0..=MAX_STOCK)).prop_map(|(sku, available)| {
@@ -109,7 +94,7 @@ async fn set_stock_answers_every_request_cleanly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_stock_answers_every_request_cleanly() {
-    let strategy = one_field("sku", id_from(skus()), |sku| pb::GetStockRequest { sku });
+    let strategy = single_field("sku", id_from(skus()), |sku| pb::GetStockRequest { sku });
     property!("GetStock", strategy, get_stock);
 }
 
@@ -152,7 +137,7 @@ async fn reserve_answers_every_request_cleanly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commit_answers_every_request_cleanly() {
-    let strategy = one_field("order_id", order_id(), |order_id| pb::CommitRequest {
+    let strategy = single_field("order_id", order_id(), |order_id| pb::CommitRequest {
         order_id,
     });
     property!("Commit", strategy, commit);
@@ -160,7 +145,7 @@ async fn commit_answers_every_request_cleanly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_answers_every_request_cleanly() {
-    let strategy = one_field("order_id", order_id(), |order_id| pb::ReleaseRequest {
+    let strategy = single_field("order_id", order_id(), |order_id| pb::ReleaseRequest {
         order_id,
     });
     property!("Release", strategy, release);
@@ -193,7 +178,7 @@ async fn create_sale_answers_every_request_cleanly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_sale_answers_every_request_cleanly() {
-    let strategy = one_field("sale_id", id_from(sales()), |sale_id| pb::OpenSaleRequest {
+    let strategy = single_field("sale_id", id_from(sales()), |sale_id| pb::OpenSaleRequest {
         sale_id,
     });
     property!("OpenSale", strategy, open_sale);
@@ -201,7 +186,7 @@ async fn open_sale_answers_every_request_cleanly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_sale_answers_every_request_cleanly() {
-    let strategy = one_field("sale_id", id_from(sales()), |sale_id| pb::GetSaleRequest {
+    let strategy = single_field("sale_id", id_from(sales()), |sale_id| pb::GetSaleRequest {
         sale_id,
     });
     property!("GetSale", strategy, get_sale);
