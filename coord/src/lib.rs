@@ -39,6 +39,9 @@ pub mod config;
 pub mod double_barrier;
 pub mod election;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod key;
 pub mod leader;
 pub mod metrics;

@@ -189,7 +189,7 @@ impl CommonSettings {
                 "DATABASE_MAX_CONNECTIONS must be at least 1".into(),
             ));
         }
-        let etcd_config = coord::EtcdConfig::from_lookup(&var).map_err(|e| match e {
+        let etcd_config = coord::EtcdConfig::from_lookup(var).map_err(|e| match e {
             coord::Error::InvalidArgument(message) => ConfigError(message),
             other => ConfigError(other.to_string()),
         })?;
@@ -221,7 +221,7 @@ impl CommonSettings {
         Ok(CommonSettings {
             service,
             grpc_addr,
-            limits: crate::limits::ServerLimits::from_lookup(&var)?,
+            limits: crate::limits::ServerLimits::from_lookup(var)?,
             database,
             etcd: EtcdSettings {
                 config: etcd_config,

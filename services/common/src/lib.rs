@@ -21,6 +21,9 @@ pub mod config;
 pub mod coordination;
 pub mod db;
 pub mod domain;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod jobs;
 pub mod leaders;
 pub mod metrics;

@@ -157,12 +157,10 @@ async fn create_sale_answers_every_request_cleanly() {
         id_from(sales()),
         bounded_i64(0..=i64::from(i32::MAX)).prop_filter_map("fits i32", |limit| {
             // The field is an int32: only the low end can be out of range on the wire.
-            i32::try_from(limit.value)
-                .ok()
-                .map(|value| shop_common::testing::properties::Field {
-                    value,
-                    valid: limit.valid,
-                })
+            i32::try_from(limit.value).ok().map(|value| Field {
+                value,
+                valid: limit.valid,
+            })
         }),
     )
         .prop_map(|(sale, limit)| {
