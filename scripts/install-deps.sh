@@ -6,7 +6,8 @@
 #     Debian trixie's etcd-server, etcd-client and docker-compose packages into
 #     $DEPS (nothing is installed into the system from trixie);
 #   - debootstrap, for building offline container images (scripts/images.sh);
-#   - PostgreSQL 15 (Debian bookworm), run by scripts/postgres.sh for the shop tests.
+#   - PostgreSQL 15 (Debian bookworm), run by scripts/postgres.sh for the shop tests;
+#   - openssl (Debian bookworm), with which coord's TLS tests make throwaway certificates.
 # Prints the PATH addition to use: eval "$(scripts/install-deps.sh --env)".
 set -euo pipefail
 DEPS=${COORD_SHOP_DEPS:-$HOME/.cache/coord-shop/deps}
@@ -19,6 +20,7 @@ if [ $env_only = 0 ]; then
   need_apt=()
   command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
   command -v debootstrap >/dev/null || need_apt+=(debootstrap)
+  command -v openssl >/dev/null || need_apt+=(openssl)
   command -v pg_ctl >/dev/null || [ -x /usr/lib/postgresql/15/bin/pg_ctl ] || need_apt+=(postgresql)
   if [ ${#need_apt[@]} -gt 0 ]; then
     echo "install-deps: apt-get install ${need_apt[*]}" >&2
