@@ -9,6 +9,7 @@
 #   - PostgreSQL 15 (Debian bookworm), run by scripts/postgres.sh for the shop tests;
 #   - DejaVu Sans (Debian bookworm's fonts-dejavu-core): the text of the load
 #     tester's charts (loadtest --report) and of its test.
+#   - openssl (Debian bookworm), with which coord's TLS tests make throwaway certificates.
 # Prints the PATH addition to use: eval "$(scripts/install-deps.sh --env)".
 set -euo pipefail
 DEPS=${COORD_SHOP_DEPS:-$HOME/.cache/coord-shop/deps}
@@ -21,6 +22,7 @@ if [ $env_only = 0 ]; then
   need_apt=()
   command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
   command -v debootstrap >/dev/null || need_apt+=(debootstrap)
+  command -v openssl >/dev/null || need_apt+=(openssl)
   command -v pg_ctl >/dev/null || [ -x /usr/lib/postgresql/15/bin/pg_ctl ] || need_apt+=(postgresql)
   [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
   if [ ${#need_apt[@]} -gt 0 ]; then

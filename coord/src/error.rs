@@ -70,6 +70,30 @@ pub enum Error {
         reason: String,
     },
 
+    /// etcd refused the configured user name or password (or auth is enabled and none
+    /// was given). Retrying with the same credentials cannot succeed.
+    #[error("etcd authentication failed for user {user:?}: {reason}")]
+    Authentication {
+        /// The user that was tried (empty when none was configured).
+        user: String,
+        /// What etcd said.
+        reason: String,
+    },
+
+    /// No connection to etcd could be opened: nothing answered, or the TLS handshake
+    /// failed (an unknown CA, a server that speaks TLS to a client that does not, or
+    /// the other way round). The message says which endpoints and whether TLS was on.
+    #[error("cannot connect to etcd at {endpoints} (TLS {}): {source}{}", on_off(.tls), connect_hint(.tls, .source))]
+    Connect {
+        /// The endpoints that were tried, comma-separated.
+        endpoints: String,
+        /// Whether TLS was configured.
+        tls: bool,
+        /// The client's error.
+        #[source]
+        source: etcd_client::Error,
+    },
+
     /// The etcd client or server failed (unavailable, timeout at the transport, auth …).
     #[error("etcd: {0}")]
     Etcd(#[from] etcd_client::Error),
@@ -90,8 +114,30 @@ impl Error {
         match self {
             Error::Timeout(_) => true,
             Error::Etcd(e) => is_transient(e),
+            Error::Connect { source, .. } => is_transient(source),
             _ => false,
         }
+    }
+}
+
+fn on_off(flag: &bool) -> &'static str {
+    if *flag {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+/// A sentence after a connection failure that points at the likely TLS mistake.
+fn connect_hint(tls: &bool, source: &etcd_client::Error) -> &'static str {
+    let text = format!("{source:?}");
+    let tls = *tls;
+    if tls && (text.contains("certificate") || text.contains("Certificate")) {
+        "; the server's certificate is not signed by the CA in ETCD_CA_FILE (or does not name this host: set ETCD_TLS_SERVER_NAME)"
+    } else if tls {
+        "; if the server does not use TLS, unset ETCD_CA_FILE"
+    } else {
+        "; if the server requires TLS, set ETCD_CA_FILE (and https:// endpoints)"
     }
 }
 

@@ -39,6 +39,9 @@ pub mod config;
 pub mod double_barrier;
 pub mod election;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod key;
 pub mod leader;
 pub mod metrics;
@@ -53,7 +56,7 @@ pub mod txn;
 pub mod work_queue;
 
 pub use barrier::Barrier;
-pub use config::{connect_from_env, EtcdConfig};
+pub use config::{connect_from_env, EtcdConfig, EtcdTls};
 pub use double_barrier::{DoubleBarrier, DoubleBarrierGuard};
 pub use election::{Election, ElectionObserver, LeaderEvent, LeaderInfo, Leadership};
 pub use error::{timeout, Error, Result};

@@ -134,14 +134,7 @@ impl PriorityQueue {
                 )
                 .await?;
             let next = match last.kvs().first() {
-                Some(kv) => {
-                    let key = show(kv.key());
-                    let seq = key.rsplit('/').next().unwrap_or_default();
-                    seq.parse::<u64>().map_err(|_| Error::Malformed {
-                        key: key.clone(),
-                        reason: "sequence suffix is not a number".into(),
-                    })? + 1
-                }
+                Some(kv) => next_sequence(&show(kv.key()))?,
                 None => 0,
             };
             let key = format!("{dir}/{next:016}");
@@ -186,6 +179,25 @@ impl PriorityQueue {
     pub async fn is_empty(&self) -> Result<bool> {
         Ok(self.len().await? == 0)
     }
+}
+
+/// The sequence number after the one that ends priority-queue key `key`
+/// (`<name>/<priority>/<seq>`). A key whose suffix is not a number, or is the largest
+/// one, is [`Error::Malformed`], never a panic. Public for the fuzz target
+/// `queue_items`.
+pub fn next_sequence(key: &str) -> Result<u64> {
+    let malformed = |reason: &str| Error::Malformed {
+        key: key.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let seq = key.rsplit('/').next().unwrap_or_default();
+    if seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(malformed("sequence suffix is not a number"));
+    }
+    seq.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_add(1))
+        .ok_or_else(|| malformed("sequence suffix is out of range"))
 }
 
 /// Keys under `prefix` (count only).

@@ -40,6 +40,9 @@
 //! - A claim outlives a stalled consumer by up to the session TTL; a consumer paused
 //!   longer than that may find, when it wakes, that someone else has the item. Guard
 //!   side effects with [`Claimed::is_claim_held`] or an idempotency key.
+//! - A value under `items/` that this crate did not write (or a key outside the
+//!   layout) is moved to `dead/` as it is, with a warning, instead of failing every
+//!   claim; its `ids/` key, unreadable, stays behind.
 //! - Finding the next item reads up to 64 items and all claims per round, so the cost
 //!   grows with the number of items *in flight* at the head of the queue, not with the
 //!   queue's length; a queue whose head is full of delayed (nacked) items costs more.
@@ -99,8 +102,9 @@ pub struct Envelope {
     pub not_before_ms: u64,
 }
 
-/// Splits a stored item into its envelope and payload. Public so that tools (and the
-/// fuzz target) can check that no input makes it panic.
+/// Splits a stored item into its envelope and payload; anything that is not an item
+/// this crate wrote is [`Error::Malformed`], never a panic. Public so that tools (and
+/// the fuzz target `queue_items`) can decode what they read.
 pub fn decode_item(key: &str, value: &[u8]) -> Result<(Envelope, Vec<u8>)> {
     let malformed = |reason: &str| Error::Malformed {
         key: key.to_owned(),
@@ -120,12 +124,40 @@ pub fn decode_item(key: &str, value: &[u8]) -> Result<(Envelope, Vec<u8>)> {
     Ok((envelope, value[newline + 1..].to_vec()))
 }
 
-fn encode_item(envelope: &Envelope, payload: &[u8]) -> Vec<u8> {
+/// The stored form of an item: the header line, then the payload unchanged.
+/// [`decode_item`] gives back exactly `envelope` and `payload`.
+pub fn encode_item(envelope: &Envelope, payload: &[u8]) -> Vec<u8> {
     let mut out = HEADER_TAG.as_bytes().to_vec();
     out.extend(serde_json::to_vec(envelope).expect("envelope serialises"));
     out.push(b'\n');
     out.extend_from_slice(payload);
     out
+}
+
+/// Parses an item's slot, `<priority %05d>/<seq %020d>` (the part of its key after
+/// `<name>/items/`), into priority and sequence number. A key this crate did not
+/// write is [`Error::Malformed`], never a panic.
+pub fn parse_slot(slot: &str) -> Result<(u32, u64)> {
+    let malformed = |reason: &str| Error::Malformed {
+        key: slot.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let (priority, seq) = slot
+        .split_once('/')
+        .ok_or_else(|| malformed("no <priority>/<seq> in the key"))?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(priority) || !digits(seq) {
+        return Err(malformed("priority and sequence must be decimal digits"));
+    }
+    let priority: u32 = priority
+        .parse()
+        .ok()
+        .filter(|p| *p <= MAX_PRIORITY)
+        .ok_or_else(|| malformed("priority out of range"))?;
+    let seq: u64 = seq
+        .parse()
+        .map_err(|_| malformed("sequence number out of range"))?;
+    Ok((priority, seq))
 }
 
 fn now_ms() -> u64 {
@@ -400,7 +432,20 @@ impl WorkQueue {
                 if claimed_slots.contains(&slot) {
                     continue;
                 }
-                let (envelope, payload) = decode_item(&item_key, kv.value())?;
+                let decoded = parse_slot(&slot).and_then(|(priority, _)| {
+                    decode_item(&item_key, kv.value()).map(|(e, p)| (e, p, priority))
+                });
+                let (envelope, payload, priority) = match decoded {
+                    Ok(decoded) => decoded,
+                    Err(e) => {
+                        // Not an item of ours: set it aside rather than let it block
+                        // every consumer of the queue.
+                        tracing::warn!(key = %item_key, error = %e, "malformed queue item dead-lettered");
+                        self.dead_letter(&mut client, &item_key, &slot, kv, None)
+                            .await?;
+                        continue;
+                    }
+                };
                 if envelope.not_before_ms > now {
                     wake_at = Some(
                         wake_at.map_or(envelope.not_before_ms, |w| w.min(envelope.not_before_ms)),
@@ -408,7 +453,7 @@ impl WorkQueue {
                     continue;
                 }
                 if envelope.attempts >= self.max_attempts {
-                    self.dead_letter(&mut client, &item_key, &slot, kv, &envelope)
+                    self.dead_letter(&mut client, &item_key, &slot, kv, Some(&envelope))
                         .await?;
                     continue;
                 }
@@ -418,8 +463,7 @@ impl WorkQueue {
                         &item_key,
                         &slot,
                         kv.mod_revision(),
-                        envelope,
-                        payload,
+                        (envelope, payload, priority),
                     )
                     .await?
                 {
@@ -442,10 +486,9 @@ impl WorkQueue {
         item_key: &str,
         slot: &str,
         item_rev: i64,
-        mut envelope: Envelope,
-        payload: Vec<u8>,
+        (mut envelope, payload, priority): (Envelope, Vec<u8>, u32),
     ) -> Result<Option<Claimed>> {
-        envelope.attempts += 1;
+        envelope.attempts = envelope.attempts.saturating_add(1);
         let claim_key = format!("{}{slot}", self.claims());
         let claim_value = serde_json::json!({
             "lease": format!("{:x}", session.lease()),
@@ -505,7 +548,7 @@ impl WorkQueue {
             claim,
             envelope,
             payload,
-            priority: slot[..5].parse().unwrap_or(0),
+            priority,
             settled: false,
             queue: self.prefix.clone(),
         }))
@@ -521,22 +564,28 @@ impl WorkQueue {
         item_key: &str,
         slot: &str,
         item: &etcd_client::KeyValue,
-        envelope: &Envelope,
+        envelope: Option<&Envelope>,
     ) -> Result<()> {
         let claim_key = format!("{}{slot}", self.claims());
         let dead_key = format!("{}{slot}", self.dead());
+        let mut ops = vec![
+            TxnOp::put(dead_key.as_str(), item.value().to_vec(), None),
+            TxnOp::delete(item_key, None),
+        ];
+        // A malformed item has no readable id; its id key (if any) is left behind.
+        if let Some(envelope) = envelope {
+            ops.push(TxnOp::delete(self.id_key(&envelope.id), None));
+        }
         let txn = Txn::new()
             .when([
                 Compare::mod_revision(item_key, CompareOp::Equal, item.mod_revision()),
                 Compare::version(claim_key.as_str(), CompareOp::Equal, 0),
             ])
-            .and_then([
-                TxnOp::put(dead_key.as_str(), item.value().to_vec(), None),
-                TxnOp::delete(item_key, None),
-                TxnOp::delete(self.id_key(&envelope.id), None),
-            ]);
+            .and_then(ops);
         if client.txn(txn).await?.succeeded() {
-            tracing::warn!(id = %envelope.id, attempts = envelope.attempts, "item dead-lettered");
+            if let Some(envelope) = envelope {
+                tracing::warn!(id = %envelope.id, attempts = envelope.attempts, "item dead-lettered");
+            }
         }
         Ok(())
     }

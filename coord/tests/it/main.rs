@@ -13,6 +13,7 @@ mod leader;
 mod mutex;
 mod queue;
 mod rwmutex;
+mod security;
 mod semaphore;
 mod session;
 mod stm;

@@ -4,8 +4,10 @@
 //! |---|---|---|
 //! | `GRPC_ADDR` | address the service listens on | `0.0.0.0:<service port>` |
 //! | `DATABASE_URL` | the service's own Postgres database | `postgres://postgres@127.0.0.1:5432/<service>` |
+//! | `DATABASE_PASSWORD_FILE` | a file holding the database password (a mounted secret), instead of a password in `DATABASE_URL` | none |
 //! | `DATABASE_MAX_CONNECTIONS` | connection pool size | `10` |
-//! | `ETCD_ENDPOINTS`, `ETCD_USERNAME`, `ETCD_PASSWORD` | etcd (see `coord::config`) | `127.0.0.1:2379` |
+//! | `ETCD_ENDPOINTS`, `ETCD_USERNAME`, `ETCD_PASSWORD`, `ETCD_PASSWORD_FILE`, `ETCD_CA_FILE`, `ETCD_CERT_FILE`, `ETCD_KEY_FILE`, `ETCD_TLS_SERVER_NAME` | etcd, its auth and TLS (see `coord::config`) | `127.0.0.1:2379`, no auth, no TLS |
+//! | `GRPC_MAX_MESSAGE_BYTES`, `GRPC_MAX_CONCURRENT_REQUESTS`, `GRPC_REQUEST_TIMEOUT_MS` | request limits of the gRPC server (see [`crate::limits`]) | 1 MiB, 1024, 60 s |
 //! | `ETCD_PREFIX` | prefix of every etcd key the shop uses | `/shop` |
 //! | `ETCD_SESSION_TTL` | TTL (seconds) of the process's etcd session | `10` |
 //! | `ORDER_ADDR`, `INVENTORY_ADDR`, `PAYMENT_ADDR` | where the other services are | `http://127.0.0.1:5005{1,2,3}` |
@@ -16,7 +18,9 @@
 //! | `METRICS_ADDR` | where `GET /metrics` (Prometheus) is served; `off` disables it | `0.0.0.0:9451` order, `:9452` inventory, `:9453` payment |
 //!
 //! Everything is read through a lookup function, so tests parse configuration without
-//! touching the process environment.
+//! touching the process environment. Secrets (database and etcd passwords) come from
+//! the environment or from files the orchestrator mounts (`*_FILE`), never from code
+//! or images, and never appear in `Debug` output.
 
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -71,6 +75,8 @@ impl ServiceName {
 pub struct CommonSettings {
     pub service: ServiceName,
     pub grpc_addr: SocketAddr,
+    /// Request size, concurrency and time limits of the gRPC server.
+    pub limits: crate::limits::ServerLimits,
     pub database: DatabaseSettings,
     pub etcd: EtcdSettings,
     pub peers: PeerAddrs,
@@ -157,8 +163,18 @@ impl CommonSettings {
                 "DATABASE_URL must start with postgres:// or postgresql://".into(),
             ));
         }
-        let options = PgConnectOptions::from_str(&url)
+        let mut options = PgConnectOptions::from_str(&url)
             .map_err(|e| ConfigError(format!("DATABASE_URL is not a Postgres URL: {e}")))?;
+        if let Some(path) = var("DATABASE_PASSWORD_FILE") {
+            if url_has_password(&url) {
+                return Err(ConfigError(
+                    "DATABASE_URL has a password and DATABASE_PASSWORD_FILE is set: use one".into(),
+                ));
+            }
+            let password = coord::config::read_secret_file("DATABASE_PASSWORD_FILE", &path)
+                .map_err(|e| ConfigError(e.to_string()))?;
+            options = options.password(&password);
+        }
         let database = DatabaseSettings {
             options,
             max_connections: parse_or(
@@ -173,18 +189,10 @@ impl CommonSettings {
                 "DATABASE_MAX_CONNECTIONS must be at least 1".into(),
             ));
         }
-        let endpoints = var("ETCD_ENDPOINTS").unwrap_or_else(|| "127.0.0.1:2379".into());
-        let mut etcd_config = coord::EtcdConfig::new(&endpoints)
-            .map_err(|e| ConfigError(format!("ETCD_ENDPOINTS: {e}")))?;
-        match (var("ETCD_USERNAME"), var("ETCD_PASSWORD")) {
-            (Some(user), Some(password)) => etcd_config.credentials = Some((user, password)),
-            (None, None) => {}
-            _ => {
-                return Err(ConfigError(
-                    "set both ETCD_USERNAME and ETCD_PASSWORD, or neither".into(),
-                ))
-            }
-        }
+        let etcd_config = coord::EtcdConfig::from_lookup(var).map_err(|e| match e {
+            coord::Error::InvalidArgument(message) => ConfigError(message),
+            other => ConfigError(other.to_string()),
+        })?;
         let prefix = var("ETCD_PREFIX").unwrap_or_else(|| "/shop".into());
         if !prefix.starts_with('/') || prefix.len() < 2 {
             return Err(ConfigError(format!(
@@ -213,6 +221,7 @@ impl CommonSettings {
         Ok(CommonSettings {
             service,
             grpc_addr,
+            limits: crate::limits::ServerLimits::from_lookup(var)?,
             database,
             etcd: EtcdSettings {
                 config: etcd_config,
@@ -236,6 +245,15 @@ impl CommonSettings {
             },
         })
     }
+}
+
+/// Whether a `postgres://user:password@host/...` URL carries a password.
+fn url_has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
 }
 
 /// An environment variable, treating an empty or blank value as unset (so
@@ -331,6 +349,59 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("METRICS_ADDR"), "{e}");
+    }
+
+    #[test]
+    fn secrets_can_come_from_files() {
+        let dir = std::env::temp_dir().join(format!("shop-config-{:016x}", rand_suffix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("pg-password");
+        std::fs::write(&file, "from-a-file\n").unwrap();
+        let path = file.to_string_lossy().into_owned();
+        let s = settings(&[
+            ("DATABASE_URL", "postgres://shop@db:5432/inv"),
+            ("DATABASE_PASSWORD_FILE", &path),
+            ("ETCD_USERNAME", "root"),
+            ("ETCD_PASSWORD_FILE", &path),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.etcd.config.credentials,
+            Some(("root".into(), "from-a-file".into()))
+        );
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("from-a-file"), "{shown}");
+        let e = settings(&[
+            ("DATABASE_URL", "postgres://shop:inline@db:5432/inv"),
+            ("DATABASE_PASSWORD_FILE", &path),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("use one"), "{e}");
+        let e = settings(&[("DATABASE_PASSWORD_FILE", "/nonexistent/pw")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("DATABASE_PASSWORD_FILE"), "{e}");
+        let e = settings(&[("GRPC_MAX_MESSAGE_BYTES", "lots")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("GRPC_MAX_MESSAGE_BYTES"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn rand_suffix() -> u128 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    }
+
+    #[test]
+    fn urls_with_and_without_passwords() {
+        assert!(url_has_password("postgres://u:p@h/db"));
+        assert!(!url_has_password("postgres://u@h/db"));
+        assert!(!url_has_password("postgres://h:5432/db"));
+        assert!(!url_has_password("postgres://h/db?user=a@b"));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! | [`propagation`] | W3C trace context over gRPC (client channel, server span) and in queue items |
 //! | [`metrics`] | the Prometheus recorder and `/metrics` endpoint; the shop's metric names |
 //! | [`db`] | Postgres pool, database created if missing, migrations applied at start |
+//! | [`limits`] | request size, concurrency and time limits of every gRPC server |
 //! | [`server`] | gRPC server with health + reflection, stopped by a shutdown future |
 //! | [`coordination`] | the process's one etcd session, re-created when lost |
 //! | [`domain`] | parsed domain values: `Sku`, `Quantity`, `OrderId`, `Cart`, `Strategy` |
@@ -20,8 +21,12 @@ pub mod config;
 pub mod coordination;
 pub mod db;
 pub mod domain;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod jobs;
 pub mod leaders;
+pub mod limits;
 pub mod metrics;
 pub mod payments;
 pub mod propagation;

@@ -23,9 +23,10 @@ use tonic::codegen::{http, Service};
 use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::Server;
 use tonic_health::server::{HealthReporter, HealthService};
 use tonic_health::ServingStatus;
+
+use crate::limits::ServerLimits;
 
 /// A bound listener plus the services it will serve. Binding happens in
 /// [`GrpcServer::bind`], so `local_addr` is known (port 0 resolved) before serving.
@@ -37,6 +38,8 @@ pub struct GrpcServer {
     services: Vec<&'static str>,
     /// The bound `/metrics` listener, if any.
     metrics: Option<std::net::TcpListener>,
+    /// Request size, concurrency and time limits ([`crate::limits`]).
+    limits: ServerLimits,
 }
 
 impl GrpcServer {
@@ -53,6 +56,7 @@ impl GrpcServer {
             health: HealthReporter::new(),
             services: Vec::new(),
             metrics: None,
+            limits: ServerLimits::default(),
         })
     }
 
@@ -74,6 +78,20 @@ impl GrpcServer {
     /// Where `/metrics` is served, if it is.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serves with `limits` instead of the defaults. A service added with
+    /// [`GrpcServer::add_service`] must also be built with
+    /// `.max_decoding_message_size(server.limits().max_message_bytes)`: tonic applies
+    /// the message limit per service.
+    pub fn with_limits(mut self, limits: ServerLimits) -> GrpcServer {
+        self.limits = limits;
+        self
+    }
+
+    /// The limits this server applies.
+    pub fn limits(&self) -> ServerLimits {
+        self.limits
     }
 
     /// The address actually bound.
@@ -141,6 +159,7 @@ impl GrpcServer {
             services,
             local_addr,
             metrics,
+            limits,
         } = self;
         let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
         let metrics = match metrics {
@@ -180,7 +199,8 @@ impl GrpcServer {
                     .await;
             }
         };
-        let served = Server::builder()
+        let served = limits
+            .server_builder()
             .trace_fn(crate::propagation::server_span)
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, signal)

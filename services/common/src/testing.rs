@@ -12,6 +12,8 @@
 //! - [`capture_spans`]: every span the process finishes, kept in memory, for tests of
 //!   the traces themselves;
 //! - [`scrape_metrics`]: `GET /metrics` of a running service, over HTTP.
+//! - [`properties`]: generators of adversarial requests and the checks of the
+//!   bad-input property tests (with `proptest`, re-exported here).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,7 +28,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::{CommonSettings, DatabaseSettings, ServiceName};
+
+pub mod properties;
 use crate::db::quote_ident;
+pub use proptest;
 
 /// The Postgres server tests use: `DATABASE_URL`, or a testcontainers Postgres.
 pub fn server_options() -> PgConnectOptions {
@@ -232,7 +237,14 @@ pub fn unique_etcd_prefix(label: &str) -> String {
 pub fn test_settings(service: ServiceName, db: &TestDatabase, etcd_prefix: &str) -> CommonSettings {
     let mut settings = CommonSettings::from_lookup(service, |name| match name {
         "ETCD_ENDPOINTS" => Some(etcd_endpoints()),
-        "ETCD_USERNAME" | "ETCD_PASSWORD" => std::env::var(name).ok(),
+        // Auth and TLS of the etcd under test, when it has them.
+        "ETCD_USERNAME"
+        | "ETCD_PASSWORD"
+        | "ETCD_PASSWORD_FILE"
+        | "ETCD_CA_FILE"
+        | "ETCD_CERT_FILE"
+        | "ETCD_KEY_FILE"
+        | "ETCD_TLS_SERVER_NAME" => std::env::var(name).ok(),
         _ => None,
     })
     .expect("test settings");

@@ -131,9 +131,13 @@ impl Application {
             default_strategy: settings.default_strategy,
             leaders,
         };
-        let mut server = GrpcServer::bind(settings.common.grpc_addr)?;
+        let mut server =
+            GrpcServer::bind(settings.common.grpc_addr)?.with_limits(settings.common.limits);
         server.serve_metrics(settings.common.metrics_addr)?;
-        server.add_service(InventoryServiceServer::new(api)).await;
+        let max_message = server.limits().max_message_bytes;
+        server
+            .add_service(InventoryServiceServer::new(api).max_decoding_message_size(max_message))
+            .await;
         tracing::info!(addr = %server.local_addr(), default_strategy = %settings.default_strategy, "inventory service ready");
         Ok(Application {
             server,

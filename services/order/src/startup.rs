@@ -154,9 +154,13 @@ impl Application {
         let db = OrdersDb::new(pool.clone());
         let saga = Arc::new(Saga::new(db.clone(), inventory, payments));
         let api = OrderApi::new(saga.clone(), settings.default_strategy, leaders);
-        let mut server = GrpcServer::bind(settings.common.grpc_addr)?;
+        let mut server =
+            GrpcServer::bind(settings.common.grpc_addr)?.with_limits(settings.common.limits);
         server.serve_metrics(settings.common.metrics_addr)?;
-        server.add_service(OrderServiceServer::new(api)).await;
+        let max_message = server.limits().max_message_bytes;
+        server
+            .add_service(OrderServiceServer::new(api).max_decoding_message_size(max_message))
+            .await;
         tracing::info!(addr = %server.local_addr(), inventory = %settings.common.peers.inventory, "order service ready");
         Ok(Application {
             server,

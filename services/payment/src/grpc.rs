@@ -3,12 +3,12 @@
 use std::sync::Arc;
 
 use shop_common::coordination::SharedSession;
+use shop_common::domain::OrderId;
 use shop_common::leaders::{list_leaders, LeaderDirectory};
 use shop_common::payments::payment_queue;
 use shop_proto::v1 as pb;
 use shop_proto::v1::payment_service_server::PaymentService;
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
 use crate::repository::{PaymentRow, PaymentState, PaymentsDb};
 
@@ -35,13 +35,7 @@ impl PaymentService for PaymentApi {
         &self,
         request: Request<pb::GetPaymentRequest>,
     ) -> Result<Response<pb::Payment>, Status> {
-        let raw = request.into_inner().order_id;
-        let order_id = Uuid::parse_str(raw.trim()).map_err(|_| {
-            Status::invalid_argument(format!(
-                "order_id: {:?} is not a UUID",
-                shop_common::domain::truncate(&raw, 64)
-            ))
-        })?;
+        let order_id = OrderId::parse("order_id", &request.get_ref().order_id)?.as_uuid();
         let row = self.db.get(order_id).await.map_err(|e| {
             tracing::error!(error = %e, "reading a payment failed");
             Status::unavailable("payment database unavailable; retry")

@@ -139,14 +139,15 @@ impl Application {
             ServiceName::Payment,
             vec![settle::JOB],
         ));
-        let mut server = GrpcServer::bind(settings.common.grpc_addr)?;
+        let mut server =
+            GrpcServer::bind(settings.common.grpc_addr)?.with_limits(settings.common.limits);
         server.serve_metrics(settings.common.metrics_addr)?;
+        let max_message = server.limits().max_message_bytes;
         server
-            .add_service(PaymentServiceServer::new(PaymentApi::new(
-                db,
-                etcd.clone(),
-                leaders,
-            )))
+            .add_service(
+                PaymentServiceServer::new(PaymentApi::new(db, etcd.clone(), leaders))
+                    .max_decoding_message_size(max_message),
+            )
             .await;
         tracing::info!(addr = %server.local_addr(), workers = settings.workers, "payment service ready");
         Ok(Application {

@@ -7,6 +7,8 @@ mod bad_input;
 mod catalog;
 mod fencing;
 mod helpers;
+mod limits;
+mod properties;
 mod replicas;
 mod reservations;
 mod sales;

@@ -11,3 +11,4 @@ mod jobs;
 mod orders;
 mod outages;
 mod payments;
+mod properties;

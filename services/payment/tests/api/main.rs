@@ -3,5 +3,6 @@
 //! mid-item, the provider's concurrency cap, tier priority, bad input.
 
 mod helpers;
+mod properties;
 mod saga;
 mod settle;
