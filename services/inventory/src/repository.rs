@@ -483,6 +483,17 @@ impl InventoryDb {
             .collect())
     }
 
+    /// The first line of the cart that the stock, read without any lock, cannot
+    /// serve right now (`None` if all could).
+    pub async fn short_line(&self, cart: &Cart) -> Result<Option<Shortage>, sqlx::Error> {
+        let snapshot = self.stm_seeds(cart).await?;
+        Ok(cart.lines().iter().find_map(|line| {
+            let available = snapshot.get(&line.sku)?.available;
+            (available < i64::from(line.quantity.get()))
+                .then(|| shortage(&line.sku, line.quantity.get(), Some(available)))
+        }))
+    }
+
     /// Step 1 of an stm Reserve (see `crate::stm`): claims the order as PREPARING.
     /// `Ok(None)`: claimed now, or by an earlier stm attempt that did not finish — go
     /// on to etcd. `Ok(Some(outcome))`: decided already.

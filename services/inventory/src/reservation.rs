@@ -157,6 +157,14 @@ impl Reserver {
                 .await?),
             Strategy::Pg => Ok(self.db.reserve(input, StockCheck::Conditional).await?),
             Strategy::Mutex => {
+                // Sold out already? Then say so without queueing for the lock: the
+                // read is a real observation of a moment at which the line could not
+                // be served, and answering from it takes nothing (stock only grows
+                // by SetStock or a Release). In a rush, most buyers arrive after the
+                // last unit is gone; they now cost one read instead of a lock cycle.
+                if let Some(shortage) = self.db.short_line(cart).await? {
+                    return Ok(ReserveOutcome::OutOfStock(shortage));
+                }
                 let held = match coord::timeout(self.lock_timeout, self.locks.lock_all(cart)).await
                 {
                     Ok(held) => held,
