@@ -7,6 +7,8 @@
 //! container. Needs Docker, the compose v2 plugin and the images compose.yaml names;
 //! offline, `scripts/images.sh all` builds stand-ins first (`.ci/run` does).
 
+pub mod faults;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
