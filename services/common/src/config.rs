@@ -11,7 +11,7 @@
 //! | `ETCD_PREFIX` | prefix of every etcd key the shop uses | `/shop` |
 //! | `ETCD_SESSION_TTL` | TTL (seconds) of the process's etcd session | `10` |
 //! | `ORDER_ADDR`, `INVENTORY_ADDR`, `PAYMENT_ADDR` | where the other services are | `http://127.0.0.1:5005{1,2,3}` |
-//! | `REPLICA_ID` | this replica's name in leader elections | `<hostname>-<pid>` |
+//! | `REPLICA_ID` | this replica's name in leader elections and the `service.instance.id` of its traces | `<hostname>-<pid>` |
 //! | `JOB_INTERVAL_MS` | pause between passes of leader-elected jobs | `2000` |
 //! | `RUST_LOG` | log filter (tracing `EnvFilter`) | `info` |
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` | OTLP/gRPC collector for traces (`http://jaeger:4317`); unset: no export | none |

@@ -1,7 +1,8 @@
 //! The gRPC server every service runs: its own services plus standard health
 //! (`grpc.health.v1`) and reflection (`grpc.reflection.v1`), stopped gracefully by a
 //! shutdown future. Every request runs inside a `grpc.server` span that continues the
-//! caller's trace ([`crate::propagation::server_span`]); with
+//! caller's trace and records the call's gRPC status
+//! ([`crate::propagation::ServerTracingLayer`]); with
 //! [`GrpcServer::serve_metrics`], the same server also answers Prometheus scrapes on a
 //! second port ([`crate::metrics`]) until it stops.
 //!
@@ -201,7 +202,7 @@ impl GrpcServer {
         };
         let served = limits
             .server_builder()
-            .trace_fn(crate::propagation::server_span)
+            .layer(crate::propagation::ServerTracingLayer)
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, signal)
             .await;

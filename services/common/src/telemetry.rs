@@ -8,6 +8,22 @@
 //!   filter, [`TRACE_FILTER`]: it keeps `coord`'s debug events (STM conflicts, lock
 //!   hand-offs) as span events without putting them in the logs.
 //!
+//! Every exported span carries the process's OpenTelemetry resource: `service.name`
+//! (`order`, `inventory`, `payment`), `service.version` (the service crate's version)
+//! and `service.instance.id` (`REPLICA_ID`, the replica's name in leader elections too),
+//! so a collector tells the replicas of one service apart. `OTEL_RESOURCE_ATTRIBUTES`
+//! may add attributes; these three win over it.
+//!
+//! The `log` crate is not bridged into `tracing` (no `LogTracer`). Nothing in the
+//! workspace logs through `log` (sqlx only asks `log_enabled!` before emitting its
+//! events through `tracing`), and the bridge broke the traces: with two per-layer
+//! filters, a `log_enabled!` that neither filter enables leaves tracing-subscriber's
+//! per-thread filter state saying "disabled", and the next span whose callsite both
+//! filters always enable is created disabled for every layer — gone from the trace.
+//! sqlx asks after every query, so the spans right after a query (client calls, the
+//! queue enqueue) went missing. `tests/otlp` in the payment service caught it; the
+//! in-memory capture shares the subscriber's shape so it would too.
+//!
 //! Trace context crosses process boundaries as W3C `traceparent` (see
 //! [`crate::propagation`]): gRPC metadata on every call between services and a field
 //! of each payment queue item.
@@ -25,11 +41,14 @@
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::KeyValue;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, SdkTracerProvider, SpanExporter};
 use opentelemetry_sdk::Resource;
 use tracing_subscriber::{fmt, prelude::*, EnvFilter};
+
+use crate::config::CommonSettings;
 
 /// Finished spans that may wait for export; beyond this they are dropped.
 pub const MAX_QUEUED_SPANS: usize = 4_096;
@@ -80,11 +99,14 @@ impl Telemetry {
     }
 }
 
-/// Installs the global subscriber; with `otel_endpoint` (`OTEL_EXPORTER_OTLP_ENDPOINT`,
-/// e.g. `http://jaeger:4317`) it also exports spans there as `service`. Must run inside
-/// the tokio runtime. Safe to call more than once (tests do): later calls keep the
-/// first subscriber and export nothing.
-pub fn init_telemetry(service: &str, otel_endpoint: Option<&str>) -> Telemetry {
+/// Installs the global subscriber; when `settings.otel_endpoint` is set
+/// (`OTEL_EXPORTER_OTLP_ENDPOINT`, e.g. `http://jaeger:4317`) it also exports spans
+/// there, attributed to this service, `version` and replica (see the module docs).
+/// Must run inside the tokio runtime. Safe to call more than once (tests do): later
+/// calls keep the first subscriber and export nothing.
+pub fn init_telemetry(settings: &CommonSettings, version: &str) -> Telemetry {
+    let service = settings.service.as_str();
+    let otel_endpoint = settings.otel_endpoint.as_deref();
     let exporter = otel_endpoint.map(|endpoint| {
         opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
@@ -92,8 +114,9 @@ pub fn init_telemetry(service: &str, otel_endpoint: Option<&str>) -> Telemetry {
             .with_timeout(EXPORT_TIMEOUT)
             .build()
     });
+    let resource = service_resource(service, version, &settings.jobs.replica_id);
     let (provider, unusable) = match exporter {
-        Some(Ok(exporter)) => (Some(batch_provider(service, exporter)), None),
+        Some(Ok(exporter)) => (Some(batch_provider(resource, exporter)), None),
         Some(Err(e)) => (None, Some(e)),
         None => (None, None),
     };
@@ -113,9 +136,28 @@ pub fn init_telemetry(service: &str, otel_endpoint: Option<&str>) -> Telemetry {
     telemetry
 }
 
+/// Installs the global subscriber with logs only (`RUST_LOG`) and no trace export, for
+/// a process that is not a service (the load tester). Like [`init_telemetry`], later
+/// calls keep the first subscriber.
+pub fn init_logs() -> Telemetry {
+    install("", None)
+}
+
+/// The resource every span of the process is attributed to: `service.name`,
+/// `service.version` and `service.instance.id` (the replica).
+fn service_resource(service: &str, version: &str, replica_id: &str) -> Resource {
+    Resource::builder()
+        .with_service_name(service.to_owned())
+        .with_attributes([
+            KeyValue::new("service.version", version.to_owned()),
+            KeyValue::new("service.instance.id", replica_id.to_owned()),
+        ])
+        .build()
+}
+
 /// A provider that batches spans for `exporter` on the tokio runtime, with the bounds
 /// in the module docs.
-fn batch_provider(service: &str, exporter: impl SpanExporter + 'static) -> SdkTracerProvider {
+fn batch_provider(resource: Resource, exporter: impl SpanExporter + 'static) -> SdkTracerProvider {
     let batch = BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio)
         .with_batch_config(
             BatchConfigBuilder::default()
@@ -126,11 +168,7 @@ fn batch_provider(service: &str, exporter: impl SpanExporter + 'static) -> SdkTr
         .build();
     SdkTracerProvider::builder()
         .with_span_processor(batch)
-        .with_resource(
-            Resource::builder()
-                .with_service_name(service.to_owned())
-                .build(),
-        )
+        .with_resource(resource)
         .build()
 }
 
@@ -138,11 +176,12 @@ fn batch_provider(service: &str, exporter: impl SpanExporter + 'static) -> SdkTr
 /// subscriber already exists, nothing changes and the provider is shut down unused.
 fn install(service: &str, provider: Option<SdkTracerProvider>) -> Telemetry {
     let logs = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let installed = tracing_subscriber::registry()
+    let subscriber = tracing_subscriber::registry()
         .with(fmt::layer().with_target(true).with_filter(logs))
-        .with(provider.as_ref().map(|p| trace_layer(service, p)))
-        .try_init()
-        .is_ok();
+        .with(provider.as_ref().map(|p| trace_layer(service, p)));
+    // Not `try_init()`: that also routes the `log` crate into tracing (`LogTracer`),
+    // which loses spans, see the module docs.
+    let installed = tracing::subscriber::set_global_default(subscriber).is_ok();
     keep_if_installed(installed, provider)
 }
 
@@ -192,7 +231,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_collector_that_is_down_blocks_neither_spans_nor_exit() {
         // Port 1 on loopback: connections are refused.
-        let telemetry = init_telemetry("telemetry-test", Some("http://127.0.0.1:1"));
+        let settings = CommonSettings::from_lookup(crate::ServiceName::Payment, |name| {
+            (name == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| "http://127.0.0.1:1".to_owned())
+        })
+        .expect("settings");
+        let telemetry = init_telemetry(&settings, "0.0.0-test");
         assert!(telemetry.is_exporting());
         // More spans than the queue holds: the surplus is dropped, nothing waits.
         for n in 0..(MAX_QUEUED_SPANS * 2) {

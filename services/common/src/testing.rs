@@ -70,11 +70,13 @@ pub fn capture_spans() -> &'static InMemorySpanExporter {
                     .with_test_writer()
                     .with_filter(tracing_subscriber::EnvFilter::from_default_env())
             });
-            tracing_subscriber::registry()
-                .with(crate::telemetry::trace_layer("shop-test", &provider))
-                .with(logs)
-                .try_init()
-                .expect("capture_spans() must run before any other tracing subscriber is installed in this test binary");
+            // Without the `log` bridge, like the services (see `crate::telemetry`).
+            tracing::subscriber::set_global_default(
+                tracing_subscriber::registry()
+                    .with(crate::telemetry::trace_layer("shop-test", &provider))
+                    .with(logs),
+            )
+            .expect("capture_spans() must run before any other tracing subscriber is installed in this test binary");
             (exporter, provider)
         })
         .0
@@ -172,6 +174,11 @@ impl TestDatabase {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The database as a `DATABASE_URL`, for a service started as its own process.
+    pub fn url(&self) -> String {
+        self.options.to_url_lossy().to_string()
     }
 
     /// Settings for a service pool on this database.

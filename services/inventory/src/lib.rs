@@ -23,4 +23,8 @@ pub mod sales;
 pub mod startup;
 pub mod stm;
 
+/// This service's version (its crate's), reported with its traces as the resource
+/// attribute `service.version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 pub use startup::{Application, Settings, MIGRATOR};

@@ -20,4 +20,8 @@ pub mod repository;
 pub mod saga;
 pub mod startup;
 
+/// This service's version (its crate's), reported with its traces as the resource
+/// attribute `service.version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 pub use startup::{Application, Settings, MIGRATOR};

@@ -38,4 +38,8 @@ pub mod settle;
 pub mod startup;
 pub mod worker;
 
+/// This service's version (its crate's), reported with its traces as the resource
+/// attribute `service.version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 pub use startup::{Application, Settings};

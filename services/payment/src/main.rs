@@ -6,8 +6,7 @@ use payment_service::{Application, Settings};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
-    let telemetry =
-        shop_common::init_telemetry("payment", settings.common.otel_endpoint.as_deref());
+    let telemetry = shop_common::init_telemetry(&settings.common, payment_service::VERSION);
     telemetry
         .flush_after(async {
             let app = Application::build(settings).await?;

@@ -125,14 +125,7 @@ impl Shop {
     }
 
     pub async fn set_stock(&self, sku: &str, available: i64) {
-        self.stock
-            .clone()
-            .set_stock(pb::SetStockRequest {
-                sku: sku.into(),
-                available,
-            })
-            .await
-            .unwrap();
+        set_stock(&self.stock, sku, available).await;
     }
 
     pub async fn stock_of(&self, sku: &str) -> pb::Stock {
@@ -166,47 +159,12 @@ impl Shop {
         sku: &str,
         quantity: i32,
     ) -> pb::Order {
-        self.orders
-            .clone()
-            .create_order(pb::CreateOrderRequest {
-                idempotency_key: key.into(),
-                customer_id: customer.into(),
-                customer_tier: tier as i32,
-                items: vec![pb::LineItem {
-                    sku: sku.into(),
-                    quantity,
-                }],
-                strategy: strategy as i32,
-                sale_id: None,
-            })
-            .await
-            .expect("CreateOrder")
-            .into_inner()
+        create_order(&self.orders, strategy, key, customer, tier, sku, quantity).await
     }
 
     /// Polls the order until it is PAID or CANCELLED (bounded).
     pub async fn settled(&self, order_id: &str) -> pb::Order {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let order = self
-                .orders
-                .clone()
-                .get_order(pb::GetOrderRequest {
-                    order_id: order_id.into(),
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            let status = pb::OrderStatus::try_from(order.status).unwrap();
-            if matches!(status, pb::OrderStatus::Paid | pb::OrderStatus::Cancelled) {
-                return order;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "order {order_id} stuck in {status:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        settled(&self.orders, order_id).await
     }
 
     /// Rows of the provider's ledger for an order (charges performed).
@@ -369,5 +327,69 @@ impl CrashingWorker {
             "no request left queued"
         );
         session.close().await.unwrap();
+    }
+}
+
+/// Sets `sku`'s stock through the inventory service at the other end of `stock`.
+pub async fn set_stock(stock: &InventoryServiceClient<Channel>, sku: &str, available: i64) {
+    stock
+        .clone()
+        .set_stock(pb::SetStockRequest {
+            sku: sku.into(),
+            available,
+        })
+        .await
+        .unwrap();
+}
+
+/// One CreateOrder of `quantity` × `sku` (panics if the call fails).
+pub async fn create_order(
+    orders: &OrderServiceClient<Channel>,
+    strategy: pb::Strategy,
+    key: &str,
+    customer: &str,
+    tier: pb::CustomerTier,
+    sku: &str,
+    quantity: i32,
+) -> pb::Order {
+    orders
+        .clone()
+        .create_order(pb::CreateOrderRequest {
+            idempotency_key: key.into(),
+            customer_id: customer.into(),
+            customer_tier: tier as i32,
+            items: vec![pb::LineItem {
+                sku: sku.into(),
+                quantity,
+            }],
+            strategy: strategy as i32,
+            sale_id: None,
+        })
+        .await
+        .expect("CreateOrder")
+        .into_inner()
+}
+
+/// Polls the order until it is PAID or CANCELLED (bounded).
+pub async fn settled(orders: &OrderServiceClient<Channel>, order_id: &str) -> pb::Order {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let order = orders
+            .clone()
+            .get_order(pb::GetOrderRequest {
+                order_id: order_id.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let status = pb::OrderStatus::try_from(order.status).unwrap();
+        if matches!(status, pb::OrderStatus::Paid | pb::OrderStatus::Cancelled) {
+            return order;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "order {order_id} stuck in {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

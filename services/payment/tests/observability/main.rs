@@ -10,12 +10,16 @@ mod helpers;
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use opentelemetry::trace::{SpanKind, TraceId};
+use opentelemetry::trace::{SpanKind, Status, TraceId};
 use opentelemetry::Value;
 use opentelemetry_sdk::trace::SpanData;
+use shop_common::propagation::traced_channel;
 use shop_common::testing::{capture_spans, metric_value, scrape_metrics};
 use shop_proto::v1 as pb;
+use shop_proto::v1::inventory_service_client::InventoryServiceClient;
+use shop_proto::v1::payment_service_client::PaymentServiceClient;
 use shop_proto::v1::CustomerTier;
+use tracing::Instrument;
 
 use crate::helpers::Shop;
 
@@ -265,5 +269,160 @@ async fn the_metrics_endpoint_reports_lock_waits_reservations_queue_depth_and_le
         metric_value(&text, "coord_queue_enqueued_total", &[("queue", &queue)]) == Some(4.0),
         "each order enqueued once"
     );
+    shop.stop().await;
+}
+
+/// Whether a span ended as an error, and its `rpc.grpc.status_code`.
+type Outcome = (bool, Option<i64>);
+
+fn outcome(span: &SpanData) -> Outcome {
+    let code = match attribute(span, "rpc.grpc.status_code") {
+        Some(Value::I64(code)) => Some(*code),
+        _ => None,
+    };
+    (matches!(span.status, Status::Error { .. }), code)
+}
+
+#[tokio::test]
+async fn failed_calls_mark_their_client_and_server_spans_as_errors() {
+    let exporter = capture_spans();
+    let shop = Shop::spawn(|_| {}, false).await;
+    let tea = sku("tea");
+    shop.set_stock(&tea, 1).await;
+    let channel = |uri: &str| {
+        traced_channel(uri, Duration::from_secs(2), Duration::from_secs(10)).expect("channel")
+    };
+    let mut inventory = InventoryServiceClient::new(channel(&shop.inventory.uri()));
+    // A PaymentService client aimed at the inventory server: a method it lacks.
+    let mut not_payment = PaymentServiceClient::new(channel(&shop.inventory.uri()));
+    // Port 1 on loopback: nobody listens.
+    let mut nobody = InventoryServiceClient::new(channel("http://127.0.0.1:1"));
+
+    let test = tracing::info_span!("failing_calls", run = %tea);
+    let (found, missing, unimplemented, unreachable) = async {
+        let found = inventory
+            .get_stock(pb::GetStockRequest { sku: tea.clone() })
+            .await
+            .map(|_| ());
+        let missing = inventory
+            .get_stock(pb::GetStockRequest {
+                sku: sku("unknown"),
+            })
+            .await
+            .map(|_| ());
+        let unimplemented = not_payment
+            .queue_depth(pb::QueueDepthRequest {})
+            .await
+            .map(|_| ());
+        let unreachable = nobody
+            .get_stock(pb::GetStockRequest { sku: tea.clone() })
+            .await
+            .map(|_| ());
+        (found, missing, unimplemented, unreachable)
+    }
+    .instrument(test.clone())
+    .await;
+    drop(test);
+    let trace = exporter
+        .get_finished_spans()
+        .expect("finished spans")
+        .iter()
+        .find(|s| {
+            s.name == "failing_calls"
+                && attribute(s, "run").map(|v| v.as_str().into_owned()) == Some(tea.clone())
+        })
+        .map(|s| s.span_context.trace_id())
+        .expect("the test's own span");
+    found.expect("GetStock of a SKU with stock");
+    let code = |result: Result<(), tonic::Status>| result.unwrap_err().code() as i64;
+    let (missing, unimplemented, unreachable) =
+        (code(missing), code(unimplemented), code(unreachable));
+    assert_eq!(missing, tonic::Code::NotFound as i64);
+    assert_eq!(unimplemented, tonic::Code::Unimplemented as i64);
+    assert_eq!(unreachable, tonic::Code::Unavailable as i64);
+
+    // (name, kind) → outcomes, in the order the spans started.
+    let expected: Vec<(&str, SpanKind, Vec<Outcome>)> = vec![
+        (
+            "shop.v1.InventoryService/GetStock",
+            SpanKind::Client,
+            // found; unknown SKU (the caller's error) and nobody listening: errors
+            vec![
+                (false, Some(0)),
+                (true, Some(missing)),
+                (true, Some(unreachable)),
+            ],
+        ),
+        (
+            "shop.v1.InventoryService/GetStock",
+            SpanKind::Server,
+            // NOT_FOUND is recorded but is not the server's error
+            vec![(false, Some(0)), (false, Some(missing))],
+        ),
+        (
+            "shop.v1.PaymentService/QueueDepth",
+            SpanKind::Client,
+            vec![(true, Some(unimplemented))],
+        ),
+        (
+            "shop.v1.PaymentService/QueueDepth",
+            SpanKind::Server,
+            // UNIMPLEMENTED is the server's failure
+            vec![(true, Some(unimplemented))],
+        ),
+    ];
+    // Server spans end when their response is sent, possibly just after the client
+    // saw it: wait (bounded) for all of them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let outcomes = loop {
+        let mut spans: Vec<SpanData> = exporter
+            .get_finished_spans()
+            .expect("finished spans")
+            .into_iter()
+            .filter(|s| s.span_context.trace_id() == trace)
+            .collect();
+        spans.sort_by_key(|s| s.start_time);
+        let outcomes: Vec<_> = expected
+            .iter()
+            .map(|(name, kind, _)| {
+                spans
+                    .iter()
+                    .filter(|s| s.name == *name && s.span_kind == *kind)
+                    .map(outcome)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let complete = outcomes
+            .iter()
+            .zip(&expected)
+            .all(|(got, (_, _, want))| got.len() >= want.len());
+        if complete || tokio::time::Instant::now() > deadline {
+            break outcomes;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for (got, (name, kind, want)) in outcomes.iter().zip(&expected) {
+        assert_eq!(
+            got, want,
+            "{name} {kind:?}: (is error, rpc.grpc.status_code)"
+        );
+    }
+    // The error carries the status message as its description.
+    let spans = exporter.get_finished_spans().unwrap();
+    let not_found = spans
+        .iter()
+        .find(|s| {
+            s.span_context.trace_id() == trace
+                && s.span_kind == SpanKind::Client
+                && attribute(s, "rpc.grpc.status_code") == Some(&Value::I64(missing))
+        })
+        .unwrap();
+    match &not_found.status {
+        Status::Error { description } => assert!(
+            description.contains("unknown SKU"),
+            "the description is the status message: {description}"
+        ),
+        other => panic!("{other:?}"),
+    }
     shop.stop().await;
 }
