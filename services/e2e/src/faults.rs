@@ -168,7 +168,10 @@ pub async fn stack_up() -> anyhow::Result<Stack> {
 /// The databases of the stack, as the load tester's auditor reaches them.
 async fn databases(stack: &Stack) -> anyhow::Result<Databases> {
     let db = |service: &'static str, name: &'static str| async move {
-        let port = stack.port(service, 5432).await.map_err(anyhow::Error::msg)?;
+        let port = stack
+            .port(service, 5432)
+            .await
+            .map_err(anyhow::Error::msg)?;
         PgConnectOptions::from_str(&format!("postgres://postgres@127.0.0.1:{port}/{name}"))
             .context("database URL")
     };
@@ -302,9 +305,12 @@ async fn inject(
     hot_sku: &str,
 ) -> anyhow::Result<(String, Option<Duration>)> {
     let etcd = || async {
-        EtcdClient::connect(members.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>(), None)
-            .await
-            .context("etcd")
+        EtcdClient::connect(
+            members.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>(),
+            None,
+        )
+        .await
+        .context("etcd")
     };
     let locks = format!("/shop/locks/sku/{hot_sku}/");
     let docker = |verb: &'static [&'static str], service: &'static str| {
@@ -416,8 +422,11 @@ async fn inject(
             let leader = etcd_leader(members).await?;
             let at = Instant::now();
             docker_member(stack, &["kill"], &leader).await?;
-            let survivors: Vec<(String, String)> =
-                members.iter().filter(|(m, _)| *m != leader).cloned().collect();
+            let survivors: Vec<(String, String)> = members
+                .iter()
+                .filter(|(m, _)| *m != leader)
+                .cloned()
+                .collect();
             let mut elected = None;
             while at.elapsed() < Duration::from_secs(20) {
                 if let Ok(now) = etcd_leader(&survivors).await {
@@ -513,7 +522,10 @@ async fn inject(
                     .unwrap_or(0);
                 if rev > 1 {
                     client
-                        .compact(rev, Some(coord::etcd_client::CompactionOptions::new().with_physical()))
+                        .compact(
+                            rev,
+                            Some(coord::etcd_client::CompactionOptions::new().with_physical()),
+                        )
                         .await?;
                     compactions += 1;
                 }
@@ -545,7 +557,10 @@ async fn docker_member(stack: &Stack, verb: &[&str], member: &str) -> anyhow::Re
 /// Keys under `prefix` now.
 async fn keys_under(etcd: &mut EtcdClient, prefix: &str) -> anyhow::Result<BTreeSet<Vec<u8>>> {
     let found = etcd
-        .get(prefix, Some(GetOptions::new().with_prefix().with_keys_only()))
+        .get(
+            prefix,
+            Some(GetOptions::new().with_prefix().with_keys_only()),
+        )
         .await?;
     Ok(found.kvs().iter().map(|kv| kv.key().to_vec()).collect())
 }
@@ -646,7 +661,10 @@ async fn replay_saga_messages(stack: &Stack, hot_sku: &str) -> anyhow::Result<St
         let first = orders.create_order(request.clone()).await?.into_inner();
         let second = orders.create_order(request).await?.into_inner();
         if first.order_id != second.order_id {
-            problems.push(format!("CreateOrder twice made two orders: {}", first.order_id));
+            problems.push(format!(
+                "CreateOrder twice made two orders: {}",
+                first.order_id
+            ));
         }
         // Its Reserve again: the same answer, nothing more taken.
         let again = inventory
@@ -662,7 +680,10 @@ async fn replay_saga_messages(stack: &Stack, hot_sku: &str) -> anyhow::Result<St
         if first.status == pb::OrderStatus::Reserved as i32
             && again.outcome != pb::ReserveOutcome::Reserved as i32
         {
-            problems.push(format!("a repeated Reserve of {} answered {again:?}", first.order_id));
+            problems.push(format!(
+                "a repeated Reserve of {} answered {again:?}",
+                first.order_id
+            ));
         }
         duplicates += 2;
         // A Release that overtakes its Reserve: the late Reserve takes nothing.
@@ -691,7 +712,10 @@ async fn replay_saga_messages(stack: &Stack, hot_sku: &str) -> anyhow::Result<St
             .await?;
     }
     if !problems.is_empty() {
-        anyhow::bail!("replayed messages were not idempotent: {}", problems.join("; "));
+        anyhow::bail!(
+            "replayed messages were not idempotent: {}",
+            problems.join("; ")
+        );
     }
     Ok(format!(
         "{duplicates} duplicate CreateOrder/Reserve calls and {early_releases} Release-before-Reserve pairs (+ a second Release each): every answer idempotent"
@@ -728,8 +752,14 @@ impl Probe {
             })
             .await?;
         let clients: Vec<Channel> = vec![
-            stack.channel("order-1", 50051).await.map_err(anyhow::Error::msg)?,
-            stack.channel("order-2", 50051).await.map_err(anyhow::Error::msg)?,
+            stack
+                .channel("order-1", 50051)
+                .await
+                .map_err(anyhow::Error::msg)?,
+            stack
+                .channel("order-2", 50051)
+                .await
+                .map_err(anyhow::Error::msg)?,
         ];
         let auditor = loadtest::audit::Auditor::connect(&databases(stack).await?).await?;
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
@@ -783,7 +813,9 @@ impl Probe {
     async fn stop(self, fault_at: Instant) -> ProbeResult {
         let _ = self.stop.send(true);
         let seen = self.task.await.unwrap_or_default();
-        let from = fault_at.checked_sub(Duration::from_secs(1)).unwrap_or(fault_at);
+        let from = fault_at
+            .checked_sub(Duration::from_secs(1))
+            .unwrap_or(fault_at);
         let answered: Vec<Instant> = seen
             .iter()
             .filter(|(at, ok, _)| *ok && *at >= from)

@@ -58,14 +58,22 @@ async fn main() -> anyhow::Result<()> {
         duration: Duration::from_secs(args.duration),
         warmup: Duration::from_secs(args.warmup),
     };
-    step(started, "docker compose up (compose.yaml + docker/compose.faults.yaml)");
+    step(
+        started,
+        "docker compose up (compose.yaml + docker/compose.faults.yaml)",
+    );
     let mut stack = faults::stack_up().await?;
     step(started, "stack is healthy");
     let mut runs: Vec<FaultRun> = Vec::new();
     for (i, fault) in faults_to_run.iter().enumerate() {
         step(
             started,
-            &format!("run {}/{}: {} under load", i + 1, faults_to_run.len(), fault.name()),
+            &format!(
+                "run {}/{}: {} under load",
+                i + 1,
+                faults_to_run.len(),
+                fault.name()
+            ),
         );
         match faults::run_fault(&mut stack, *fault, &options, started).await {
             Ok(run) => {
@@ -86,7 +94,10 @@ async fn main() -> anyhow::Result<()> {
                 runs.push(run);
             }
             Err(e) => {
-                step(started, &format!("  {}: the run itself failed: {e:#}", fault.name()));
+                step(
+                    started,
+                    &format!("  {}: the run itself failed: {e:#}", fault.name()),
+                );
                 runs.push(FaultRun::failed(*fault, args.strategy, format!("{e:#}")));
             }
         }
