@@ -160,6 +160,8 @@ impl FaultRun {
 /// Brings the stack up with the suite's overrides.
 pub async fn stack_up() -> anyhow::Result<Stack> {
     let overrides = crate::repo_root().join("docker/compose.faults.yaml");
+    // A stack left over from an interrupted run would carry its state; start clean.
+    let _ = crate::docker(&["compose", "-p", PROJECT, "down", "-v", "-t", "1"]).await;
     Stack::up(PROJECT, &[overrides], &[])
         .await
         .map_err(anyhow::Error::msg)
@@ -258,7 +260,16 @@ pub async fn run_fault(
     tokio::time::sleep(options.warmup).await;
     step(started, &format!("  {}: injecting", fault.name()));
     let fault_at = Instant::now();
-    let (action, failover) = inject(stack, fault, &members, &hot_sku).await?;
+    // A fault that cannot be injected is recorded; the load still runs to its end, so
+    // the next run starts on a quiet stack.
+    let (action, failover, injection_error) = match inject(stack, fault, &members, &hot_sku).await {
+        Ok((action, failover)) => (action, failover, None),
+        Err(e) => (
+            format!("injection failed: {e:#}"),
+            None,
+            Some(format!("the fault could not be injected: {e:#}")),
+        ),
+    };
     step(started, &format!("  {}: {action}", fault.name()));
     let mut reports: Vec<StrategyReport> = Vec::new();
     for load in loads {
@@ -275,6 +286,7 @@ pub async fn run_fault(
         violations.extend(report.violations());
     }
     violations.extend(probe.violations);
+    violations.extend(injection_error);
     let violations: Vec<String> = violations
         .into_iter()
         .collect::<BTreeSet<_>>()
@@ -324,26 +336,29 @@ async fn inject(
     };
     Ok(match fault {
         Fault::PauseLockHolder => {
-            let held = keys_under(&mut etcd().await?, &locks).await?;
+            let mut client = etcd().await?;
+            let lease = replica_lease(&mut client, "inventory", "inventory-1").await?;
+            let queued = in_line(&mut client, &locks, lease).await?;
             docker(&["pause"], "inventory-1").await?;
-            let gone = keys_gone(&mut etcd().await?, &locks, &held, TTL + HOLD).await?;
+            let gone = lease_gone(&mut client, lease, TTL + HOLD).await?;
             tokio::time::sleep(HOLD.saturating_sub(gone.unwrap_or(HOLD))).await;
             docker(&["unpause"], "inventory-1").await?;
             (
                 format!(
-                    "inventory-1 paused {}s (TTL {}s) with {} lock key(s) queued on the hot SKU; they were gone after {}",
+                    "inventory-1 paused {}s (TTL {}s){queued}; its lease expired after {} and its locks passed on; unpaused",
                     HOLD.as_secs(),
                     TTL.as_secs(),
-                    held.len(),
                     seconds(gone)
                 ),
                 gone,
             )
         }
         Fault::KillLockHolder => {
-            let held = keys_under(&mut etcd().await?, &locks).await?;
+            let mut client = etcd().await?;
+            let lease = replica_lease(&mut client, "inventory", "inventory-1").await?;
+            let queued = in_line(&mut client, &locks, lease).await?;
             docker(&["kill"], "inventory-1").await?;
-            let gone = keys_gone(&mut etcd().await?, &locks, &held, TTL + HOLD).await?;
+            let gone = lease_gone(&mut client, lease, TTL + HOLD).await?;
             tokio::time::sleep(Duration::from_secs(2)).await;
             stack
                 .compose(&["up", "-d", "--no-deps", "--wait", "inventory-1"])
@@ -351,8 +366,7 @@ async fn inject(
                 .map_err(anyhow::Error::msg)?;
             (
                 format!(
-                    "inventory-1 killed with {} lock key(s) on the hot SKU (gone after {}), restarted",
-                    held.len(),
+                    "inventory-1 killed{queued}; its lease expired after {}; restarted",
                     seconds(gone)
                 ),
                 gone,
@@ -459,10 +473,13 @@ async fn inject(
             )
         }
         Fault::KillPaymentWorker => {
-            let claims = "/shop/queues/payments/claims/";
-            let held = keys_under(&mut etcd().await?, claims).await?;
+            let mut client = etcd().await?;
+            let lease = replica_lease(&mut client, "payment", "payment-1").await?;
+            let claims = keys_under(&mut client, "/shop/queues/payments/claims/")
+                .await?
+                .len();
             docker(&["kill"], "payment-1").await?;
-            let gone = keys_gone(&mut etcd().await?, claims, &held, TTL + HOLD).await?;
+            let gone = lease_gone(&mut client, lease, TTL + HOLD).await?;
             tokio::time::sleep(Duration::from_secs(2)).await;
             stack
                 .compose(&["up", "-d", "--no-deps", "--wait", "payment-1"])
@@ -470,8 +487,7 @@ async fn inject(
                 .map_err(anyhow::Error::msg)?;
             (
                 format!(
-                    "payment-1 killed with {} claim(s) in flight on the queue (gone after {}), restarted",
-                    held.len(),
+                    "payment-1 killed with {claims} claim(s) in flight on the queue; its lease (and claims) expired after {}, the items went to payment-2; restarted",
                     seconds(gone)
                 ),
                 gone,
@@ -480,11 +496,13 @@ async fn inject(
         Fault::CutOffFromEtcd => {
             let network = format!("{PROJECT}_default");
             let container = stack.container("inventory-1");
-            let held = keys_under(&mut etcd().await?, &locks).await?;
+            let mut client = etcd().await?;
+            let lease = replica_lease(&mut client, "inventory", "inventory-1").await?;
+            let queued = in_line(&mut client, &locks, lease).await?;
             crate::docker(&["network", "disconnect", &network, &container])
                 .await
                 .map_err(anyhow::Error::msg)?;
-            let gone = keys_gone(&mut etcd().await?, &locks, &held, TTL + HOLD).await?;
+            let gone = lease_gone(&mut client, lease, TTL + HOLD).await?;
             tokio::time::sleep(HOLD.saturating_sub(gone.unwrap_or(HOLD))).await;
             crate::docker(&[
                 "network",
@@ -500,9 +518,8 @@ async fn inject(
             .map_err(anyhow::Error::msg)?;
             (
                 format!(
-                    "inventory-1 disconnected from the network for {}s (etcd, Postgres, peers); its {} lock key(s) were gone after {}",
+                    "inventory-1 disconnected from the network for {}s (etcd, Postgres, peers){queued}; its lease expired after {}; reconnected",
                     HOLD.as_secs(),
-                    held.len(),
                     seconds(gone)
                 ),
                 gone,
@@ -565,20 +582,59 @@ async fn keys_under(etcd: &mut EtcdClient, prefix: &str) -> anyhow::Result<BTree
     Ok(found.kvs().iter().map(|kv| kv.key().to_vec()).collect())
 }
 
-/// How long until none of `keys` is under `prefix` any more (`None`: not within
-/// `limit`, or there were none to begin with).
-async fn keys_gone(
+/// The lease of a replica's etcd session: the one the replica's leader-job
+/// candidacies are under (every process keeps one session; its election value is
+/// its replica id).
+async fn replica_lease(etcd: &mut EtcdClient, service: &str, replica: &str) -> anyhow::Result<i64> {
+    let found = etcd
+        .get(
+            format!("/shop/elections/{service}/"),
+            Some(GetOptions::new().with_prefix()),
+        )
+        .await?;
+    found
+        .kvs()
+        .iter()
+        .find(|kv| {
+            // The value is the job's proclaimed progress, `{"replica":"<id>",...}`,
+            // or the bare replica id before the first proclaim.
+            let value = String::from_utf8_lossy(kv.value());
+            value == replica || value.contains(&format!("\"replica\":\"{replica}\""))
+        })
+        .map(|kv| kv.lease())
+        .with_context(|| format!("{replica} has no election key (is it up?)"))
+}
+
+/// ", holding the hot SKU's lock" / ", queued for …" / "": where the lease stood.
+async fn in_line(etcd: &mut EtcdClient, locks: &str, lease: i64) -> anyhow::Result<String> {
+    let found = etcd
+        .get(
+            locks,
+            Some(GetOptions::new().with_prefix().with_sort(
+                coord::etcd_client::SortTarget::Create,
+                coord::etcd_client::SortOrder::Ascend,
+            )),
+        )
+        .await?;
+    Ok(
+        match found.kvs().iter().position(|kv| kv.lease() == lease) {
+            Some(0) => ", holding the hot SKU's lock".to_owned(),
+            Some(n) => format!(", queued {n} behind the hot SKU's lock holder"),
+            None => ", between locks".to_owned(),
+        },
+    )
+}
+
+/// How long until `lease` has expired (`None`: not within `limit`).
+async fn lease_gone(
     etcd: &mut EtcdClient,
-    prefix: &str,
-    keys: &BTreeSet<Vec<u8>>,
+    lease: i64,
     limit: Duration,
 ) -> anyhow::Result<Option<Duration>> {
-    if keys.is_empty() {
-        return Ok(None);
-    }
     let at = Instant::now();
     while at.elapsed() < limit {
-        if keys_under(etcd, prefix).await?.is_disjoint(keys) {
+        let ttl = etcd.lease_time_to_live(lease, None).await?.ttl();
+        if ttl < 0 {
             return Ok(Some(at.elapsed()));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -867,7 +923,7 @@ impl Probe {
 /// The fault matrix as a markdown table.
 pub fn markdown(runs: &[FaultRun]) -> String {
     let mut out = String::from(
-        "| # | fault | what happened | orders (accepted) | oversold | lost | duplicate payments | payment mismatches | stall | failover | result |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| # | fault | what happened | orders accepted | calls failed | oversold | lost | duplicate payments | payment mismatches | stall | failover | result |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for (i, r) in runs.iter().enumerate() {
         let result = if r.violations.is_empty() {
@@ -876,13 +932,13 @@ pub fn markdown(runs: &[FaultRun]) -> String {
             format!("**FAIL**: {}", r.violations.join("; "))
         };
         out.push_str(&format!(
-            "| {} | `{}` ({}) | {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | `{}` ({}) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             i + 1,
             r.fault,
             r.strategy,
             r.action,
-            r.orders,
             r.accepted,
+            r.failed_calls,
             r.oversold,
             r.lost_orders,
             r.duplicate_payments,
