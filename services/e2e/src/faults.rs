@@ -37,6 +37,25 @@ use crate::{step, Stack, TTL};
 
 /// The compose project the suite runs as (apart from the e2e suite's).
 pub const PROJECT: &str = "coord-shop-faults";
+/// Host ports of the suite's stack. Fixed, not random: a container the suite restarts
+/// (a killed replica, a restarted Postgres, an etcd member) must come back on the port
+/// the load and the auditor already use.
+const FIXED_PORTS: [(&str, &str); 13] = [
+    ("ETCD_HOST_PORT", "56379"),
+    ("ETCD2_HOST_PORT", "56380"),
+    ("ETCD3_HOST_PORT", "56381"),
+    ("ORDER_HOST_PORT", "56051"),
+    ("ORDER2_HOST_PORT", "56061"),
+    ("INVENTORY_HOST_PORT", "56052"),
+    ("INVENTORY2_HOST_PORT", "56062"),
+    ("PAYMENT_HOST_PORT", "56053"),
+    ("PAYMENT2_HOST_PORT", "56063"),
+    ("PG_ORDER_HOST_PORT", "56432"),
+    ("PG_INVENTORY_HOST_PORT", "56433"),
+    ("PG_PAYMENT_HOST_PORT", "56434"),
+    ("JAEGER_HOST_PORT", "0"),
+];
+
 /// How long a fault lasts before it is undone (a pause, a stopped member, a cut).
 const HOLD: Duration = Duration::from_secs(6);
 const PROBE_EVERY: Duration = Duration::from_millis(100);
@@ -162,7 +181,7 @@ pub async fn stack_up() -> anyhow::Result<Stack> {
     let overrides = crate::repo_root().join("docker/compose.faults.yaml");
     // A stack left over from an interrupted run would carry its state; start clean.
     let _ = crate::docker(&["compose", "-p", PROJECT, "down", "-v", "-t", "1"]).await;
-    Stack::up(PROJECT, &[overrides], &[])
+    Stack::up(PROJECT, &[overrides], &FIXED_PORTS)
         .await
         .map_err(anyhow::Error::msg)
 }
@@ -272,11 +291,17 @@ pub async fn run_fault(
     };
     step(started, &format!("  {}: {action}", fault.name()));
     let mut reports: Vec<StrategyReport> = Vec::new();
+    let mut load_error = None;
     for load in loads {
-        let mut played = load.await.context("load task")?.context("load run")?;
-        reports.append(&mut played);
+        match load.await.context("load task").and_then(|r| r.context("load run")) {
+            Ok(mut played) => reports.append(&mut played),
+            Err(e) => load_error = Some(e),
+        }
     }
     let probe = probe.stop(fault_at).await;
+    if let Some(e) = load_error {
+        return Err(e);
+    }
     let coordinator = reports
         .first()
         .context("the coordinating load process reported nothing")?;

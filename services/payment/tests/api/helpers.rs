@@ -163,8 +163,29 @@ impl Shop {
     }
 
     /// Polls the order until it is PAID or CANCELLED (bounded).
+    /// The order once it is PAID or CANCELLED *and* inventory has confirmed its
+    /// Commit or Release: the order service records the status first, so stock read
+    /// right after the status alone may not have moved yet.
     pub async fn settled(&self, order_id: &str) -> pb::Order {
-        settled(&self.orders, order_id).await
+        let order = settled(&self.orders, order_id).await;
+        let pool = self.order_db.pool().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let stock_settled: bool =
+                sqlx::query_scalar("SELECT stock_settled FROM orders WHERE order_id = $1::uuid")
+                    .bind(order_id)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            if stock_settled {
+                return order;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "order {order_id}'s stock never settled"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Rows of the provider's ledger for an order (charges performed).
