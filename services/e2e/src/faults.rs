@@ -293,7 +293,11 @@ pub async fn run_fault(
     let mut reports: Vec<StrategyReport> = Vec::new();
     let mut load_error = None;
     for load in loads {
-        match load.await.context("load task").and_then(|r| r.context("load run")) {
+        match load
+            .await
+            .context("load task")
+            .and_then(|r| r.context("load run"))
+        {
             Ok(mut played) => reports.append(&mut played),
             Err(e) => load_error = Some(e),
         }

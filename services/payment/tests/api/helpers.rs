@@ -190,20 +190,22 @@ impl Shop {
 
     /// Rows of the provider's ledger for an order (charges performed).
     pub async fn provider_charges(&self, order_id: &str) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM provider_charges WHERE order_id = $1::uuid")
-            .bind(order_id)
-            .fetch_one(&self.payment_pool)
-            .await
-            .unwrap()
+        self.ledger_rows("provider_charges", order_id).await
     }
 
     /// Rows of the provider's refund ledger for an order (refunds performed).
     pub async fn provider_refunds(&self, order_id: &str) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM provider_refunds WHERE order_id = $1::uuid")
-            .bind(order_id)
-            .fetch_one(&self.payment_pool)
-            .await
-            .unwrap()
+        self.ledger_rows("provider_refunds", order_id).await
+    }
+
+    async fn ledger_rows(&self, ledger: &'static str, order_id: &str) -> i64 {
+        sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM {ledger} WHERE order_id = $1::uuid"
+        ))
+        .bind(order_id)
+        .fetch_one(&self.payment_pool)
+        .await
+        .unwrap()
     }
 
     /// The payment row of an order, from the database.
