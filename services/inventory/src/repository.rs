@@ -377,23 +377,31 @@ impl InventoryDb {
     }
 
     pub async fn audit(&self, sku: &Sku) -> Result<Option<StockAudit>, sqlx::Error> {
-        let Some(level) = self.get_stock(sku).await? else {
-            return Ok(None);
-        };
-        let (lines_reserved, lines_committed): (i64, i64) = sqlx::query_as(
-            "SELECT COALESCE(SUM(l.quantity) FILTER (WHERE r.state = 'RESERVED'), 0)::bigint,
+        // One statement, so the counters and the rows come from one snapshot: two reads
+        // would let a Commit landing between them look like drift.
+        let row = sqlx::query(
+            "SELECT s.sku, s.available, s.reserved, s.sold, s.fence_token,
+                    COALESCE(SUM(l.quantity) FILTER (WHERE r.state = 'RESERVED'), 0)::bigint
+                        AS lines_reserved,
                     COALESCE(SUM(l.quantity) FILTER (WHERE r.state = 'COMMITTED'), 0)::bigint
-             FROM reservation_lines l JOIN reservations r USING (order_id)
-             WHERE l.sku = $1",
+                        AS lines_committed
+             FROM stock s
+             LEFT JOIN reservation_lines l ON l.sku = s.sku
+             LEFT JOIN reservations r ON r.order_id = l.order_id
+             WHERE s.sku = $1
+             GROUP BY s.sku, s.available, s.reserved, s.sold, s.fence_token",
         )
         .bind(sku.as_str())
-        .fetch_one(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(Some(StockAudit {
-            level,
-            lines_reserved,
-            lines_committed,
-        }))
+        row.map(|row| {
+            Ok(StockAudit {
+                level: stock_level(sku, &row)?,
+                lines_reserved: row.try_get("lines_reserved")?,
+                lines_committed: row.try_get("lines_committed")?,
+            })
+        })
+        .transpose()
     }
 
     /// The given SKUs that do not exist, in the order given.
