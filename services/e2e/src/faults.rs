@@ -354,24 +354,14 @@ async fn inject(
         .context("etcd")
     };
     let locks = format!("/shop/locks/sku/{hot_sku}/");
-    let docker = |verb: &'static [&'static str], service: &'static str| {
-        let stack = &*stack;
-        async move {
-            stack
-                .docker_on(verb, service)
-                .await
-                .map_err(anyhow::Error::msg)
-        }
-    };
     Ok(match fault {
         Fault::PauseLockHolder => {
             let mut client = etcd().await?;
-            let lease = replica_lease(&mut client, "inventory", "inventory-1").await?;
-            let queued = in_line(&mut client, &locks, lease).await?;
-            docker(&["pause"], "inventory-1").await?;
+            let (lease, queued) = lock_holder(&mut client, &locks).await?;
+            docker_on(stack, &["pause"], "inventory-1").await?;
             let gone = lease_gone(&mut client, lease, TTL + HOLD).await?;
             tokio::time::sleep(HOLD.saturating_sub(gone.unwrap_or(HOLD))).await;
-            docker(&["unpause"], "inventory-1").await?;
+            docker_on(stack, &["unpause"], "inventory-1").await?;
             (
                 format!(
                     "inventory-1 paused {}s (TTL {}s){queued}; its lease expired after {} and its locks passed on; unpaused",
@@ -384,15 +374,11 @@ async fn inject(
         }
         Fault::KillLockHolder => {
             let mut client = etcd().await?;
-            let lease = replica_lease(&mut client, "inventory", "inventory-1").await?;
-            let queued = in_line(&mut client, &locks, lease).await?;
-            docker(&["kill"], "inventory-1").await?;
+            let (lease, queued) = lock_holder(&mut client, &locks).await?;
+            docker_on(stack, &["kill"], "inventory-1").await?;
             let gone = lease_gone(&mut client, lease, TTL + HOLD).await?;
             tokio::time::sleep(Duration::from_secs(2)).await;
-            stack
-                .compose(&["up", "-d", "--no-deps", "--wait", "inventory-1"])
-                .await
-                .map_err(anyhow::Error::msg)?;
+            start_again(stack, "inventory-1").await?;
             (
                 format!(
                     "inventory-1 killed{queued}; its lease expired after {}; restarted",
@@ -431,10 +417,7 @@ async fn inject(
             let (stopped, failover) = tokio::join!(stopping, waiting);
             stopped.map_err(anyhow::Error::msg)?;
             tokio::time::sleep(Duration::from_secs(2)).await;
-            stack
-                .compose(&["up", "-d", "--no-deps", "--wait", victim])
-                .await
-                .map_err(anyhow::Error::msg)?;
+            start_again(stack, victim).await?;
             (
                 format!(
                     "{victim} ({}) led expire-reservations; {survivor} led after {}; {victim} restarted",
@@ -450,9 +433,9 @@ async fn inject(
                 .into_iter()
                 .find(|m| *m != leader)
                 .expect("a follower");
-            docker_member(stack, &["stop", "-t", "2"], victim).await?;
+            docker_on(stack, &["stop", "-t", "2"], victim).await?;
             tokio::time::sleep(HOLD).await;
-            docker_member(stack, &["start"], victim).await?;
+            docker_on(stack, &["start"], victim).await?;
             (
                 format!(
                     "follower {victim} stopped for {}s, started again",
@@ -464,7 +447,7 @@ async fn inject(
         Fault::KillEtcdLeader => {
             let leader = etcd_leader(members).await?;
             let at = Instant::now();
-            docker_member(stack, &["kill"], &leader).await?;
+            docker_on(stack, &["kill"], &leader).await?;
             let survivors: Vec<(String, String)> = members
                 .iter()
                 .filter(|(m, _)| *m != leader)
@@ -481,7 +464,7 @@ async fn inject(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             tokio::time::sleep(HOLD).await;
-            docker_member(stack, &["start"], &leader).await?;
+            docker_on(stack, &["start"], &leader).await?;
             match elected {
                 Some((now, after)) => (
                     format!("leader {leader} killed; {now} elected after {after:.2?}; {leader} started again"),
@@ -492,7 +475,7 @@ async fn inject(
         }
         Fault::RestartPostgres => {
             let at = Instant::now();
-            docker(&["restart", "-t", "2"], "pg-inventory").await?;
+            docker_on(stack, &["restart", "-t", "2"], "pg-inventory").await?;
             (
                 format!(
                     "pg-inventory restarted ({:.1}s until the restart returned)",
@@ -507,13 +490,10 @@ async fn inject(
             let claims = keys_under(&mut client, "/shop/queues/payments/claims/")
                 .await?
                 .len();
-            docker(&["kill"], "payment-1").await?;
+            docker_on(stack, &["kill"], "payment-1").await?;
             let gone = lease_gone(&mut client, lease, TTL + HOLD).await?;
             tokio::time::sleep(Duration::from_secs(2)).await;
-            stack
-                .compose(&["up", "-d", "--no-deps", "--wait", "payment-1"])
-                .await
-                .map_err(anyhow::Error::msg)?;
+            start_again(stack, "payment-1").await?;
             (
                 format!(
                     "payment-1 killed with {claims} claim(s) in flight on the queue; its lease (and claims) expired after {}, the items went to payment-2; restarted",
@@ -526,8 +506,7 @@ async fn inject(
             let network = format!("{PROJECT}_default");
             let container = stack.container("inventory-1");
             let mut client = etcd().await?;
-            let lease = replica_lease(&mut client, "inventory", "inventory-1").await?;
-            let queued = in_line(&mut client, &locks, lease).await?;
+            let (lease, queued) = lock_holder(&mut client, &locks).await?;
             crate::docker(&["network", "disconnect", &network, &container])
                 .await
                 .map_err(anyhow::Error::msg)?;
@@ -588,13 +567,23 @@ async fn inject(
     })
 }
 
+/// `inventory-1`'s session lease and where it stands in the hot SKU's lock line.
+async fn lock_holder(etcd: &mut EtcdClient, locks: &str) -> anyhow::Result<(i64, String)> {
+    let lease = replica_lease(etcd, "inventory", "inventory-1").await?;
+    Ok((lease, in_line(etcd, locks, lease).await?))
+}
+
+async fn start_again(stack: &Stack, service: &str) -> anyhow::Result<()> {
+    stack.start_again(service).await.map_err(anyhow::Error::msg)
+}
+
 fn seconds(d: Option<Duration>) -> String {
     d.map_or_else(|| "—".to_owned(), |d| format!("{:.2}s", d.as_secs_f64()))
 }
 
-async fn docker_member(stack: &Stack, verb: &[&str], member: &str) -> anyhow::Result<()> {
+async fn docker_on(stack: &Stack, verb: &[&str], service: &str) -> anyhow::Result<()> {
     stack
-        .docker_on(verb, member)
+        .docker_on(verb, service)
         .await
         .map(|_| ())
         .map_err(anyhow::Error::msg)

@@ -212,9 +212,15 @@ impl Stack {
     /// those of the previous recreate.
     pub async fn recreate(&mut self, service: &str, extra: &[(&str, &str)]) {
         self.env = Self::with(self.base_env.clone(), extra);
+        self.start_again(service).await.expect("recreate");
+    }
+
+    /// Brings a stopped, killed or changed service back (without its dependencies)
+    /// and waits until it is healthy.
+    pub async fn start_again(&self, service: &str) -> Result<(), String> {
         self.compose(&["up", "-d", "--no-deps", "--wait", service])
             .await
-            .expect("recreate");
+            .map(|_| ())
     }
 
     /// `docker compose down -v`: the stack and its volumes are gone.

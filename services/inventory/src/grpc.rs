@@ -95,19 +95,22 @@ impl InventoryService for InventoryApi {
         let strategy = Strategy::from_proto("strategy", request.strategy)
             .map_err(ReserveRpcError::from)?
             .unwrap_or(self.default_strategy);
-        let sale = match &request.sale_id {
-            None => None,
-            Some(sale) => {
-                let sale = SaleId::parse("sale_id", sale).map_err(ReserveRpcError::from)?;
-                let customer = CustomerId::parse("customer_id", &request.customer_id)
-                    .map_err(ReserveRpcError::from)?;
-                Some((sale, customer))
-            }
+        // The customer is required in a sale and checked whenever it is given.
+        let customer = if request.sale_id.is_some() || !request.customer_id.is_empty() {
+            Some(
+                CustomerId::parse("customer_id", &request.customer_id)
+                    .map_err(ReserveRpcError::from)?,
+            )
+        } else {
+            None
         };
-        if sale.is_none() && !request.customer_id.is_empty() {
-            CustomerId::parse("customer_id", &request.customer_id)
-                .map_err(ReserveRpcError::from)?;
-        }
+        let sale = match (&request.sale_id, customer) {
+            (Some(sale), Some(customer)) => Some((
+                SaleId::parse("sale_id", sale).map_err(ReserveRpcError::from)?,
+                customer,
+            )),
+            _ => None,
+        };
         tracing::Span::current().record("strategy", strategy.as_str());
         let outcome = self
             .reserver

@@ -468,8 +468,9 @@ impl InventoryDb {
         }
     }
 
-    /// The Postgres state the stm strategy seeds its etcd counters from.
-    pub async fn stm_seeds(&self, cart: &Cart) -> Result<BTreeMap<Sku, Seed>, sqlx::Error> {
+    /// Each SKU's `available` and stock epoch, read without a lock: what the stm
+    /// strategy seeds its etcd counters from, and what [`Self::short_line`] checks.
+    pub async fn stock_snapshot(&self, cart: &Cart) -> Result<BTreeMap<Sku, Seed>, sqlx::Error> {
         let wanted: Vec<&str> = cart.skus().map(Sku::as_str).collect();
         let rows: Vec<(String, i64, i64)> =
             sqlx::query_as("SELECT sku, stm_epoch, available FROM stock WHERE sku = ANY($1)")
@@ -494,7 +495,7 @@ impl InventoryDb {
     /// The first line of the cart that the stock, read without any lock, cannot
     /// serve right now (`None` if all could).
     pub async fn short_line(&self, cart: &Cart) -> Result<Option<Shortage>, sqlx::Error> {
-        let snapshot = self.stm_seeds(cart).await?;
+        let snapshot = self.stock_snapshot(cart).await?;
         Ok(cart.lines().iter().find_map(|line| {
             let available = snapshot.get(&line.sku)?.available;
             (available < i64::from(line.quantity.get()))

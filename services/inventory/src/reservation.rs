@@ -202,7 +202,7 @@ impl Reserver {
         if let Some(outcome) = self.db.prepare(input).await? {
             return Ok(outcome);
         }
-        let seeds = self.db.stm_seeds(input.cart).await?;
+        let seeds = self.db.stock_snapshot(input.cart).await?;
         let taken = tokio::time::timeout(
             self.lock_timeout,
             self.stm.take(order, input.cart, &seeds, input.buyer),

@@ -190,7 +190,8 @@ impl StmStock {
         }
     }
 
-    pub fn counter_key(&self, sku: &Sku) -> String {
+    /// The counter of a SKU (a hold records its SKUs as plain strings).
+    pub fn counter_key(&self, sku: &str) -> String {
         format!("{}/stock/{sku}", self.session.prefix())
     }
 
@@ -220,7 +221,7 @@ impl StmStock {
     ) -> Result<Taken, StmError> {
         let client = self.session.client().await?;
         let hold_key = self.hold_key(order);
-        let counter_keys: Vec<String> = cart.skus().map(|s| self.counter_key(s)).collect();
+        let counter_keys: Vec<String> = cart.skus().map(|s| self.counter_key(s.as_str())).collect();
         let customer_key = buyer.map(|b| self.customer_key(b.sale.as_str(), b.customer.as_str()));
         let mut prefetch = vec![hold_key.clone()];
         prefetch.extend(counter_keys.iter().cloned());
@@ -337,7 +338,7 @@ impl StmStock {
                 };
                 let hold = decode_hold(hold_key, &raw)?;
                 for line in &hold.lines {
-                    let key = format!("{}/stock/{}", self.session.prefix(), line.sku);
+                    let key = self.counter_key(&line.sku);
                     if let Some(raw) = tx.get_string(&key).await? {
                         let counter = decode_counter(&key, &raw)?;
                         // Re-seeded since (SetStock): the seed already counts them.

@@ -124,10 +124,7 @@ impl PaymentsDb {
         .bind(reason)
         .fetch_optional(&self.pool)
         .await?;
-        match updated {
-            Some(row) => Ok(to_row(&row)),
-            None => self.get(order_id).await?.ok_or(sqlx::Error::RowNotFound),
-        }
+        self.updated_or_current(updated, order_id).await
     }
 
     /// Records that the order service accepted the payment's result. Idempotent.
@@ -169,6 +166,16 @@ impl PaymentsDb {
         .bind(reason)
         .fetch_optional(&self.pool)
         .await?;
+        self.updated_or_current(updated, order_id).await
+    }
+
+    /// The row a compare-and-set returned, or (when it changed nothing because the
+    /// payment had already moved on) the row as it is.
+    async fn updated_or_current(
+        &self,
+        updated: Option<sqlx::postgres::PgRow>,
+        order_id: Uuid,
+    ) -> sqlx::Result<PaymentRow> {
         match updated {
             Some(row) => Ok(to_row(&row)),
             None => self.get(order_id).await?.ok_or(sqlx::Error::RowNotFound),

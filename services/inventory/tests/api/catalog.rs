@@ -8,18 +8,7 @@ use crate::helpers::{lines, TestInventory};
 const SKUS: [&str; 5] = ["cup", "jar", "mug", "pot", "urn"];
 
 async fn set_all(app: &TestInventory, price: i64) -> Result<i64, tonic::Status> {
-    app.client()
-        .set_prices(pb::SetPricesRequest {
-            prices: SKUS
-                .iter()
-                .map(|sku| pb::Price {
-                    sku: (*sku).into(),
-                    unit_price_minor: price,
-                })
-                .collect(),
-        })
-        .await
-        .map(|r| r.into_inner().catalog_version)
+    app.set_prices(&SKUS, price).await
 }
 
 async fn quote_all(app: &TestInventory) -> pb::QuoteResponse {

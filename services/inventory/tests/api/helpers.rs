@@ -136,6 +136,22 @@ impl TestInventory {
             .map(tonic::Response::into_inner)
     }
 
+    /// One SetPrices giving every SKU of `skus` the same unit price.
+    pub async fn set_prices(&self, skus: &[&str], price: i64) -> Result<i64, tonic::Status> {
+        self.client()
+            .set_prices(pb::SetPricesRequest {
+                prices: skus
+                    .iter()
+                    .map(|sku| pb::Price {
+                        sku: (*sku).into(),
+                        unit_price_minor: price,
+                    })
+                    .collect(),
+            })
+            .await
+            .map(|r| r.into_inner().catalog_version)
+    }
+
     pub async fn create_sale(&self, sale: &str, per_customer_limit: i32) -> pb::Sale {
         self.client()
             .create_sale(pb::CreateSaleRequest {

@@ -38,18 +38,7 @@ async fn seeded() -> TestInventory {
     for sku in SKUS {
         app.set_stock(sku, 1_000_000).await;
     }
-    app.client()
-        .set_prices(pb::SetPricesRequest {
-            prices: SKUS
-                .iter()
-                .map(|sku| pb::Price {
-                    sku: (*sku).into(),
-                    unit_price_minor: 250,
-                })
-                .collect(),
-        })
-        .await
-        .unwrap();
+    app.set_prices(&SKUS, 250).await.unwrap();
     app.create_sale(OPEN_SALE, 5).await;
     app.open_sale(OPEN_SALE).await;
     app.create_sale(CLOSED_SALE, 0).await;

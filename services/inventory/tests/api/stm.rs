@@ -226,7 +226,7 @@ async fn take_and_crash(parts: &Parts, order: OrderId, cart: &Cart) {
         buyer: None,
     };
     assert!(parts.db.prepare(input).await.unwrap().is_none());
-    let seeds = parts.db.stm_seeds(cart).await.unwrap();
+    let seeds = parts.db.stock_snapshot(cart).await.unwrap();
     let taken = parts.stm.take(order, cart, &seeds, None).await.unwrap();
     assert_eq!(taken, Taken::Taken);
 }
