@@ -14,6 +14,7 @@ async fn main() -> anyhow::Result<()> {
     let client = coord::connect_from_env().await?;
     let name = format!("/examples/barrier/{}", std::process::id());
 
+    // snippet-start: usage
     let coordinator = Barrier::new(client.clone(), &name)?;
     coordinator.hold().await?;
     println!("coordinator holds {name}");
@@ -31,6 +32,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     println!("coordinator is ready; releasing");
     coordinator.release().await?;
+    // snippet-end: usage
     for w in workers {
         w.await??;
     }

@@ -20,6 +20,7 @@ async fn main() -> anyhow::Result<()> {
     for worker in 0..WORKERS {
         let (client, name) = (client.clone(), name.clone());
         workers.push(tokio::spawn(async move {
+            // snippet-start: usage
             let session = Session::builder(client).ttl(10).build().await?;
             // Workers arrive at different times.
             tokio::time::sleep(Duration::from_millis(150 * worker as u64)).await;
@@ -34,6 +35,7 @@ async fn main() -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(100 * (WORKERS - worker) as u64)).await;
             println!("worker {worker} finished its part; waiting for the others");
             coord::timeout(Duration::from_secs(30), inside.leave()).await?;
+            // snippet-end: usage
             println!("worker {worker} moves on");
             session.close().await?;
             anyhow::Ok(())

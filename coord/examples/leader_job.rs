@@ -56,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
 
     let mut shutdowns = Vec::new();
     let mut runners = Vec::new();
+    // snippet-start: usage
     for replica in 1..=2 {
         let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
         shutdowns.push(shutdown_tx);
@@ -70,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
             outcome
         }));
     }
+    // snippet-end: usage
 
     let observer = Election::observer(client.clone(), &name)?;
     let leader = wait_for_leader(&observer, None).await?;

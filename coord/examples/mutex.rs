@@ -17,6 +17,7 @@ async fn main() -> anyhow::Result<()> {
     for worker in 0..2 {
         let (client, name) = (client.clone(), name.clone());
         workers.push(tokio::spawn(async move {
+            // snippet-start: usage
             let session = Session::builder(client).ttl(10).build().await?;
             let lock = Mutex::new(&session, &name)?;
             let guard = lock.lock().await?;
@@ -35,6 +36,7 @@ async fn main() -> anyhow::Result<()> {
                 .await?;
             assert!(resp.succeeded());
             guard.unlock().await?;
+            // snippet-end: usage
             session.close().await?;
             anyhow::Ok(())
         }));

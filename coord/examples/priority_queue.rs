@@ -10,6 +10,7 @@ use coord::PriorityQueue;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let client = coord::connect_from_env().await?;
+    // snippet-start: usage
     let queue = PriorityQueue::new(client, &format!("/examples/pq/{}", std::process::id()))?;
     for (item, priority) in [
         ("standard order", 2),
@@ -26,5 +27,6 @@ async fn main() -> anyhow::Result<()> {
             String::from_utf8_lossy(&queue.dequeue().await?)
         );
     }
+    // snippet-end: usage
     Ok(())
 }

@@ -11,6 +11,7 @@ use coord::Queue;
 async fn main() -> anyhow::Result<()> {
     let client = coord::connect_from_env().await?;
     let name = format!("/examples/queue/{}", std::process::id());
+    // snippet-start: usage
     let queue = Queue::new(client, &name)?;
 
     let consumer = {
@@ -30,6 +31,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     consumer.await??;
+    // snippet-end: usage
     println!("queue empty: {}", queue.is_empty().await?);
     Ok(())
 }

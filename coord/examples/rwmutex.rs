@@ -17,6 +17,7 @@ async fn main() -> anyhow::Result<()> {
     let config = format!("{name}-config");
     client.clone().put(config.as_str(), "v1", None).await?;
 
+    // snippet-start: usage
     let mut tasks = Vec::new();
     for reader in 0..3 {
         let (client, name, config) = (client.clone(), name.clone(), config.clone());
@@ -63,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
         })
     };
     tasks.push(writer);
+    // snippet-end: usage
     for t in tasks {
         t.await??;
     }

@@ -23,6 +23,7 @@ async fn main() -> anyhow::Result<()> {
     for job in 0..6 {
         let (client, name, running) = (client.clone(), name.clone(), running.clone());
         jobs.push(tokio::spawn(async move {
+            // snippet-start: usage
             let session = Session::builder(client).ttl(10).build().await?;
             let licenses = Semaphore::new(&session, &name, LICENSES)?;
             let permit = coord::timeout(Duration::from_secs(30), licenses.acquire()).await?;
@@ -36,6 +37,7 @@ async fn main() -> anyhow::Result<()> {
             running.fetch_sub(1, Ordering::SeqCst);
             permit.release().await?;
             session.close().await?;
+            // snippet-end: usage
             anyhow::Ok(())
         }));
     }

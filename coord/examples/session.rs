@@ -14,6 +14,7 @@ use coord::Session;
 async fn main() -> anyhow::Result<()> {
     let client = coord::connect_from_env().await?;
 
+    // snippet-start: usage
     // 1. Lost: someone revokes the lease; `done()` resolves and the session says so.
     let session = Session::builder(client.clone()).ttl(5).build().await?;
     println!(
@@ -50,5 +51,6 @@ async fn main() -> anyhow::Result<()> {
     resumed.close().await?;
     let gone = Session::builder(client).lease(lease).build().await;
     println!("after close, resuming fails: {}", gone.unwrap_err());
+    // snippet-end: usage
     Ok(())
 }

@@ -44,6 +44,7 @@ async fn transfer(
     to: &str,
     amount: i64,
 ) -> Result<stm::Committed<i64>, TransferError> {
+    // snippet-start: usage
     // Both balances are always read: prefetch them in one request.
     let options = Options::new().prefetch([from, to]);
     stm::run(client, options, |tx| async move {
@@ -60,6 +61,7 @@ async fn transfer(
         Ok(payer - amount)
     })
     .await
+    // snippet-end: usage
 }
 
 #[tokio::main]

@@ -14,6 +14,7 @@ async fn main() -> anyhow::Result<()> {
     let base = format!("/examples/txn/{}", std::process::id());
     let stock = format!("{base}/stock");
 
+    // snippet-start: usage
     // 1. Create the stock counter unless it exists; read it back either way.
     for round in 1..=2 {
         let outcome = Txn::new()
@@ -69,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
         fenced.succeeded()
     );
     guard.unlock().await?;
+    // snippet-end: usage
     session.close().await?;
 
     // Clean up.

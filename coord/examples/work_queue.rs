@@ -9,6 +9,7 @@ use coord::{Session, WorkQueue};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let client = coord::connect_from_env().await?;
+    // snippet-start: usage
     let queue = WorkQueue::new(
         client.clone(),
         &format!("/examples/work-queue/{}", std::process::id()),
@@ -45,6 +46,7 @@ async fn main() -> anyhow::Result<()> {
         item.ack().await?;
     }
     println!("queue depth now {}", queue.depth().await?);
+    // snippet-end: usage
     consumer_b.close().await?;
     Ok(())
 }

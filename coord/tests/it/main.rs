@@ -7,6 +7,7 @@
 
 mod barrier;
 mod common;
+mod docs;
 mod double_barrier;
 mod election;
 mod leader;

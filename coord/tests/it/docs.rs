@@ -1,0 +1,537 @@
+//! The docs cannot rot: every key dump, Rust snippet, link and command printed in the
+//! repository's Markdown is checked here against the real thing.
+//!
+//! - `<!-- tour: NAME -->` + a console block: the output of the tour scene `NAME`
+//!   (`coord/examples/tour/scenes.rs`) shown with a real `etcdctl` against a real etcd.
+//!   Lease ids, timestamps and the lease's remaining seconds differ between runs and
+//!   are compared as placeholders; everything else must match.
+//! - `<!-- snippet: PATH NAME -->` + a rust block: the lines of `PATH` between
+//!   `// snippet-start: NAME` and `// snippet-end: NAME` (PATH is an example, so
+//!   `cargo test` compiles it and `scripts/run-examples.sh` runs it). A rust block
+//!   without a marker is an error: it would be compiled by nobody.
+//! - Relative links (and their `#anchors`) resolve; `cargo run -p P --example E`,
+//!   `--bin B` and `scripts/S` name things that exist.
+//!
+//! `COORD_UPDATE_DOCS=1 cargo test -p coord --test it docs::` rewrites the tour and
+//! snippet blocks from the real output instead of failing (then review the diff).
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+#[path = "../../examples/tour/scenes.rs"]
+mod scenes;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("coord/ is inside the repository")
+        .to_path_buf()
+}
+
+fn updating() -> bool {
+    std::env::var("COORD_UPDATE_DOCS").is_ok_and(|v| v == "1")
+}
+
+/// Every Markdown file of the repository outside build output.
+fn markdown_files() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.expect("dir entry").path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if path.is_dir() {
+                if !name.starts_with('.') && name != "target" && name != "node_modules" {
+                    walk(&path, out);
+                }
+            } else if name.ends_with(".md") {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&repo_root(), &mut out);
+    out
+}
+
+fn relative(path: &Path) -> String {
+    path.strip_prefix(repo_root())
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+/// A fenced block that follows a marker line `<!-- KIND: ARG -->`.
+struct MarkedBlock {
+    arg: String,
+    /// Line index of the opening fence.
+    open: usize,
+    /// Line index of the closing fence.
+    close: usize,
+}
+
+fn marked_blocks(text: &str, kind: &str) -> Result<Vec<MarkedBlock>, String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let tag = format!("<!-- {kind}:");
+    let mut blocks = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(rest) = line.trim().strip_prefix(&tag) else {
+            continue;
+        };
+        let arg = rest.trim_end_matches("-->").trim().to_owned();
+        let open = i + 1;
+        if !lines
+            .get(open)
+            .is_some_and(|l| l.trim_start().starts_with("```"))
+        {
+            return Err(format!(
+                "line {}: marker not followed by a code block",
+                i + 1
+            ));
+        }
+        let close = (open + 1..lines.len())
+            .find(|&j| lines[j].trim() == "```")
+            .ok_or_else(|| format!("line {}: code block never closed", open + 1))?;
+        blocks.push(MarkedBlock { arg, open, close });
+    }
+    Ok(blocks)
+}
+
+fn block_body(text: &str, block: &MarkedBlock) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[block.open + 1..block.close].join("\n")
+}
+
+fn with_body(text: &str, block: &MarkedBlock, body: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out: Vec<&str> = lines[..=block.open].to_vec();
+    out.extend(body.lines());
+    out.extend(&lines[block.close..]);
+    let mut joined = out.join("\n");
+    joined.push('\n');
+    joined
+}
+
+/// Replaces what differs between runs: lease ids and wall-clock numbers (runs of 10 or
+/// more hex digits that contain a digit and do not start with `0`; zero-padded
+/// sequence numbers stay exact) and the seconds a lease has left.
+fn normalize(output: &str) -> String {
+    let mut out = String::new();
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        let is_id = run.len() >= 10
+            && run.chars().all(|c| c.is_ascii_hexdigit())
+            && run.chars().any(|c| c.is_ascii_digit())
+            && !run.starts_with('0');
+        out.push_str(if is_id { "<id>" } else { run.as_str() });
+        run.clear();
+    };
+    for c in output.chars() {
+        if c.is_ascii_alphanumeric() {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    let mut lines = Vec::new();
+    for line in out.lines() {
+        let line = match line.find("remaining(") {
+            Some(at) => {
+                let tail = &line[at + "remaining(".len()..];
+                let digits = tail.chars().take_while(char::is_ascii_digit).count();
+                format!("{}remaining(<s>{}", &line[..at], &tail[digits..])
+            }
+            None => line.to_owned(),
+        };
+        lines.push(line.trim_end().to_owned());
+    }
+    while lines.last().is_some_and(|l| l.is_empty()) {
+        lines.pop();
+    }
+    lines.join("\n")
+}
+
+/// Checks (or, updating, rewrites) every `kind` block of every Markdown file against
+/// `expected(arg)`; returns the mismatches.
+fn check_blocks(
+    kind: &str,
+    files: &[PathBuf],
+    expected: &HashMap<String, String>,
+    compare: fn(&str) -> String,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for path in files {
+        let mut text = std::fs::read_to_string(path).expect("read markdown");
+        let blocks = match marked_blocks(&text, kind) {
+            Ok(blocks) => blocks,
+            Err(e) => {
+                problems.push(format!("{}: {e}", relative(path)));
+                continue;
+            }
+        };
+        // Bottom up, so rewriting one block does not move the next.
+        for block in blocks.iter().rev() {
+            let Some(want) = expected.get(&block.arg) else {
+                problems.push(format!(
+                    "{}: unknown {kind} {:?}",
+                    relative(path),
+                    block.arg
+                ));
+                continue;
+            };
+            let have = block_body(&text, block);
+            if compare(&have) == compare(want) {
+                continue;
+            }
+            if updating() {
+                text = with_body(&text, block, want);
+            } else {
+                problems.push(format!(
+                    "{}:{}: {kind} {} is stale (COORD_UPDATE_DOCS=1 rewrites it)\n--- printed\n{have}\n--- real\n{want}",
+                    relative(path),
+                    block.open + 1,
+                    block.arg
+                ));
+            }
+        }
+        if updating() {
+            std::fs::write(path, text).expect("write markdown");
+        }
+    }
+    problems
+}
+
+#[tokio::test]
+async fn the_key_dumps_in_the_docs_are_what_etcd_shows() {
+    let endpoints = super::common::endpoints().join(",");
+    let client = super::common::client().await;
+    let mut transcripts = HashMap::new();
+    for name in scenes::SCENES {
+        let scene = scenes::build(&client, name).await.expect("scene");
+        let transcript = scenes::transcript(&endpoints, &scene).await;
+        scene.finish().await.expect("scene ends");
+        transcripts.insert(name.to_string(), transcript.expect("etcdctl"));
+    }
+    // Each scene is shown on its page, in English and in Chinese.
+    let root = repo_root();
+    let mut missing = Vec::new();
+    for name in scenes::SCENES {
+        for page in [
+            format!("docs/primitives/{name}.md"),
+            format!("docs/zh-CN/primitives/{name}.md"),
+        ] {
+            let text = std::fs::read_to_string(root.join(&page)).unwrap_or_default();
+            if !text.contains(&format!("<!-- tour: {name} -->")) {
+                missing.push(page);
+            }
+        }
+    }
+    let mut problems = check_blocks("tour", &markdown_files(), &transcripts, normalize);
+    problems.extend(
+        missing
+            .iter()
+            .map(|p| format!("{p}: no `<!-- tour: .. -->` block")),
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+}
+
+/// The region `// snippet-start: NAME` … `// snippet-end: NAME` of a file, dedented.
+fn snippet(path: &Path, name: &str) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.trim() == format!("// snippet-start: {name}"))
+        .ok_or_else(|| format!("{}: no `// snippet-start: {name}`", relative(path)))?;
+    let end = (start + 1..lines.len())
+        .find(|&i| lines[i].trim() == format!("// snippet-end: {name}"))
+        .ok_or_else(|| format!("{}: no `// snippet-end: {name}`", relative(path)))?;
+    let body = &lines[start + 1..end];
+    let indent = body
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    Ok(body
+        .iter()
+        .map(|l| l.get(indent..).unwrap_or("").trim_end())
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
+#[test]
+fn rust_snippets_in_the_docs_are_code_that_compiles_and_runs() {
+    let files = markdown_files();
+    let mut problems = Vec::new();
+    let mut snippets = HashMap::new();
+    for path in &files {
+        let text = std::fs::read_to_string(path).expect("read markdown");
+        let lines: Vec<&str> = text.lines().collect();
+        let mut in_code = false;
+        for (i, line) in lines.iter().enumerate() {
+            let fence = line.trim_start();
+            if !fence.starts_with("```") {
+                continue;
+            }
+            if !in_code && fence.trim_end() == "```rust" {
+                let marked = i > 0 && lines[i - 1].trim().starts_with("<!-- snippet:");
+                if !marked {
+                    problems.push(format!(
+                        "{}:{}: a rust block without `<!-- snippet: PATH NAME -->` (nothing compiles it)",
+                        relative(path),
+                        i + 1
+                    ));
+                }
+            }
+            in_code = !in_code;
+        }
+        for block in marked_blocks(&text, "snippet").unwrap_or_default() {
+            let (file, name) = block.arg.split_once(' ').unwrap_or((&block.arg, ""));
+            match snippet(&repo_root().join(file), name.trim()) {
+                Ok(code) => {
+                    snippets.insert(block.arg.clone(), code);
+                }
+                Err(e) => problems.push(format!("{}: {e}", relative(path))),
+            }
+        }
+    }
+    problems.extend(check_blocks("snippet", &files, &snippets, |s| {
+        s.trim_end().to_owned()
+    }));
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+}
+
+/// GitHub's anchor for a heading: lowercase, punctuation dropped (letters of every
+/// script, digits, `-` and `_` kept), spaces to `-`.
+fn slug(heading: &str) -> String {
+    let mut text = String::new();
+    let mut rest = heading;
+    // `[text](url)` reads as `text`.
+    while let Some(open) = rest.find('[') {
+        text.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        match (after.find("]("), after.find(')')) {
+            (Some(mid), Some(end)) if mid < end => {
+                text.push_str(&after[..mid]);
+                rest = &after[end + 1..];
+            }
+            _ => {
+                text.push('[');
+                rest = after;
+            }
+        }
+    }
+    text.push_str(rest);
+    text.trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | ' '))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// The anchors a Markdown file offers (duplicates get `-1`, `-2`, … as on GitHub).
+fn anchors(text: &str) -> BTreeSet<String> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut out = BTreeSet::new();
+    let mut in_code = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            in_code = !in_code;
+            continue;
+        }
+        if in_code || !line.starts_with('#') {
+            continue;
+        }
+        let heading = line.trim_start_matches('#');
+        if !heading.starts_with(' ') {
+            continue;
+        }
+        let base = slug(heading);
+        let n = seen.entry(base.clone()).or_insert(0);
+        out.insert(if *n == 0 {
+            base.clone()
+        } else {
+            format!("{base}-{n}")
+        });
+        *n += 1;
+    }
+    out
+}
+
+/// `(line, target)` of every inline link outside code.
+fn links(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut in_code = false;
+    for (i, line) in text.lines().enumerate() {
+        if line.trim_start().starts_with("```") {
+            in_code = !in_code;
+            continue;
+        }
+        if in_code {
+            continue;
+        }
+        // Drop inline code spans, then find `](target)`.
+        let prose: String = line.split('`').step_by(2).collect::<Vec<_>>().join(" ");
+        let mut rest = prose.as_str();
+        while let Some(at) = rest.find("](") {
+            let after = &rest[at + 2..];
+            let Some(end) = after.find(')') else { break };
+            let target = after[..end].split_whitespace().next().unwrap_or("");
+            out.push((i + 1, target.to_owned()));
+            rest = &after[end..];
+        }
+    }
+    out
+}
+
+#[test]
+fn links_in_the_docs_resolve() {
+    let mut problems = Vec::new();
+    let files = markdown_files();
+    let mut anchor_cache: HashMap<PathBuf, BTreeSet<String>> = HashMap::new();
+    for path in &files {
+        let text = std::fs::read_to_string(path).expect("read markdown");
+        for (line, target) in links(&text) {
+            if target.contains("://") || target.starts_with("mailto:") || target.is_empty() {
+                continue;
+            }
+            let (file, anchor) = target.split_once('#').unwrap_or((&target, ""));
+            let resolved = if file.is_empty() {
+                path.clone()
+            } else {
+                path.parent().expect("a file has a directory").join(file)
+            };
+            if !resolved.exists() {
+                problems.push(format!("{}:{line}: {target}: no such file", relative(path)));
+                continue;
+            }
+            if anchor.is_empty() || resolved.extension().is_none_or(|e| e != "md") {
+                continue;
+            }
+            let anchors = anchor_cache.entry(resolved.clone()).or_insert_with(|| {
+                anchors(&std::fs::read_to_string(&resolved).expect("read markdown"))
+            });
+            if !anchors.contains(anchor) {
+                problems.push(format!(
+                    "{}:{line}: {target}: no heading with anchor #{anchor}",
+                    relative(path)
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// What the workspace's members declare: packages, binaries, examples.
+#[derive(Default)]
+struct CargoNames {
+    packages: BTreeSet<String>,
+    bins: BTreeSet<String>,
+    examples: BTreeSet<String>,
+}
+
+fn stems(dir: &Path) -> impl Iterator<Item = String> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| Some(entry.path().file_stem()?.to_str()?.to_owned()))
+}
+
+fn cargo_names() -> CargoNames {
+    let mut names = CargoNames::default();
+    let root = repo_root();
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).expect("Cargo.toml");
+    // `members = ["coord", "proto", …]`, on one line or several.
+    let list = manifest
+        .split_once("members")
+        .and_then(|(_, rest)| rest.split_once('[')?.1.split_once(']'))
+        .map(|(list, _)| list.to_owned())
+        .expect("a workspace members list");
+    let members = list.split('"').skip(1).step_by(2);
+    for member in members {
+        let dir = root.join(member);
+        let toml = std::fs::read_to_string(dir.join("Cargo.toml")).expect("member manifest");
+        let mut section = "";
+        for line in toml.lines() {
+            let line = line.trim();
+            if line.starts_with('[') {
+                section = if line == "[package]" {
+                    "package"
+                } else if line == "[[bin]]" {
+                    "bin"
+                } else {
+                    ""
+                };
+            } else if let Some(value) = line.strip_prefix("name = ") {
+                let value = value.trim_matches('"').to_owned();
+                match section {
+                    "package" => {
+                        if dir.join("src/main.rs").exists() {
+                            names.bins.insert(value.clone());
+                        }
+                        names.packages.insert(value);
+                    }
+                    "bin" => {
+                        names.bins.insert(value);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        names.bins.extend(stems(&dir.join("src/bin")));
+        names.examples.extend(stems(&dir.join("examples")));
+    }
+    names
+}
+
+#[test]
+fn commands_in_the_docs_name_things_that_exist() {
+    let root = repo_root();
+    let names = cargo_names();
+    assert!(
+        names.packages.contains("coord") && names.bins.contains("shopctl"),
+        "the workspace's manifests were not read"
+    );
+    let mut problems = Vec::new();
+    for path in markdown_files() {
+        let text = std::fs::read_to_string(&path).expect("read markdown");
+        for (i, line) in text.lines().enumerate() {
+            let words: Vec<&str> = line
+                .split(|c: char| c.is_whitespace() || matches!(c, '`' | '(' | ')' | ';'))
+                .filter(|w| !w.is_empty())
+                .collect();
+            let mut problem = |what: String| {
+                problems.push(format!("{}:{}: {what}", relative(&path), i + 1));
+            };
+            for pair in words.windows(2) {
+                let name = pair[1].trim_end_matches([',', '.', ':']);
+                match pair[0] {
+                    "-p" if !names.packages.contains(name) => problem(format!("no package {name}")),
+                    "--bin" if !names.bins.contains(name) => problem(format!("no binary {name}")),
+                    "--example" if !names.examples.contains(name) => {
+                        problem(format!("no example {name}"))
+                    }
+                    _ => {}
+                }
+            }
+            for word in &words {
+                let word = word.trim_end_matches([',', '.', ':']);
+                if let Some(at) = word.find("scripts/") {
+                    let script = &word[at..];
+                    let is_repo_script = at == 0 && script.ends_with(".sh");
+                    if is_repo_script && !root.join(script).exists() {
+                        problem(format!("no script {script}"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
