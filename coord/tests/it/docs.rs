@@ -264,31 +264,66 @@ fn snippet(path: &Path, name: &str) -> Result<String, String> {
         .join("\n"))
 }
 
+/// A fenced code block: the lines of its fences and its language.
+struct Fence {
+    open: usize,
+    close: usize,
+    lang: String,
+}
+
+fn fences(text: &str) -> Vec<Fence> {
+    let mut out = Vec::new();
+    let mut open: Option<(usize, String)> = None;
+    for (i, line) in text.lines().enumerate() {
+        let Some(info) = line.trim_start().strip_prefix("```") else {
+            continue;
+        };
+        match open.take() {
+            None => open = Some((i, info.trim().to_owned())),
+            Some((at, lang)) => out.push(Fence {
+                open: at,
+                close: i,
+                lang,
+            }),
+        }
+    }
+    out
+}
+
+/// `(index, line)` of the lines outside fenced code.
+fn prose_lines(text: &str) -> Vec<(usize, &str)> {
+    let code: BTreeSet<usize> = fences(text).iter().flat_map(|f| f.open..=f.close).collect();
+    text.lines()
+        .enumerate()
+        .filter(|(i, _)| !code.contains(i))
+        .collect()
+}
+
+fn collapse_whitespace(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 #[test]
-fn rust_snippets_in_the_docs_are_code_that_compiles_and_runs() {
+fn code_in_the_docs_is_code_that_compiles_and_runs() {
     let files = markdown_files();
     let mut problems = Vec::new();
     let mut snippets = HashMap::new();
     for path in &files {
         let text = std::fs::read_to_string(path).expect("read markdown");
         let lines: Vec<&str> = text.lines().collect();
-        let mut in_code = false;
-        for (i, line) in lines.iter().enumerate() {
-            let fence = line.trim_start();
-            if !fence.starts_with("```") {
+        for fence in fences(&text) {
+            if !matches!(fence.lang.as_str(), "rust" | "sql") {
                 continue;
             }
-            if !in_code && fence.trim_end() == "```rust" {
-                let marked = i > 0 && lines[i - 1].trim().starts_with("<!-- snippet:");
-                if !marked {
-                    problems.push(format!(
-                        "{}:{}: a rust block without `<!-- snippet: PATH NAME -->` (nothing compiles it)",
-                        relative(path),
-                        i + 1
-                    ));
-                }
+            let marker = fence.open.checked_sub(1).map_or("", |i| lines[i].trim());
+            if !marker.starts_with("<!-- snippet:") && !marker.starts_with("<!-- excerpt:") {
+                problems.push(format!(
+                    "{}:{}: a {} block without `<!-- snippet: PATH NAME -->` or `<!-- excerpt: PATH -->` (nothing checks it)",
+                    relative(path),
+                    fence.open + 1,
+                    fence.lang
+                ));
             }
-            in_code = !in_code;
         }
         for block in marked_blocks(&text, "snippet").unwrap_or_default() {
             let (file, name) = block.arg.split_once(' ').unwrap_or((&block.arg, ""));
@@ -299,10 +334,103 @@ fn rust_snippets_in_the_docs_are_code_that_compiles_and_runs() {
                 Err(e) => problems.push(format!("{}: {e}", relative(path))),
             }
         }
+        // An excerpt is quoted from a source file (SQL inside a Rust string, say):
+        // it must appear there, up to whitespace.
+        for block in marked_blocks(&text, "excerpt").unwrap_or_default() {
+            let source = std::fs::read_to_string(repo_root().join(&block.arg)).unwrap_or_default();
+            let quoted = collapse_whitespace(&block_body(&text, &block));
+            if quoted.is_empty() || !collapse_whitespace(&source).contains(&quoted) {
+                problems.push(format!(
+                    "{}:{}: this excerpt is not in {}",
+                    relative(path),
+                    block.open + 1,
+                    block.arg
+                ));
+            }
+        }
     }
     problems.extend(check_blocks("snippet", &files, &snippets, |s| {
         s.trim_end().to_owned()
     }));
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+}
+
+/// The pages that have a Chinese version, as (English, Chinese) paths.
+fn translated_pages() -> Vec<(String, String)> {
+    let mut pairs = vec![
+        ("README.md".to_owned(), "README.zh-CN.md".to_owned()),
+        ("docs/why.md".to_owned(), "docs/zh-CN/why.md".to_owned()),
+        (
+            "docs/primitives/README.md".to_owned(),
+            "docs/zh-CN/primitives/README.md".to_owned(),
+        ),
+    ];
+    for name in scenes::SCENES {
+        pairs.push((
+            format!("docs/primitives/{name}.md"),
+            format!("docs/zh-CN/primitives/{name}.md"),
+        ));
+    }
+    pairs
+}
+
+/// A translation keeps the original's code: the same blocks in the same order, each
+/// with the same content (diagrams excepted: their labels are translated), and the same
+/// number of sections. So a page changed in English and not in Chinese fails here.
+#[test]
+fn translations_carry_the_same_code_and_diagrams_as_the_original() {
+    let root = repo_root();
+    let mut problems = Vec::new();
+    for (english, chinese) in translated_pages() {
+        let (Ok(en), Ok(zh)) = (
+            std::fs::read_to_string(root.join(&english)),
+            std::fs::read_to_string(root.join(&chinese)),
+        ) else {
+            problems.push(format!("{english} or its translation {chinese} is missing"));
+            continue;
+        };
+        let blocks = |text: &str| -> Vec<String> {
+            let lines: Vec<&str> = text.lines().collect();
+            fences(text)
+                .iter()
+                .map(|f| match f.lang.as_str() {
+                    "mermaid" => "mermaid diagram".to_owned(),
+                    // Tour dumps may hold different lease ids in the two languages.
+                    _ => normalize(&lines[f.open..=f.close].join("\n")),
+                })
+                .collect()
+        };
+        let (en_blocks, zh_blocks) = (blocks(&en), blocks(&zh));
+        if en_blocks.len() != zh_blocks.len() {
+            problems.push(format!(
+                "{chinese}: {} code blocks, {english} has {}",
+                zh_blocks.len(),
+                en_blocks.len()
+            ));
+        }
+        for (n, (e, z)) in en_blocks.iter().zip(&zh_blocks).enumerate() {
+            if e != z {
+                problems.push(format!(
+                    "{chinese}: code block {} differs from {english}'s:\n{z}\n--- English\n{e}",
+                    n + 1
+                ));
+                break;
+            }
+        }
+        let sections = |text: &str| {
+            prose_lines(text)
+                .iter()
+                .filter(|(_, l)| l.starts_with("## "))
+                .count()
+        };
+        if sections(&en) != sections(&zh) {
+            problems.push(format!(
+                "{chinese}: {} sections, {english} has {}",
+                sections(&zh),
+                sections(&en)
+            ));
+        }
+    }
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }
 
@@ -339,19 +467,14 @@ fn slug(heading: &str) -> String {
 fn anchors(text: &str) -> BTreeSet<String> {
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut out = BTreeSet::new();
-    let mut in_code = false;
-    for line in text.lines() {
-        if line.trim_start().starts_with("```") {
-            in_code = !in_code;
+    for (_, line) in prose_lines(text) {
+        let Some(heading) = line
+            .strip_prefix('#')
+            .map(|h| h.trim_start_matches('#'))
+            .filter(|h| h.starts_with(' '))
+        else {
             continue;
-        }
-        if in_code || !line.starts_with('#') {
-            continue;
-        }
-        let heading = line.trim_start_matches('#');
-        if !heading.starts_with(' ') {
-            continue;
-        }
+        };
         let base = slug(heading);
         let n = seen.entry(base.clone()).or_insert(0);
         out.insert(if *n == 0 {
@@ -367,15 +490,7 @@ fn anchors(text: &str) -> BTreeSet<String> {
 /// `(line, target)` of every inline link outside code.
 fn links(text: &str) -> Vec<(usize, String)> {
     let mut out = Vec::new();
-    let mut in_code = false;
-    for (i, line) in text.lines().enumerate() {
-        if line.trim_start().starts_with("```") {
-            in_code = !in_code;
-            continue;
-        }
-        if in_code {
-            continue;
-        }
+    for (i, line) in prose_lines(text) {
         // Drop inline code spans, then find `](target)`.
         let prose: String = line.split('`').step_by(2).collect::<Vec<_>>().join(" ");
         let mut rest = prose.as_str();
