@@ -75,13 +75,18 @@ impl Scene {
         self.held.push(Box::new(thing));
     }
 
-    /// Starts a waiter and returns once it has written its key (the scene's key count
-    /// reached `keys`), so waiters queue in the order they are started.
+    /// Starts a waiter (`lock()`, `campaign()`, …, kept by the scene once it returns)
+    /// and returns once the waiter has written its key (the scene's key count reached
+    /// `keys`), so waiters queue in the order they are started.
     async fn wait_in_line<F>(&mut self, keys: usize, waiter: F) -> anyhow::Result<()>
     where
-        F: std::future::Future<Output = ()> + Send + 'static,
+        F: std::future::Future + Send + 'static,
+        F::Output: Send,
     {
-        self.waiters.push(tokio::spawn(waiter));
+        self.waiters.push(tokio::spawn(async move {
+            let _held = waiter.await;
+            std::future::pending::<()>().await
+        }));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while self.key_count().await? < keys {
             anyhow::ensure!(
@@ -186,10 +191,7 @@ async fn mutex(scene: &mut Scene, p: &str) -> anyhow::Result<()> {
     for line in 2..=3 {
         let lock = Mutex::new(&scene.session().await?, &name)?;
         scene
-            .wait_in_line(line, async move {
-                let _guard = lock.lock().await;
-                std::future::pending::<()>().await
-            })
+            .wait_in_line(line, async move { lock.lock().await })
             .await?;
     }
     scene.show_keys();
@@ -206,10 +208,7 @@ async fn election(scene: &mut Scene, p: &str) -> anyhow::Result<()> {
     for (line, replica) in [(2, "replica-b"), (3, "replica-c")] {
         let election = Election::new(&scene.session().await?, &name)?;
         scene
-            .wait_in_line(line, async move {
-                let _leadership = election.campaign(replica).await;
-                std::future::pending::<()>().await
-            })
+            .wait_in_line(line, async move { election.campaign(replica).await })
             .await?;
     }
     scene.show_keys();
@@ -227,17 +226,11 @@ async fn rwmutex(scene: &mut Scene, p: &str) -> anyhow::Result<()> {
     }
     let writer = RwMutex::new(&scene.session().await?, &name)?;
     scene
-        .wait_in_line(3, async move {
-            let _guard = writer.write_lock().await;
-            std::future::pending::<()>().await
-        })
+        .wait_in_line(3, async move { writer.write_lock().await })
         .await?;
     let late_reader = RwMutex::new(&scene.session().await?, &name)?;
     scene
-        .wait_in_line(4, async move {
-            let _guard = late_reader.read_lock().await;
-            std::future::pending::<()>().await
-        })
+        .wait_in_line(4, async move { late_reader.read_lock().await })
         .await?;
     scene.show_keys();
 
@@ -254,10 +247,7 @@ async fn semaphore(scene: &mut Scene, p: &str) -> anyhow::Result<()> {
     }
     let third = Semaphore::new(&scene.session().await?, &name, 2)?;
     scene
-        .wait_in_line(3, async move {
-            let _permit = third.acquire().await;
-            std::future::pending::<()>().await
-        })
+        .wait_in_line(3, async move { third.acquire().await })
         .await?;
     scene.show_keys();
 
@@ -286,10 +276,7 @@ async fn double_barrier(scene: &mut Scene, p: &str) -> anyhow::Result<()> {
     for entered in 1..=2 {
         let barrier = DoubleBarrier::new(&scene.session().await?, &name, 3)?;
         scene
-            .wait_in_line(entered, async move {
-                let _inside = barrier.enter().await;
-                std::future::pending::<()>().await
-            })
+            .wait_in_line(entered, async move { barrier.enter().await })
             .await?;
     }
     scene.show_keys();
