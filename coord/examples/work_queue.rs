@@ -22,7 +22,8 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     println!("queued 2 items (order-2 has the higher priority: 0 is served first)");
 
-    // Consumer A claims the first item and "crashes" before acking: its lease is revoked.
+    // Consumer A claims the most urgent item (order-2, priority 0) and "crashes"
+    // before acking: its lease is revoked.
     let consumer_a = Session::builder(client.clone()).ttl(10).build().await?;
     let item = queue.claim(&consumer_a).await?;
     println!(
