@@ -8,7 +8,7 @@ use std::time::Duration;
 use coord::etcd_client::PutOptions;
 use coord::{Error, WorkQueue};
 
-use crate::common::{client, keys_under, session, unique};
+use crate::common::{client, eventually, keys_under, session, unique};
 
 async fn queue(name: &str) -> WorkQueue {
     WorkQueue::new(client().await, name).unwrap()
@@ -87,6 +87,34 @@ async fn blocked_claim_wakes_on_enqueue_and_dropping_it_claims_nothing() {
         .await
         .expect("woken by the enqueue");
     assert_eq!(got, b"hello");
+}
+
+#[tokio::test]
+async fn a_claim_dropped_while_its_transaction_is_in_flight_leaves_no_claim() {
+    // The item is there, so every claim() goes straight to its claim transaction;
+    // dropping the future after a few microseconds cancels it mid-flight. Whatever the
+    // transaction did, the item must end unclaimed and still deliverable.
+    let name = unique("wq-cancel-in-flight");
+    let q = queue(&name).await;
+    q.enqueue_with_id("order-1", b"pay", 0).await.unwrap();
+    let s = session(10).await;
+    for micros in [10, 50, 100, 200, 400, 800, 1600] {
+        let _ = tokio::time::timeout(Duration::from_micros(micros), q.claim(&s)).await;
+    }
+    let cl = client().await;
+    eventually(Duration::from_secs(5), "no claim key is left", || {
+        let (cl, claims) = (cl.clone(), format!("{name}/claims"));
+        async move { keys_under(&cl, &claims).await.is_empty() }
+    })
+    .await;
+    // A claim that is let finish gets the item, and its ack settles it.
+    let claimed = coord::timeout(Duration::from_secs(5), q.claim(&s))
+        .await
+        .expect("the item is still there");
+    assert_eq!(claimed.id(), "order-1");
+    assert_eq!(claimed.payload(), b"pay");
+    claimed.ack().await.unwrap();
+    assert_eq!(q.depth().await.unwrap(), 0);
 }
 
 #[tokio::test]
