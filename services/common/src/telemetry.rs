@@ -38,6 +38,7 @@
 //! - Spans are not sampled away: every trace is exported (the shop is a teaching tool,
 //!   not a high-volume system). A process that needs sampling would set it here.
 
+use std::io::IsTerminal as _;
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
@@ -177,7 +178,13 @@ fn batch_provider(resource: Resource, exporter: impl SpanExporter + 'static) -> 
 fn install(service: &str, provider: Option<SdkTracerProvider>) -> Telemetry {
     let logs = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let subscriber = tracing_subscriber::registry()
-        .with(fmt::layer().with_target(true).with_filter(logs))
+        // Colours only on a terminal: `docker compose logs` and files get plain text.
+        .with(
+            fmt::layer()
+                .with_target(true)
+                .with_ansi(std::io::stdout().is_terminal())
+                .with_filter(logs),
+        )
         .with(provider.as_ref().map(|p| trace_layer(service, p)));
     // Not `try_init()`: that also routes the `log` crate into tracing (`LogTracer`),
     // which loses spans, see the module docs.

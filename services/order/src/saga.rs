@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! CreateOrder ──insert PENDING (same key → same order)──► inventory.Reserve
-//!     RESERVED ──► order RESERVED ──► PaymentRequester (payment queue, to come)
+//!     RESERVED ──► order RESERVED ──► PaymentRequester (the payment WorkQueue)
 //!     OUT_OF_STOCK ──► order REJECTED (a normal answer, with the reason)
 //!     ALREADY_RELEASED ──► order CANCELLED (a Release overtook this Reserve)
 //!     refused (unknown SKU, bad input) ──► PENDING order deleted, error returned
