@@ -116,7 +116,8 @@ fn with_body(text: &str, block: &MarkedBlock, body: &str) -> String {
 
 /// Replaces what differs between runs: lease ids and wall-clock numbers (runs of 10 or
 /// more hex digits that contain a digit and do not start with `0`; zero-padded
-/// sequence numbers stay exact) and the seconds a lease has left.
+/// sequence numbers stay exact), the seconds a lease has left and the order in which
+/// etcd lists a lease's keys.
 fn normalize(output: &str) -> String {
     let mut out = String::new();
     let mut run = String::new();
@@ -146,6 +147,16 @@ fn normalize(output: &str) -> String {
                 format!("{}remaining(<s>{}", &line[..at], &tail[digits..])
             }
             None => line.to_owned(),
+        };
+        // etcd lists a lease's keys in no particular order.
+        let line = match line.split_once("attached keys([") {
+            Some((head, tail)) => {
+                let (keys, rest) = tail.split_once("])").unwrap_or((tail, ""));
+                let mut keys: Vec<&str> = keys.split_whitespace().collect();
+                keys.sort_unstable();
+                format!("{head}attached keys([{}]){rest}", keys.join(" "))
+            }
+            None => line,
         };
         lines.push(line.trim_end().to_owned());
     }
