@@ -73,28 +73,22 @@ struct MarkedBlock {
 }
 
 fn marked_blocks(text: &str, kind: &str) -> Result<Vec<MarkedBlock>, String> {
-    let lines: Vec<&str> = text.lines().collect();
     let tag = format!("<!-- {kind}:");
+    let fences = fences(text);
     let mut blocks = Vec::new();
-    for (i, line) in lines.iter().enumerate() {
+    for (i, line) in text.lines().enumerate() {
         let Some(rest) = line.trim().strip_prefix(&tag) else {
             continue;
         };
-        let arg = rest.trim_end_matches("-->").trim().to_owned();
-        let open = i + 1;
-        if !lines
-            .get(open)
-            .is_some_and(|l| l.trim_start().starts_with("```"))
-        {
-            return Err(format!(
-                "line {}: marker not followed by a code block",
-                i + 1
-            ));
-        }
-        let close = (open + 1..lines.len())
-            .find(|&j| lines[j].trim() == "```")
-            .ok_or_else(|| format!("line {}: code block never closed", open + 1))?;
-        blocks.push(MarkedBlock { arg, open, close });
+        let fence = fences
+            .iter()
+            .find(|f| f.open == i + 1)
+            .ok_or_else(|| format!("line {}: marker not followed by a closed code block", i + 1))?;
+        blocks.push(MarkedBlock {
+            arg: rest.trim_end_matches("-->").trim().to_owned(),
+            open: fence.open,
+            close: fence.close,
+        });
     }
     Ok(blocks)
 }
