@@ -7,81 +7,37 @@ use std::time::Duration;
 
 use loadtest::config::{Amount, Cluster, Databases, Endpoints, RunConfig, Scenario};
 use shop_common::domain::Strategy;
-use shop_common::testing::{
-    etcd_endpoints, init_test_logging, test_settings, unique_etcd_prefix, RunningServer,
-    TestDatabase,
-};
-use shop_common::ServiceName;
+use shop_common::testing::{etcd_endpoints, TestDatabase};
+use shop_harness::Services;
 use sqlx::PgPool;
 
-/// Field order matters: servers stop before their databases are dropped.
+/// The three services ([`Services`], payment started) and direct pools to their data.
+///
+/// Field order matters: the pools close before `services` drops the databases.
 pub struct Shop {
-    pub payment: RunningServer,
-    pub order: RunningServer,
-    pub inventory: RunningServer,
-    pub etcd_prefix: String,
     /// Direct pools: the truth behind the APIs, read by the tests themselves.
     pub inventory_pool: PgPool,
     pub order_pool: PgPool,
-    pub payment_db: TestDatabase,
-    pub order_db: TestDatabase,
-    pub inventory_db: TestDatabase,
+    pub services: Services,
+}
+
+impl std::ops::Deref for Shop {
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        &self.services
+    }
 }
 
 impl Shop {
     /// Starts the three services. `think_time` is inventory's pause between reading
     /// and writing stock in `none`/`mutex`: longer makes `none`'s lost updates certain.
     pub async fn spawn(think_time: Duration) -> Shop {
-        init_test_logging();
-        let etcd_prefix = unique_etcd_prefix("loadtest");
-        let inventory_db = TestDatabase::create("inventory").await;
-        let order_db = TestDatabase::create("order").await;
-        let payment_db = TestDatabase::create("payment").await;
-
-        let mut inventory_settings = inventory_service::Settings::with_common(test_settings(
-            ServiceName::Inventory,
-            &inventory_db,
-            &etcd_prefix,
-        ));
-        inventory_settings.think_time = think_time;
-        let app = inventory_service::Application::build(inventory_settings)
-            .await
-            .expect("inventory");
-        let inventory = RunningServer::spawn(app.local_addr(), |s| app.run_until_stopped(s));
-
-        let mut order_settings = order_service::Settings::with_common(test_settings(
-            ServiceName::Order,
-            &order_db,
-            &etcd_prefix,
-        ));
-        order_settings.common.peers.inventory = inventory.uri();
-        let app = order_service::Application::build(order_settings)
-            .await
-            .expect("order");
-        let order = RunningServer::spawn(app.local_addr(), |s| app.run_until_stopped(s));
-
-        let mut payment_settings = payment_service::Settings::with_common(test_settings(
-            ServiceName::Payment,
-            &payment_db,
-            &etcd_prefix,
-        ));
-        payment_settings.common.peers.order = order.uri();
-        payment_settings.provider.latency = Duration::from_millis(5);
-        let app = payment_service::Application::build(payment_settings)
-            .await
-            .expect("payment");
-        let payment = RunningServer::spawn(app.local_addr(), |s| app.run_until_stopped(s));
-
+        let services =
+            Services::spawn("loadtest", |s| s.think_time = think_time, |_| {}, true).await;
         Shop {
-            inventory_pool: inventory_db.pool().await,
-            order_pool: order_db.pool().await,
-            payment,
-            order,
-            inventory,
-            etcd_prefix,
-            payment_db,
-            order_db,
-            inventory_db,
+            inventory_pool: services.inventory_db.pool().await,
+            order_pool: services.order_db.pool().await,
+            services,
         }
     }
 
@@ -137,7 +93,7 @@ impl Shop {
         [
             ("--order-addr", self.order.uri()),
             ("--inventory-addr", self.inventory.uri()),
-            ("--payment-addr", self.payment.uri()),
+            ("--payment-addr", self.payment().uri()),
         ]
         .into_iter()
         .flat_map(|(k, v)| [k.to_owned(), v])

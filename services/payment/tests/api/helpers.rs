@@ -10,10 +10,7 @@ use payment_service::provider::SimulatedProvider;
 use payment_service::repository::{PaymentRow, PaymentsDb};
 use shop_common::coordination::SharedSession;
 use shop_common::payments::{payment_queue, PaymentItem};
-use shop_common::testing::{
-    init_test_logging, test_settings, unique_etcd_prefix, RunningServer, TestDatabase,
-};
-use shop_common::ServiceName;
+use shop_harness::Services;
 use shop_proto::v1 as pb;
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
 use shop_proto::v1::order_service_client::OrderServiceClient;
@@ -21,105 +18,51 @@ use shop_proto::v1::payment_service_client::PaymentServiceClient;
 use sqlx::PgPool;
 use tonic::transport::Channel;
 
-/// Field order matters: servers stop before their databases are dropped.
+/// The three services ([`Services`]) and clients for them.
+///
+/// Field order matters: the pool closes before `services` drops the databases.
 pub struct Shop {
-    pub payment: Option<RunningServer>,
-    pub order: RunningServer,
-    pub inventory: RunningServer,
     pub orders: OrderServiceClient<Channel>,
     pub stock: InventoryServiceClient<Channel>,
     pub payment_pool: PgPool,
-    pub etcd_prefix: String,
-    pub payment_settings: payment_service::Settings,
-    pub provider: Option<Arc<SimulatedProvider>>,
-    /// The payment service's `/metrics` address, when its settings asked for one.
-    pub payment_metrics: Option<std::net::SocketAddr>,
-    payment_db: TestDatabase,
-    order_db: TestDatabase,
-    inventory_db: TestDatabase,
+    pub services: Services,
+}
+
+impl std::ops::Deref for Shop {
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        &self.services
+    }
+}
+
+impl std::ops::DerefMut for Shop {
+    fn deref_mut(&mut self) -> &mut Services {
+        &mut self.services
+    }
 }
 
 impl Shop {
     /// Inventory and order running; the payment service built with `adjust`ed settings
-    /// and started unless `start_payment` is false (see [`Shop::start_payment`]).
+    /// and started unless `start_payment` is false (see [`Services::start_payment`]).
     pub async fn spawn(
         adjust: impl FnOnce(&mut payment_service::Settings),
         start_payment: bool,
     ) -> Shop {
-        init_test_logging();
-        let etcd_prefix = unique_etcd_prefix("payment");
-        let inventory_db = TestDatabase::create("inventory").await;
-        let order_db = TestDatabase::create("order").await;
-        let payment_db = TestDatabase::create("payment").await;
-
-        let inventory_app =
-            inventory_service::Application::build(inventory_service::Settings::with_common(
-                test_settings(ServiceName::Inventory, &inventory_db, &etcd_prefix),
-            ))
-            .await
-            .expect("inventory");
-        let inventory = RunningServer::spawn(inventory_app.local_addr(), |s| {
-            inventory_app.run_until_stopped(s)
-        });
-
-        let mut order_settings = order_service::Settings::with_common(test_settings(
-            ServiceName::Order,
-            &order_db,
-            &etcd_prefix,
-        ));
-        order_settings.common.peers.inventory = inventory.uri();
-        let order_app = order_service::Application::build(order_settings)
-            .await
-            .expect("order");
-        let order =
-            RunningServer::spawn(order_app.local_addr(), |s| order_app.run_until_stopped(s));
-
-        let mut payment_settings = payment_service::Settings::with_common(test_settings(
-            ServiceName::Payment,
-            &payment_db,
-            &etcd_prefix,
-        ));
-        payment_settings.common.peers.order = order.uri();
-        payment_settings.provider.latency = Duration::from_millis(5);
-        adjust(&mut payment_settings);
-
-        let mut shop = Shop {
-            payment: None,
-            orders: OrderServiceClient::connect(order.uri()).await.unwrap(),
-            stock: InventoryServiceClient::connect(inventory.uri())
+        let services = Services::spawn("payment", |_| {}, adjust, start_payment).await;
+        Shop {
+            orders: OrderServiceClient::connect(services.order.uri())
                 .await
                 .unwrap(),
-            order,
-            inventory,
-            payment_pool: payment_db.pool().await,
-            etcd_prefix,
-            payment_settings,
-            provider: None,
-            payment_metrics: None,
-            payment_db,
-            order_db,
-            inventory_db,
-        };
-        if start_payment {
-            shop.start_payment().await;
+            stock: InventoryServiceClient::connect(services.inventory.uri())
+                .await
+                .unwrap(),
+            payment_pool: services.payment_db.pool().await,
+            services,
         }
-        shop
-    }
-
-    /// Builds and starts the payment service (workers begin taking items).
-    pub async fn start_payment(&mut self) {
-        let app = payment_service::Application::build(self.payment_settings.clone())
-            .await
-            .expect("payment");
-        self.provider = Some(app.provider());
-        self.payment_metrics = app.metrics_addr();
-        self.payment = Some(RunningServer::spawn(app.local_addr(), |s| {
-            app.run_until_stopped(s)
-        }));
     }
 
     pub async fn payments(&self) -> PaymentServiceClient<Channel> {
-        PaymentServiceClient::connect(self.payment.as_ref().expect("payment running").uri())
+        PaymentServiceClient::connect(self.payment().uri())
             .await
             .unwrap()
     }
