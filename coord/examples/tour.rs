@@ -25,8 +25,10 @@ async fn main() -> anyhow::Result<()> {
         Some(name) => vec![name.as_str()],
         None => scenes::SCENES.to_vec(),
     };
-    let endpoints = std::env::var("ETCD_ENDPOINTS").unwrap_or_else(|_| "127.0.0.1:2379".into());
-    let client = coord::connect_from_env().await?;
+    // `ETCD_ENDPOINTS` as coord reads it (default 127.0.0.1:2379), for etcdctl too.
+    let config = coord::EtcdConfig::from_env()?;
+    let endpoints = config.endpoints.join(",");
+    let client = config.connect().await?;
     for name in chosen {
         let scene = scenes::build(&client, name).await?;
         println!("== {name}: built under {}", scene.prefix);
