@@ -375,10 +375,7 @@ async fn inject(
         Fault::KillLockHolder => {
             let mut client = etcd().await?;
             let (lease, queued) = lock_holder(&mut client, &locks).await?;
-            docker_on(stack, &["kill"], "inventory-1").await?;
-            let gone = lease_gone(&mut client, lease, TTL + HOLD).await?;
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            start_again(stack, "inventory-1").await?;
+            let gone = kill_until_lease_gone(stack, &mut client, "inventory-1", lease).await?;
             (
                 format!(
                     "inventory-1 killed{queued}; its lease expired after {}; restarted",
@@ -490,10 +487,7 @@ async fn inject(
             let claims = keys_under(&mut client, "/shop/queues/payments/claims/")
                 .await?
                 .len();
-            docker_on(stack, &["kill"], "payment-1").await?;
-            let gone = lease_gone(&mut client, lease, TTL + HOLD).await?;
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            start_again(stack, "payment-1").await?;
+            let gone = kill_until_lease_gone(stack, &mut client, "payment-1", lease).await?;
             (
                 format!(
                     "payment-1 killed with {claims} claim(s) in flight on the queue; its lease (and claims) expired after {}, the items went to payment-2; restarted",
@@ -571,6 +565,21 @@ async fn inject(
 async fn lock_holder(etcd: &mut EtcdClient, locks: &str) -> anyhow::Result<(i64, String)> {
     let lease = replica_lease(etcd, "inventory", "inventory-1").await?;
     Ok((lease, in_line(etcd, locks, lease).await?))
+}
+
+/// `docker kill`s `service` (it cannot clean up), waits for its lease to expire, and
+/// starts it again 2 s later; returns how long the lease outlived the process.
+async fn kill_until_lease_gone(
+    stack: &Stack,
+    etcd: &mut EtcdClient,
+    service: &str,
+    lease: i64,
+) -> anyhow::Result<Option<Duration>> {
+    docker_on(stack, &["kill"], service).await?;
+    let gone = lease_gone(etcd, lease, TTL + HOLD).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    start_again(stack, service).await?;
+    Ok(gone)
 }
 
 async fn start_again(stack: &Stack, service: &str) -> anyhow::Result<()> {
