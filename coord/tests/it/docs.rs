@@ -225,10 +225,7 @@ async fn the_key_dumps_in_the_docs_are_what_etcd_shows() {
     let root = repo_root();
     let mut missing = Vec::new();
     for name in scenes::SCENES {
-        for page in [
-            format!("docs/primitives/{name}.md"),
-            format!("docs/zh-CN/primitives/{name}.md"),
-        ] {
+        for page in primitive_pages(name) {
             let text = std::fs::read_to_string(root.join(&page)).unwrap_or_default();
             if !text.contains(&format!("<!-- tour: {name} -->")) {
                 missing.push(page);
@@ -371,12 +368,18 @@ fn translated_pages() -> Vec<(String, String)> {
         ),
     ];
     for name in scenes::SCENES {
-        pairs.push((
-            format!("docs/primitives/{name}.md"),
-            format!("docs/zh-CN/primitives/{name}.md"),
-        ));
+        let [english, chinese] = primitive_pages(name);
+        pairs.push((english, chinese));
     }
     pairs
+}
+
+/// A primitive's page (named like its tour scene), in English and in Chinese.
+fn primitive_pages(name: &str) -> [String; 2] {
+    [
+        format!("docs/primitives/{name}.md"),
+        format!("docs/zh-CN/primitives/{name}.md"),
+    ]
 }
 
 /// A translation keeps the original's code: the same blocks in the same order, each
