@@ -46,16 +46,19 @@ pub fn step(started: Instant, what: &str) {
 
 /// Runs `docker <args>`; `Err` with its stderr if it fails.
 pub async fn docker(args: &[&str]) -> Result<String, String> {
-    let out = tokio::process::Command::new("docker")
-        .args(args)
-        .output()
-        .await
-        .map_err(|e| format!("docker {args:?}: {e}"))?;
+    let mut command = tokio::process::Command::new("docker");
+    command.args(args);
+    output_of(command, &format!("docker {args:?}")).await
+}
+
+/// Runs `command`: its stdout, or `Err` naming it (`what`) with its stderr.
+async fn output_of(mut command: tokio::process::Command, what: &str) -> Result<String, String> {
+    let out = command.output().await.map_err(|e| format!("{what}: {e}"))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         Err(format!(
-            "docker {args:?} failed: {}",
+            "{what} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         ))
     }
@@ -122,20 +125,8 @@ impl Stack {
         for file in &self.files {
             command.arg("-f").arg(file);
         }
-        let out = command
-            .args(args)
-            .envs(&self.env)
-            .output()
-            .await
-            .map_err(|e| format!("docker compose {args:?}: {e}"))?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(format!(
-                "docker compose {args:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
+        command.args(args).envs(&self.env);
+        output_of(command, &format!("docker compose {args:?}")).await
     }
 
     /// The container of a compose service (one container per service here).
