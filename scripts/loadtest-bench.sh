@@ -39,7 +39,7 @@ stop_all() {
 if [ $stop = 1 ]; then stop_all; exit 0; fi
 
 eval "$(scripts/install-deps.sh --env)"
-cargo build -q --release -p shop-common -p inventory-service -p order-service -p payment-service -p loadtest --bins
+cargo build -q --release -p grpc-health -p inventory-service -p order-service -p payment-service -p loadtest --bins
 
 if [ ! -f "$logs/inventory.pid" ]; then
   scripts/etcd.sh start "$etcd_port"
