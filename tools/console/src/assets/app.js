@@ -99,7 +99,7 @@ function renderQueues(s) {
     const max = Math.max(1, ...prios.map((p) => q.depth[p] || 0));
     const bars = prios.map((p) => {
       const n = q.depth[p] || 0;
-      return `<div><div class="bar" style="height:${Math.round(1.4 + 3 * n / max)}rem">${n}</div>` +
+      return `<div><div class="bar" style="height:${(1.4 + 2.6 * n / max).toFixed(2)}rem">${n}</div>` +
         `<div class="barlabel">p${p}${TIERS[p] ? "<br>" + TIERS[p] : ""}</div></div>`;
     }).join("");
     const items = q.items.slice(0, 40).map((i) => {
@@ -168,16 +168,17 @@ function chart(title, points, pick, unit) {
   const max = Math.max(1e-9, ...shown) * 1.15;
   const w = 600, h = 120;
   const n = Math.max(points.length - 1, 1);
-  let path = "";
+  let path = "", dots = "";
   values.forEach((v, i) => {
     if (v == null) return;
     const x = (i / n) * w, y = h - (v / max) * (h - 8);
     path += (path ? " L" : "M") + x.toFixed(1) + " " + y.toFixed(1);
+    if (points.length < 30) dots += `<circle cx="${x.toFixed(1)}" cy="${y.toFixed(1)}" r="4" fill="#1d4ed8"/>`;
   });
   const span = points.length > 1 ? Math.round((points[points.length - 1].at_ms - points[0].at_ms) / 1000) : 0;
   return `<div class="chart"><div>${title}: <span class="now">${now == null ? "–" : now.toFixed(1) + " " + unit}</span>` +
     ` <small>(peak ${shown.length ? (max / 1.15).toFixed(1) : "–"}, last ${span}s)</small></div>` +
-    `<svg viewBox="0 0 ${w} ${h}" preserveAspectRatio="none"><path d="${path}" fill="none" stroke="#1d4ed8" stroke-width="3" vector-effect="non-scaling-stroke"/></svg></div>`;
+    `<svg viewBox="0 0 ${w} ${h}" preserveAspectRatio="none" data-points="${shown.length}"><path d="${path}" fill="none" stroke="#1d4ed8" stroke-width="3" vector-effect="non-scaling-stroke"/>${dots}</svg></div>`;
 }
 
 function renderCharts(s) {
