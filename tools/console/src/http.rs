@@ -50,7 +50,7 @@ fn refuse(status: StatusCode, why: String) -> Response<Body> {
 }
 
 /// A query string as (name, value) pairs, refusing names outside `allowed` and repeats.
-fn query<'a>(raw: Option<&'a str>, allowed: &[&str]) -> Result<Vec<(String, String)>, String> {
+fn query(raw: Option<&str>, allowed: &[&str]) -> Result<Vec<(String, String)>, String> {
     let mut pairs: Vec<(String, String)> = Vec::new();
     for part in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (name, value) = part.split_once('=').unwrap_or((part, ""));

@@ -42,6 +42,8 @@ const SALES: &str = "SELECT s.sale_id, s.per_customer_limit::bigint, s.opened_at
     ORDER BY s.created_at DESC, s.sale_id, p.units DESC, p.customer_id";
 
 type StockTuple = (String, i64, i64, i64, i64, i64, i64, i64, Vec<String>);
+/// A sale with one of its customers (none when nobody bought yet).
+type SaleTuple = (String, i64, bool, Option<String>, Option<i64>);
 
 async fn read_database(pool: &PgPool) -> Result<(Vec<StockRow>, Vec<SaleRow>), sqlx::Error> {
     let stock = sqlx::query_as::<_, StockTuple>(STOCK)
@@ -62,8 +64,7 @@ async fn read_database(pool: &PgPool) -> Result<(Vec<StockRow>, Vec<SaleRow>), s
             },
         )
         .collect();
-    let rows: Vec<(String, i64, bool, Option<String>, Option<i64>)> =
-        sqlx::query_as(SALES).fetch_all(pool).await?;
+    let rows: Vec<SaleTuple> = sqlx::query_as(SALES).fetch_all(pool).await?;
     let mut sales: Vec<SaleRow> = Vec::new();
     for (sale, limit, open, customer, units) in rows {
         if sales.last().is_none_or(|s| s.sale != sale) {
