@@ -30,7 +30,8 @@
 use etcd_client::Client;
 use tracing::{info_span, Instrument};
 
-use crate::ops::{create_key, wait_key, PendingPut, Placed};
+use crate::internal::owned::{create_key, PendingPut, Placed};
+use crate::internal::watch::wait_key;
 use crate::{Error, Result, Session};
 
 /// A barrier on one etcd key. Cheap to create and clone.

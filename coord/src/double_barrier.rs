@@ -53,11 +53,10 @@ use etcd_client::{
 };
 use tracing::{debug, field, info_span, Instrument, Span};
 
-use crate::key::{dir_prefix, show, txn_get, txn_rev};
-use crate::ops::{
-    create_unique, retrying, unix_nanos, until_lost, wait_deleted, wait_key, OwnedKey, PendingPut,
-    Placed,
-};
+use crate::internal::key::{dir_prefix, show, txn_get, txn_rev, unix_nanos};
+use crate::internal::owned::{create_unique, OwnedKey, PendingPut, Placed};
+use crate::internal::retry::retrying;
+use crate::internal::watch::{wait_deleted, wait_key};
 use crate::{Error, Result, Session};
 
 /// A double barrier for `count` participants, bound to a session. Cheap to create.
@@ -244,15 +243,13 @@ impl DoubleBarrier {
 
     /// Waits for a put of the ready key after our registration; returns its revision.
     async fn wait_ready(&self, client: &mut etcd_client::Client, mine: &Placed) -> Result<i64> {
-        until_lost(
-            &self.session,
-            wait_key(client, self.ready_key.as_bytes(), |ready| {
+        self.session
+            .until_lost(wait_key(client, self.ready_key.as_bytes(), |ready| {
                 ready
                     .map(|kv| kv.mod_revision())
                     .filter(|&rev| rev > mine.rev)
-            }),
-        )
-        .await
+            }))
+            .await
     }
 
     fn guard(&self, mine: Placed, round: i64) -> DoubleBarrierGuard {
@@ -377,11 +374,13 @@ impl DoubleBarrierGuard {
                 }
                 if lowest.key() == my_key.as_bytes() {
                     debug!(highest = %show(highest.key()), "lowest member waits for the others");
-                    until_lost(
-                        &self.session,
-                        wait_deleted(&mut client, highest.key(), highest.create_revision()),
-                    )
-                    .await?;
+                    self.session
+                        .until_lost(wait_deleted(
+                            &mut client,
+                            highest.key(),
+                            highest.create_revision(),
+                        ))
+                        .await?;
                 } else if self.key.delete().await? {
                     removed_ourselves = true;
                 } else {

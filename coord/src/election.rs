@@ -58,9 +58,11 @@ use futures::Stream;
 use tokio::sync::OwnedMutexGuard;
 use tracing::{debug, field, info_span, Instrument, Span};
 
-use crate::key::{dir_prefix, header_rev, lease_key, show};
-use crate::ops::{compare_delete, release_in_background, wait_deleted, wait_for_turn};
-use crate::ops::{Backoff, PendingKey};
+use crate::internal::key::{dir_prefix, header_rev, lease_key, show};
+use crate::internal::owned::compare_delete;
+use crate::internal::retry::Backoff;
+use crate::internal::waiters::{release_in_background, wait_for_turn, PendingKey};
+use crate::internal::watch::wait_deleted;
 use crate::{Error, Result, Session};
 
 /// A session's handle on one election: campaign for it, read or observe its leader.

@@ -41,8 +41,8 @@ use etcd_client::Compare;
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::election::{Election, Leadership, Seat};
+use crate::internal::retry::Backoff;
 use crate::metrics;
-use crate::ops::Backoff;
 use crate::{Error, Result, Session};
 
 /// How a leader job run ended.

@@ -26,7 +26,7 @@
 //! | [`config`] | connecting to etcd (endpoints, credentials) from code or the environment |
 //! | [`error`] | the crate's one error type and the `timeout` helper |
 //! | [`metrics`] | what coord measures (lock wait/hold, STM retries, queue depth, leadership) through the `metrics` facade |
-//! | `key`, `ops` (private) | key layout helpers; enter / wait / leave a queue of waiters |
+//! | `internal` (private) | what the primitives share: key layout, retry, watches, the delete feeds, owned keys, the queue of waiters (its `mod.rs` lists the files) |
 //!
 //! # What every primitive states
 //! Each module opens with what it guarantees and what it does **not**. The short
@@ -42,11 +42,10 @@ pub mod error;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
-mod key;
+mod internal;
 pub mod leader;
 pub mod metrics;
 pub mod mutex;
-mod ops;
 pub mod queue;
 pub mod rwmutex;
 pub mod semaphore;

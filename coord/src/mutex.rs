@@ -8,7 +8,7 @@
 //!   checks again (a waiter ahead may have given up, which does not make us owner if
 //!   someone is still ahead of it). How it waits is private to coord: it follows up
 //!   to 16 keys ahead through the session's shared delete watch, and in a longer line
-//!   watches its predecessor (see `ops`).
+//!   watches its predecessor (see `internal::waiters`).
 //! - Unlock deletes the key — but only if it is still *our* incarnation of it
 //!   (compare create revision): a retried unlock whose first reply was lost can never
 //!   delete the same session's next lock on the name (etcd issue 22082), and a holder
@@ -37,9 +37,10 @@ use etcd_client::Compare;
 use tokio::sync::OwnedMutexGuard;
 use tracing::{field, info_span, Instrument, Span};
 
-use crate::key::{dir_prefix, lease_key};
+use crate::internal::key::{dir_prefix, lease_key};
+use crate::internal::owned::compare_delete;
+use crate::internal::waiters::{release_in_background, wait_for_turn, PendingKey};
 use crate::metrics::{LockHold, LockWait};
-use crate::ops::{compare_delete, release_in_background, wait_for_turn, PendingKey};
 use crate::{Error, Result, Session};
 
 /// A named distributed lock bound to a session. Cheap to create; one per name.

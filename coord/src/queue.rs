@@ -34,8 +34,10 @@ use etcd_client::{
 use tokio::task::JoinHandle;
 use tracing::{debug, info_span, Instrument};
 
-use crate::key::{dir_prefix, header_rev, show};
-use crate::ops::{create_key, spawn_cleanup, unix_nanos, watch_from_now, Backoff};
+use crate::internal::key::{dir_prefix, header_rev, show, unix_nanos};
+use crate::internal::owned::{create_key, spawn_cleanup};
+use crate::internal::retry::Backoff;
+use crate::internal::watch::watch_from_now;
 use crate::{Error, Result};
 
 /// Largest priority a [`PriorityQueue`] accepts (five digits in the key).

@@ -119,9 +119,9 @@ use std::time::Duration;
 use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
 use tracing::{debug, field, info_span, warn, Instrument, Span};
 
-use crate::key::{show, txn_rev};
+use crate::internal::key::{show, txn_rev};
+use crate::internal::retry::retrying;
 use crate::metrics;
-use crate::ops::retrying;
 use crate::{Error, Result};
 
 /// How concurrent transactions may interfere; see the [module docs](self) for the table.

@@ -57,7 +57,7 @@ use etcd_client::{
     TxnOp, TxnOpResponse,
 };
 
-use crate::key::{show, txn_rev};
+use crate::internal::key::{show, txn_rev};
 use crate::{Error, Result};
 
 /// True when `key` does not exist (its create revision is 0).

@@ -57,11 +57,11 @@ use etcd_client::{
 use serde::{Deserialize, Serialize};
 use tracing::{debug, field, info_span, Instrument, Span};
 
-use crate::key::{dir_prefix, show, txn_get, txn_rev};
+use crate::internal::key::{dir_prefix, show, txn_get, txn_rev};
+use crate::internal::owned::{compare_delete, spawn_cleanup, PendingPut, Placed};
+use crate::internal::retry::{retrying, Backoff};
+use crate::internal::watch::watch_from_now;
 use crate::metrics;
-use crate::ops::{
-    compare_delete, retrying, spawn_cleanup, watch_from_now, Backoff, PendingPut, Placed,
-};
 use crate::{Error, Result, Session};
 
 /// Items read per round when looking for a claimable one.
