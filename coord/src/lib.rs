@@ -39,9 +39,6 @@ pub mod config;
 pub mod double_barrier;
 pub mod election;
 pub mod error;
-#[cfg(any(test, feature = "fuzzing"))]
-#[doc(hidden)]
-pub mod fuzzing;
 mod internal;
 pub mod leader;
 pub mod metrics;
@@ -68,3 +65,18 @@ pub use semaphore::{Permit, Semaphore};
 pub use session::{Session, SessionBuilder};
 pub use txn::{Ops, Txn, TxnOutcome};
 pub use work_queue::{Claimed, Enqueued, WorkQueue};
+
+/// The decoders of stored queue data, for the fuzz target `queue_items` in `fuzz/`
+/// (which holds the checks). cargo-fuzz builds with `--cfg fuzzing`; no normal build
+/// has this module.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzz_entry {
+    pub use crate::work_queue::wire::{decode_item, encode_item, parse_slot, Envelope};
+    pub use crate::work_queue::MAX_PRIORITY;
+
+    /// The sequence number after a `PriorityQueue` key's (see `queue::next_sequence`).
+    pub fn next_sequence(key: &str) -> crate::Result<u64> {
+        crate::queue::next_sequence(key)
+    }
+}

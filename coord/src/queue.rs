@@ -185,9 +185,8 @@ impl PriorityQueue {
 
 /// The sequence number after the one that ends priority-queue key `key`
 /// (`<name>/<priority>/<seq>`). A key whose suffix is not a number, or is the largest
-/// one, is [`Error::Malformed`], never a panic. Public for the fuzz target
-/// `queue_items`.
-pub fn next_sequence(key: &str) -> Result<u64> {
+/// one, is [`Error::Malformed`], never a panic.
+pub(crate) fn next_sequence(key: &str) -> Result<u64> {
     let malformed = |reason: &str| Error::Malformed {
         key: key.to_owned(),
         reason: reason.to_owned(),
