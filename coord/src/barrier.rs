@@ -133,8 +133,9 @@ impl Barrier {
         .await
     }
 
-    /// Asks etcd whether the barrier is up right now.
-    pub async fn is_held(&self) -> Result<bool> {
+    /// Asks etcd whether the barrier is up right now (its key exists, so [`Barrier::wait`]
+    /// would wait).
+    pub async fn is_up(&self) -> Result<bool> {
         let resp = self.client.clone().get(self.key.as_str(), None).await?;
         Ok(!resp.kvs().is_empty())
     }

@@ -41,6 +41,7 @@ use crate::internal::key::{dir_prefix, lease_key};
 use crate::internal::owned::compare_delete;
 use crate::internal::waiters::{release_in_background, wait_for_turn, PendingKey};
 use crate::metrics::{LockHold, LockWait};
+use crate::txn::create_rev_is;
 use crate::{Error, Result, Session};
 
 /// A named distributed lock bound to a session. Cheap to create; one per name.
@@ -170,7 +171,7 @@ impl MutexGuard {
     /// A txn comparison that is true only while we still hold the lock. Put it in the
     /// `when` of every etcd write the lock protects.
     pub fn is_owner(&self) -> Compare {
-        Compare::create_revision(self.key.as_str(), etcd_client::CompareOp::Equal, self.rev)
+        create_rev_is(self.key.as_str(), self.rev)
     }
 
     /// Asks etcd whether our key is still there (the lock is still ours). A `true` is

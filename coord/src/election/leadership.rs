@@ -1,30 +1,36 @@
-//! What winning an election gives: [`Leadership`] (fencing token, conditional writes,
-//! resign) and the [`Seat`] it shares with [`crate::leader::LeaderContext`].
+//! What winning an election gives: a [`Leadership`] (it resigns, and releases the key
+//! when dropped) and, inside it, the [`LeaderContext`] every leader acts through —
+//! the fencing token, the "still mine?" comparison, proclaim, and the end of the term.
+//! [`crate::leader`] hands the same context to a leader job.
 
 use std::future::Future;
+use std::ops::Deref;
 
-use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
+use etcd_client::Compare;
 use tokio::sync::OwnedMutexGuard;
 use tracing::{debug, info_span, Span};
 
 use crate::internal::owned::compare_delete;
 use crate::internal::waiters::release_in_background;
 use crate::internal::watch::wait_deleted;
+use crate::txn::{create_rev_is, Ops, Txn};
 use crate::{Error, Result, Session};
 
-/// What a leader needs to act as one: its session and its key's incarnation.
-/// Shared by [`Leadership`] and [`crate::leader::LeaderContext`].
+/// One term of leadership: the session it hangs on and the incarnation of the leader
+/// key. What a leader acts through — as [`Leadership`] (which derefs to it) or, in a
+/// job run by [`crate::leader`], directly. Cheap to clone, so a job can hand it to the
+/// tasks it spawns.
 #[derive(Clone, Debug)]
-pub(crate) struct Seat {
+pub struct LeaderContext {
     session: Session,
     election: String,
     key: String,
     rev: i64,
 }
 
-impl Seat {
-    pub(super) fn new(session: &Session, election: &str, key: &str, rev: i64) -> Seat {
-        Seat {
+impl LeaderContext {
+    pub(super) fn new(session: &Session, election: &str, key: &str, rev: i64) -> LeaderContext {
+        LeaderContext {
             session: session.clone(),
             election: election.to_owned(),
             key: key.to_owned(),
@@ -32,41 +38,56 @@ impl Seat {
         }
     }
 
-    pub(crate) fn rev(&self) -> i64 {
+    /// The fencing token: create revision of our leader key. Every new term of this
+    /// election gets a larger one, so storing it with each write made outside etcd and
+    /// rejecting lower ones makes a deposed leader's late writes harmless. Go's
+    /// `Election.Rev()` returns the same number.
+    #[doc(alias = "Rev")]
+    pub fn fencing_token(&self) -> i64 {
         self.rev
     }
 
-    pub(crate) fn key(&self) -> &str {
+    /// A txn comparison that holds only while this term lasts (our key is still the
+    /// incarnation we created). Put it in the `when` of every etcd write only the
+    /// leader may make.
+    pub fn is_owner(&self) -> Compare {
+        create_rev_is(self.key.as_str(), self.rev)
+    }
+
+    /// Our leader key, `<name>/<lease hex>`.
+    pub fn key(&self) -> &str {
         &self.key
     }
 
-    pub(crate) fn session(&self) -> &Session {
-        &self.session
-    }
-
-    pub(crate) fn election(&self) -> &str {
+    /// The election's name.
+    pub fn election(&self) -> &str {
         &self.election
     }
 
-    pub(crate) fn is_leader(&self) -> Compare {
-        Compare::create_revision(self.key.as_str(), CompareOp::Equal, self.rev)
+    /// The session the term hangs on.
+    pub fn session(&self) -> &Session {
+        &self.session
     }
 
-    pub(crate) async fn proclaim(&self, value: impl Into<Vec<u8>>) -> Result<()> {
-        let put = TxnOp::put(
-            self.key.as_str(),
-            value,
-            Some(PutOptions::new().with_lease(self.session.lease())),
-        );
-        let txn = Txn::new().when([self.is_leader()]).and_then([put]);
-        if self.session.client().txn(txn).await?.succeeded() {
+    /// Replaces the value the election proclaims (seen by `leader()`, observers and
+    /// `etcdctl elect -l`), without a new election. Fails with [`Error::NotLeader`] once
+    /// the term is over (our key is gone, resigned, or another incarnation).
+    pub async fn proclaim(&self, value: impl Into<Vec<u8>>) -> Result<()> {
+        let outcome = Txn::new()
+            .when(self.is_owner())
+            .then(Ops::new().put_with_lease(self.key.as_str(), value, self.session.lease()))
+            .commit(&self.session.client())
+            .await?;
+        if outcome.succeeded() {
             Ok(())
         } else {
             Err(Error::NotLeader(self.election.clone()))
         }
     }
 
-    pub(crate) async fn still_leader(&self) -> Result<bool> {
+    /// Asks etcd whether this term still lasts. A `true` is stale on arrival; act on
+    /// [`LeaderContext::is_owner`] in a txn instead.
+    pub async fn is_held(&self) -> Result<bool> {
         let resp = self.session.client().get(self.key.as_str(), None).await?;
         Ok(resp
             .kvs()
@@ -74,7 +95,11 @@ impl Seat {
             .is_some_and(|kv| kv.create_revision() == self.rev))
     }
 
-    pub(crate) fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
+    /// Resolves when the term ends: our key is deleted (lease expired or revoked,
+    /// someone removed it) or the session is lost. Resolves at once if already so.
+    /// Owns what it needs; can be moved into `select!` or a task (the leader job runner
+    /// cancels the job future itself, not what it spawned).
+    pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
         let session_lost = self.session.done();
         let (mut client, key, rev) = (self.session.client(), self.key.clone(), self.rev);
         async move {
@@ -91,92 +116,55 @@ impl Seat {
     }
 }
 
-/// Proof of having won an election: the fencing token, conditional writes, and
-/// resign. Obtain it from [`Election::campaign`](super::Election::campaign).
+/// Proof of having won an election: resign, or drop it to hand leadership on. Obtain
+/// it from [`Election::campaign`](super::Election::campaign).
+///
+/// Everything a leader does while leading is on its [`LeaderContext`], which a
+/// `Leadership` derefs to: [`fencing_token`](LeaderContext::fencing_token),
+/// [`is_owner`](LeaderContext::is_owner), [`proclaim`](LeaderContext::proclaim),
+/// [`is_held`](LeaderContext::is_held), [`lost`](LeaderContext::lost), `key`,
+/// `session`. [`Leadership::context`] clones it for tasks of their own.
 ///
 /// Leadership lasts until [`Leadership::resign`] succeeds, the session is lost, or the
 /// key is deleted by someone else. If dropped without resigning, the key is deleted in
 /// the background (or expires with the lease), which hands leadership on.
 #[derive(Debug)]
 pub struct Leadership {
-    seat: Seat,
+    context: LeaderContext,
     local: Option<OwnedMutexGuard<()>>,
     /// Set once resign reached a definite outcome (deleted, or the key was not ours).
     settled: bool,
     _span: Span,
 }
 
+impl Deref for Leadership {
+    type Target = LeaderContext;
+
+    fn deref(&self) -> &LeaderContext {
+        &self.context
+    }
+}
+
 impl Leadership {
-    pub(super) fn new(seat: Seat, local: Option<OwnedMutexGuard<()>>) -> Leadership {
+    pub(super) fn new(context: LeaderContext, local: Option<OwnedMutexGuard<()>>) -> Leadership {
         let span = info_span!(
             "coord.election.leadership",
-            election = %seat.election,
-            key = %seat.key,
-            fencing_token = seat.rev
+            election = %context.election,
+            key = %context.key,
+            fencing_token = context.rev
         );
         Leadership {
-            seat,
+            context,
             local,
             settled: false,
             _span: span,
         }
     }
 
-    pub(crate) fn seat(&self) -> &Seat {
-        &self.seat
-    }
-
-    /// The fencing token: create revision of our key. Every new leadership of this
-    /// election gets a larger one, so storing it with each write the leader makes and
-    /// rejecting lower ones makes a deposed leader's late writes harmless.
-    pub fn fencing_token(&self) -> i64 {
-        self.seat.rev
-    }
-
-    /// Same as [`Leadership::fencing_token`], under Go's name (`Election.Rev`).
-    pub fn rev(&self) -> i64 {
-        self.seat.rev
-    }
-
-    /// Our leader key, `<name>/<lease hex>`.
-    pub fn key(&self) -> &str {
-        &self.seat.key
-    }
-
-    /// The session the leadership hangs on.
-    pub fn session(&self) -> &Session {
-        &self.seat.session
-    }
-
-    /// A txn comparison that holds only while we still lead. Put it in the `when` of
-    /// every etcd write only the leader may make.
-    pub fn is_leader(&self) -> Compare {
-        self.seat.is_leader()
-    }
-
-    /// Replaces the value the election proclaims, without a new election. Fails with
-    /// [`Error::NotLeader`] if we no longer lead (our key is gone or resigned).
-    pub async fn proclaim(&self, value: impl Into<Vec<u8>>) -> Result<()> {
-        if self.settled {
-            return Err(Error::NotLeader(self.seat.election.clone()));
-        }
-        self.seat.proclaim(value).await
-    }
-
-    /// Asks etcd whether our key is still there. A `true` is stale on arrival; act on
-    /// [`Leadership::is_leader`] in a txn instead.
-    pub async fn still_leader(&self) -> Result<bool> {
-        if self.settled {
-            return Ok(false);
-        }
-        self.seat.still_leader().await
-    }
-
-    /// Resolves when leadership is lost: our key is deleted (lease expired or revoked,
-    /// someone removed it) or the session is lost. Resolves at once if already so.
-    /// Owns what it needs; can be moved into `select!` or a task.
-    pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.seat.lost()
+    /// The context of this term, for a task that outlives the borrow (it does not keep
+    /// the leadership: resigning or dropping the `Leadership` still ends the term).
+    pub fn context(&self) -> LeaderContext {
+        self.context.clone()
     }
 
     /// Steps down: deletes our key if it is still our incarnation, so the next
@@ -193,15 +181,15 @@ impl Leadership {
         if self.settled {
             return Ok(());
         }
-        let mut client = self.seat.session.client();
-        let deleted = compare_delete(&mut client, &self.seat.key, self.seat.rev).await?;
+        let mut client = self.context.session.client();
+        let deleted = compare_delete(&mut client, &self.context.key, self.context.rev).await?;
         self.settled = true;
         self.local.take();
         if deleted {
-            debug!(key = %self.seat.key, "resigned");
+            debug!(key = %self.context.key, "resigned");
             Ok(())
         } else {
-            Err(Error::OwnershipLost(self.seat.key.clone()))
+            Err(Error::OwnershipLost(self.context.key.clone()))
         }
     }
 }
@@ -212,9 +200,9 @@ impl Drop for Leadership {
             return;
         }
         release_in_background(
-            &self.seat.session,
-            std::mem::take(&mut self.seat.key),
-            self.seat.rev,
+            &self.context.session,
+            std::mem::take(&mut self.context.key),
+            self.context.rev,
             self.local.take(),
         );
     }

@@ -16,6 +16,11 @@
 //!   to the next candidate in line.
 //! - Observers read the oldest key under `<name>/` and watch the prefix for changes.
 //!
+//! Go's names: `Campaign`, `Proclaim`, `Resign`, `Leader` and `Observe` are the methods
+//! of the same names. Go's `Election.Rev()` is the leader key's create revision — the
+//! fencing token: [`LeaderContext::fencing_token`] (a [`Leadership`] derefs to its
+//! [`LeaderContext`], so `leadership.fencing_token()`).
+//!
 //! # Guarantees
 //! - [`Election::campaign`] never returns a [`Leadership`] whose key is gone: our own
 //!   key is confirmed together with the last predecessor check (etcd issue 11051), and a
@@ -37,9 +42,9 @@
 //! # Not guaranteed — read this before relying on leadership
 //! Leadership is a lease, not mutual exclusion. A leader that stalls longer than its
 //! TTL (GC, swap, a network cut) is replaced while it may still be running. Guard the
-//! leader's writes: in etcd with [`Leadership::is_leader`] in the txn's `when`,
-//! elsewhere by storing [`Leadership::fencing_token`] with each write and rejecting
-//! lower ones. [`crate::leader`] runs a job only while leadership lasts and cancels it
+//! leader's writes: in etcd with [`LeaderContext::is_owner`] in the txn's `when`,
+//! elsewhere by storing [`LeaderContext::fencing_token`] with each write and rejecting
+//! lower ones (a [`Leadership`] derefs to its [`LeaderContext`]). [`crate::leader`] runs a job only while leadership lasts and cancels it
 //! when the key or the session is lost — still not a substitute for fencing.
 //!
 //! # Resuming after a restart
@@ -57,8 +62,7 @@ use tracing::{debug, field, info_span, Instrument, Span};
 use crate::internal::key::lease_key;
 use crate::internal::waiters::{wait_for_turn, PendingKey};
 use crate::{Error, Result, Session};
-pub use leadership::Leadership;
-pub(crate) use leadership::Seat;
+pub use leadership::{LeaderContext, Leadership};
 pub use observer::{ElectionObserver, LeaderEvent, LeaderInfo};
 
 /// A session's handle on one election: campaign for it, read or observe its leader.
@@ -130,10 +134,11 @@ impl Election {
                 local,
             );
             let entered = pending.entered().await?;
-            let seat = Seat::new(&self.session, &self.observer.name, &self.key, entered.rev);
+            let context =
+                LeaderContext::new(&self.session, &self.observer.name, &self.key, entered.rev);
             if entered.existing_value.is_some_and(|old| old != value) {
                 debug!("adopting this lease's existing key; proclaiming the new value");
-                seat.proclaim(value).await.map_err(|e| match e {
+                context.proclaim(value).await.map_err(|e| match e {
                     // Our key vanished between the enter and the proclaim: the lease is gone.
                     Error::NotLeader(_) => Error::SessionExpired(self.session.lease()),
                     other => other,
@@ -145,7 +150,7 @@ impl Election {
                 wait_for_turn(&self.session, &self.observer.prefix, entered.rev).await?;
             }
             Span::current().record("fencing_token", entered.rev);
-            Ok(Leadership::new(seat, pending.keep()))
+            Ok(Leadership::new(context, pending.keep()))
         }
         .instrument(span)
         .await

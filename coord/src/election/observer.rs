@@ -107,7 +107,7 @@ impl ElectionObserver {
     }
 
     /// The current leader (the oldest key under `<name>/`), or [`Error::NoLeader`].
-    /// Already stale when it arrives; a leader acts on [`Leadership::is_leader`](super::Leadership::is_leader) instead.
+    /// Already stale when it arrives; a leader acts on [`LeaderContext::is_owner`](super::LeaderContext::is_owner) instead.
     pub async fn leader(&self) -> Result<LeaderInfo> {
         let (leader, _) = read_leader(&self.client, &self.prefix).await?;
         leader.ok_or_else(|| Error::NoLeader(self.name.clone()))

@@ -3,12 +3,13 @@
 //! with a compare-and-delete on their create revision ([`compare_delete`]), explicitly
 //! or in the background from a destructor ([`spawn_cleanup`]).
 
-use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnResponse};
+use etcd_client::{Client, Compare, GetOptions, PutOptions, Txn, TxnOp, TxnResponse};
 use tokio::sync::OwnedMutexGuard;
 use tracing::debug;
 
 use super::key::{txn_get, txn_rev};
 use super::retry::retrying;
+use crate::txn::{create_rev_is, key_missing};
 use crate::{Error, Result, Session};
 
 /// A key we created and the revision that created it (our place in line, and the
@@ -34,9 +35,7 @@ pub(crate) async fn create_key(
     let options = lease.map(|id| PutOptions::new().with_lease(id));
     let mut ops = vec![TxnOp::put(key, value, options)];
     ops.extend(reads.iter().cloned());
-    let txn = Txn::new()
-        .when([Compare::create_revision(key, CompareOp::Equal, 0)])
-        .and_then(ops);
+    let txn = Txn::new().when([key_missing(key)]).and_then(ops);
     let resp = client.txn(txn).await.map_err(|e| match (lease, e) {
         (Some(id), etcd_client::Error::GRpcStatus(s))
             if s.message().contains("lease not found") =>
@@ -200,7 +199,7 @@ impl OwnedKey {
 
     /// True while our incarnation of the key exists, inside a txn.
     pub(crate) fn is_owner(&self) -> Compare {
-        Compare::create_revision(self.placed.key.as_str(), CompareOp::Equal, self.placed.rev)
+        create_rev_is(self.placed.key.as_str(), self.placed.rev)
     }
 
     /// Asks etcd whether our incarnation of the key still exists.
@@ -272,7 +271,7 @@ impl Drop for OwnedKey {
 /// lets the caller report the lost ownership.
 pub(crate) async fn compare_delete(client: &mut Client, key: &str, rev: i64) -> Result<bool> {
     let txn = Txn::new()
-        .when([Compare::create_revision(key, CompareOp::Equal, rev)])
+        .when([create_rev_is(key, rev)])
         .and_then([TxnOp::delete(key, None)])
         .or_else([TxnOp::get(key, Some(GetOptions::new().with_count_only()))]);
     // Retried on transient failures (a call routed to a dead etcd member fails at once).

@@ -22,7 +22,7 @@
 
 use std::collections::HashSet;
 
-use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp};
+use etcd_client::{GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp};
 use tokio::sync::OwnedMutexGuard;
 use tracing::debug;
 
@@ -31,6 +31,7 @@ use super::key::{header_rev, show, txn_get, txn_rev};
 use super::owned::{compare_delete, spawn_cleanup, PendingPut, Placed};
 use super::retry::retrying;
 use super::watch::wait_deleted;
+use crate::txn::key_missing;
 use crate::{Error, Result, Session};
 
 /// Where a freshly entered waiter stands.
@@ -56,7 +57,7 @@ pub(crate) async fn enter(
         .with_sort(SortTarget::Create, SortOrder::Ascend)
         .with_limit(1);
     let txn = Txn::new()
-        .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+        .when([key_missing(key)])
         .and_then([
             TxnOp::put(
                 key,

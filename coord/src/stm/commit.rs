@@ -5,10 +5,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{Client, Compare, PutOptions, Txn, TxnOp, TxnOpResponse};
 
 use super::Isolation;
 use crate::internal::key::{show, txn_rev};
+use crate::txn::{mod_rev_is, unchanged_since};
 use crate::Result;
 
 /// One remembered read.
@@ -94,10 +95,8 @@ pub(super) async fn commit(
     let compares: Vec<Compare> = checked
         .iter()
         .map(|(key, check)| match *check {
-            Check::Unchanged(rev) => Compare::mod_revision(key.clone(), CompareOp::Equal, rev),
-            Check::NotWrittenAfter(rev) => {
-                Compare::mod_revision(key.clone(), CompareOp::Less, rev + 1)
-            }
+            Check::Unchanged(rev) => mod_rev_is(key.clone(), rev),
+            Check::NotWrittenAfter(rev) => unchanged_since(key.clone(), rev),
         })
         .collect();
     let puts: Vec<TxnOp> = writes

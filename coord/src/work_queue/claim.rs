@@ -6,8 +6,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
-    WatchOptions,
+    Client, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, WatchOptions,
 };
 use tracing::{debug, field, info_span, Instrument, Span};
 
@@ -18,6 +17,7 @@ use crate::internal::owned::{PendingPut, Placed};
 use crate::internal::retry::{retrying, Backoff};
 use crate::internal::watch::watch_from_now;
 use crate::metrics;
+use crate::txn::{self, key_missing, mod_rev_is, Ops};
 use crate::{Error, Result, Session};
 
 /// Items read per round when looking for a claimable one.
@@ -104,7 +104,7 @@ impl WorkQueue {
     /// One pass over the head of the queue. Returns the claim, or when the earliest
     /// delayed item becomes deliverable (ms since epoch), if any.
     async fn try_claim_round(&self, session: &Session) -> Result<(Option<Claimed>, Option<u64>)> {
-        let mut client = self.client.clone();
+        let client = self.client.clone();
         let items_end = prefix_end(&self.items());
         let mut from = self.items().into_bytes();
         let mut wake_at: Option<u64> = None;
@@ -157,7 +157,7 @@ impl WorkQueue {
                         // Not an item of ours: set it aside rather than let it block
                         // every consumer of the queue.
                         tracing::warn!(key = %item_key, error = %e, "malformed queue item dead-lettered");
-                        self.dead_letter(&mut client, &item_key, &slot, kv, None)
+                        self.dead_letter(&client, &item_key, &slot, kv, None)
                             .await?;
                         continue;
                     }
@@ -169,7 +169,7 @@ impl WorkQueue {
                     continue;
                 }
                 if envelope.attempts >= self.max_attempts {
-                    self.dead_letter(&mut client, &item_key, &slot, kv, Some(&envelope))
+                    self.dead_letter(&client, &item_key, &slot, kv, Some(&envelope))
                         .await?;
                     continue;
                 }
@@ -214,8 +214,8 @@ impl WorkQueue {
         .to_string();
         let txn = Txn::new()
             .when([
-                Compare::mod_revision(item_key, CompareOp::Equal, item_rev),
-                Compare::version(claim_key.as_str(), CompareOp::Equal, 0),
+                mod_rev_is(item_key, item_rev),
+                key_missing(claim_key.as_str()),
             ])
             .and_then([
                 TxnOp::put(
@@ -276,7 +276,7 @@ impl WorkQueue {
     /// two areas, and a concurrent claim or nack wins over the move.
     async fn dead_letter(
         &self,
-        client: &mut Client,
+        client: &Client,
         item_key: &str,
         slot: &str,
         item: &etcd_client::KeyValue,
@@ -284,21 +284,20 @@ impl WorkQueue {
     ) -> Result<()> {
         let claim_key = format!("{}{slot}", self.claims());
         let dead_key = format!("{}{slot}", self.dead());
-        let mut ops = vec![
-            TxnOp::put(dead_key.as_str(), item.value().to_vec(), None),
-            TxnOp::delete(item_key, None),
-        ];
+        let mut moved = Ops::new()
+            .put(dead_key.as_str(), item.value())
+            .delete(item_key);
         // A malformed item has no readable id; its id key (if any) is left behind.
         if let Some(envelope) = envelope {
-            ops.push(TxnOp::delete(self.id_key(&envelope.id), None));
+            moved = moved.delete(self.id_key(&envelope.id));
         }
-        let txn = Txn::new()
-            .when([
-                Compare::mod_revision(item_key, CompareOp::Equal, item.mod_revision()),
-                Compare::version(claim_key.as_str(), CompareOp::Equal, 0),
-            ])
-            .and_then(ops);
-        if client.txn(txn).await?.succeeded() {
+        let outcome = txn::Txn::new()
+            .when(mod_rev_is(item_key, item.mod_revision()))
+            .when(key_missing(claim_key.as_str()))
+            .then(moved)
+            .commit(client)
+            .await?;
+        if outcome.succeeded() {
             if let Some(envelope) = envelope {
                 tracing::warn!(id = %envelope.id, attempts = envelope.attempts, "item dead-lettered");
             }

@@ -3,13 +3,14 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
+use etcd_client::{Client, Compare};
 use tracing::{info_span, Instrument};
 
 use super::now_ms;
 use super::wire::{encode_item, Envelope};
 use crate::internal::owned::{compare_delete, spawn_cleanup, Placed};
 use crate::metrics;
+use crate::txn::{create_rev_is, Ops, Txn};
 use crate::{Error, Result};
 
 /// An item this consumer holds. Finish it with [`Claimed::ack`] (done) or
@@ -59,9 +60,10 @@ impl Claimed {
         self.claim.rev
     }
 
-    /// A txn comparison true only while this claim is still ours.
-    pub fn is_claim_held(&self) -> Compare {
-        Compare::create_revision(self.claim.key.as_str(), CompareOp::Equal, self.claim.rev)
+    /// A txn comparison true only while this claim is still ours (the claim key is
+    /// still the incarnation we created). Guard etcd side effects of this delivery with it.
+    pub fn is_owner(&self) -> Compare {
+        create_rev_is(self.claim.key.as_str(), self.claim.rev)
     }
 
     /// Done: deletes the item (and its claim and id) — only if the claim is still ours.
@@ -70,12 +72,16 @@ impl Claimed {
     pub async fn ack(mut self) -> Result<()> {
         let span =
             info_span!("coord.queue.ack", id = %self.envelope.id, attempt = self.envelope.attempts);
-        let txn = Txn::new().when([self.is_claim_held()]).and_then([
-            TxnOp::delete(self.item_key.as_str(), None),
-            TxnOp::delete(self.claim.key.as_str(), None),
-            TxnOp::delete(self.id_key.as_str(), None),
-        ]);
-        let resp = self.client.txn(txn).instrument(span).await?;
+        let done = Ops::new()
+            .delete(self.item_key.as_str())
+            .delete(self.claim.key.as_str())
+            .delete(self.id_key.as_str());
+        let resp = Txn::new()
+            .when(self.is_owner())
+            .then(done)
+            .commit(&self.client)
+            .instrument(span)
+            .await?;
         self.settled = true;
         if resp.succeeded() {
             metrics::queue_event(metrics::QUEUE_ACKS, &self.queue);
@@ -95,15 +101,18 @@ impl Claimed {
         let span = info_span!("coord.queue.nack", id = %self.envelope.id, attempt = self.envelope.attempts, ?delay);
         let mut envelope = self.envelope.clone();
         envelope.not_before_ms = now_ms() + delay.as_millis() as u64;
-        let txn = Txn::new().when([self.is_claim_held()]).and_then([
-            TxnOp::put(
+        let give_back = Ops::new()
+            .put(
                 self.item_key.as_str(),
                 encode_item(&envelope, &self.payload),
-                None,
-            ),
-            TxnOp::delete(self.claim.key.as_str(), None),
-        ]);
-        let resp = self.client.txn(txn).instrument(span).await?;
+            )
+            .delete(self.claim.key.as_str());
+        let resp = Txn::new()
+            .when(self.is_owner())
+            .then(give_back)
+            .commit(&self.client)
+            .instrument(span)
+            .await?;
         self.settled = true;
         if resp.succeeded() {
             metrics::queue_event(metrics::QUEUE_NACKS, &self.queue);

@@ -39,7 +39,7 @@
 //!   shop's payment worker relies on a unique payment per order in its database).
 //! - A claim outlives a stalled consumer by up to the session TTL; a consumer paused
 //!   longer than that may find, when it wakes, that someone else has the item. Guard
-//!   side effects with [`Claimed::is_claim_held`] or an idempotency key.
+//!   side effects with [`Claimed::is_owner`] or an idempotency key.
 //! - A value under `items/` that this crate did not write (or a key outside the
 //!   layout) is moved to `dead/` as it is, with a warning, instead of failing every
 //!   claim; its `ids/` key, unreadable, stays behind.
@@ -53,12 +53,13 @@ pub(crate) mod wire;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use etcd_client::{Client, Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
+use etcd_client::{Client, GetOptions, SortOrder, SortTarget};
 use tracing::{debug, field, info_span, Instrument, Span};
 
-use crate::internal::key::{dir_prefix, show, txn_get};
+use crate::internal::key::{dir_prefix, show};
 use crate::internal::retry::Backoff;
 use crate::metrics;
+use crate::txn::{key_missing, mod_rev_is, Ops, Txn};
 use crate::{Error, Result};
 pub use claimed::Claimed;
 use wire::{decode_item, encode_item, Envelope};
@@ -195,19 +196,19 @@ impl WorkQueue {
                 enqueued_ms: now_ms(),
                 not_before_ms: 0,
             };
-            let txn = Txn::new()
-                .when([
-                    Compare::mod_revision(seq_key.as_str(), CompareOp::Equal, seq_rev),
-                    Compare::version(id_key.as_str(), CompareOp::Equal, 0),
-                ])
-                .and_then([
-                    TxnOp::put(seq_key.as_str(), next.to_string(), None),
-                    TxnOp::put(id_key.as_str(), item_key.as_str(), None),
-                    TxnOp::put(item_key.as_str(), encode_item(&envelope, payload), None),
-                ])
-                .or_else([TxnOp::get(id_key.as_str(), None)]);
-            let resp = self.client.clone().txn(txn).await?;
-            if resp.succeeded() {
+            let outcome = Txn::new()
+                .when(mod_rev_is(seq_key.as_str(), seq_rev))
+                .when(key_missing(id_key.as_str()))
+                .then(
+                    Ops::new()
+                        .put(seq_key.as_str(), next.to_string())
+                        .put(id_key.as_str(), item_key.as_str())
+                        .put(item_key.as_str(), encode_item(&envelope, payload)),
+                )
+                .or_else(Ops::new().get(id_key.as_str()))
+                .commit(&self.client)
+                .await?;
+            if outcome.succeeded() {
                 debug!(id, item = %item_key, "enqueued");
                 Span::current().record("created", true);
                 metrics::queue_event(metrics::QUEUE_ENQUEUED, &self.prefix);
@@ -216,7 +217,7 @@ impl WorkQueue {
                     created: true,
                 });
             }
-            if txn_get(&resp, 0).is_some_and(|g| g.count() > 0) {
+            if outcome.kv(id_key.as_str())?.is_some() {
                 Span::current().record("created", false);
                 return Ok(Enqueued {
                     id: id.to_owned(),
