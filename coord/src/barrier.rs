@@ -30,8 +30,8 @@
 use etcd_client::Client;
 use tracing::{info_span, Instrument};
 
-use crate::internal::owned::{create_key, PendingPut, Placed};
-use crate::internal::watch::wait_key;
+use crate::ownership::owned::{create_key, PendingPut, Placed};
+use crate::plumbing::watch::wait_key;
 use crate::{Error, Result, Session};
 
 /// A barrier on one etcd key. Cheap to create and clone.

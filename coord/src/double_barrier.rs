@@ -51,10 +51,10 @@
 use etcd_client::{GetOptions, KeyValue, SortOrder, SortTarget, Txn, TxnOp, TxnResponse};
 use tracing::{debug, field, info_span, Instrument, Span};
 
-use crate::internal::key::{dir_prefix, show, txn_get, txn_rev, unix_nanos};
-use crate::internal::owned::{create_unique, OwnedKey, PendingPut, Placed};
-use crate::internal::retry::retrying;
-use crate::internal::watch::{wait_deleted, wait_key};
+use crate::ownership::owned::{create_unique, OwnedKey, PendingPut, Placed};
+use crate::plumbing::key::{dir_prefix, show, txn_get, txn_rev, unix_nanos};
+use crate::plumbing::retry::retrying;
+use crate::plumbing::watch::{wait_deleted, wait_key};
 use crate::txn::{create_rev_is, mod_rev_is};
 use crate::{Error, Result, Session};
 

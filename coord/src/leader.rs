@@ -41,8 +41,8 @@ use tracing::{info, info_span, warn, Instrument};
 
 pub use crate::election::LeaderContext;
 use crate::election::{Election, Leadership};
-use crate::internal::retry::Backoff;
 use crate::metrics;
+use crate::plumbing::retry::Backoff;
 use crate::{Error, Result, Session};
 
 /// How a leader job run ended.

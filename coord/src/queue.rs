@@ -31,10 +31,10 @@ use etcd_client::{Client, GetOptions, KeyValue, SortOrder, SortTarget, Txn, TxnO
 use tokio::task::JoinHandle;
 use tracing::{debug, info_span, Instrument};
 
-use crate::internal::key::{dir_prefix, header_rev, show, unix_nanos};
-use crate::internal::owned::{create_key, spawn_cleanup};
-use crate::internal::retry::Backoff;
-use crate::internal::watch::watch_from_now;
+use crate::ownership::owned::{create_key, spawn_cleanup};
+use crate::plumbing::key::{dir_prefix, header_rev, show, unix_nanos};
+use crate::plumbing::retry::Backoff;
+use crate::plumbing::watch::watch_from_now;
 use crate::txn::{mod_rev_is, unchanged_since};
 use crate::{Error, Result};
 

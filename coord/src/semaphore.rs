@@ -49,11 +49,11 @@ use etcd_client::{
 };
 use tracing::{debug, field, info_span, Instrument, Span};
 
-use crate::internal::key::{dir_prefix, show, txn_get, unix_nanos};
-use crate::internal::owned::{create_unique, OwnedKey, PendingPut, Placed};
-use crate::internal::retry::{retrying, Backoff};
-use crate::internal::watch::watch_from_now;
 use crate::metrics::{LockHold, LockWait};
+use crate::ownership::owned::{create_unique, OwnedKey, PendingPut, Placed};
+use crate::plumbing::key::{dir_prefix, show, txn_get, unix_nanos};
+use crate::plumbing::retry::{retrying, Backoff};
+use crate::plumbing::watch::watch_from_now;
 use crate::txn::create_rev_is;
 use crate::{Error, Result, Session};
 

@@ -65,7 +65,7 @@ use etcd_client::{
     TxnOp, TxnOpResponse,
 };
 
-use crate::internal::key::{show, txn_rev};
+use crate::plumbing::key::{show, txn_rev};
 use crate::{Error, Result};
 
 /// True when `key` does not exist (its create revision is 0).

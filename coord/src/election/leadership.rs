@@ -10,9 +10,9 @@ use etcd_client::Compare;
 use tokio::sync::OwnedMutexGuard;
 use tracing::{debug, info_span, Span};
 
-use crate::internal::owned::compare_delete;
-use crate::internal::waiters::release_in_background;
-use crate::internal::watch::wait_deleted;
+use crate::ownership::owned::compare_delete;
+use crate::ownership::waiters::release_in_background;
+use crate::plumbing::watch::wait_deleted;
 use crate::txn::{create_rev_is, Ops, Txn};
 use crate::{Error, Result, Session};
 

@@ -59,8 +59,8 @@ use etcd_client::Client;
 use futures::Stream;
 use tracing::{debug, field, info_span, Instrument, Span};
 
-use crate::internal::key::lease_key;
-use crate::internal::waiters::{wait_for_turn, PendingKey};
+use crate::ownership::waiters::{wait_for_turn, PendingKey};
+use crate::plumbing::key::lease_key;
 use crate::{Error, Result, Session};
 pub use leadership::{LeaderContext, Leadership};
 pub use observer::{ElectionObserver, LeaderEvent, LeaderInfo};

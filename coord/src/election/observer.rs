@@ -10,8 +10,8 @@ use etcd_client::{
 use futures::Stream;
 use tracing::{debug, info_span, Instrument};
 
-use crate::internal::key::{dir_prefix, header_rev, show};
-use crate::internal::retry::Backoff;
+use crate::plumbing::key::{dir_prefix, header_rev, show};
+use crate::plumbing::retry::Backoff;
 use crate::{Error, Result};
 
 /// Read-only access to an election ([`Election::observer`](super::Election::observer)): who leads, and a stream of

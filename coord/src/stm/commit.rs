@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use etcd_client::{Client, Compare, PutOptions, Txn, TxnOp, TxnOpResponse};
 
 use super::Isolation;
-use crate::internal::key::{show, txn_rev};
+use crate::plumbing::key::{show, txn_rev};
 use crate::txn::{mod_rev_is, unchanged_since};
 use crate::Result;
 

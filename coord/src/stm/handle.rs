@@ -11,8 +11,8 @@ use tracing::warn;
 
 use super::commit::{Attempt, Read, Write};
 use super::Isolation;
-use crate::internal::key::{show, txn_rev};
-use crate::internal::retry::retrying;
+use crate::plumbing::key::{show, txn_rev};
+use crate::plumbing::retry::retrying;
 use crate::{Error, Result};
 
 #[derive(Debug)]

@@ -12,11 +12,11 @@ use tracing::{debug, field, info_span, Instrument, Span};
 
 use super::wire::{decode_item, encode_item, parse_slot, Envelope};
 use super::{now_ms, Claimed, WorkQueue};
-use crate::internal::key::{show, txn_get, txn_rev};
-use crate::internal::owned::{PendingPut, Placed};
-use crate::internal::retry::{retrying, Backoff};
-use crate::internal::watch::watch_from_now;
 use crate::metrics;
+use crate::ownership::owned::{PendingPut, Placed};
+use crate::plumbing::key::{show, txn_get, txn_rev};
+use crate::plumbing::retry::{retrying, Backoff};
+use crate::plumbing::watch::watch_from_now;
 use crate::txn::{self, key_missing, mod_rev_is, Ops};
 use crate::{Error, Result, Session};
 

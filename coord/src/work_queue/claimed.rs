@@ -8,8 +8,8 @@ use tracing::{info_span, Instrument};
 
 use super::now_ms;
 use super::wire::{encode_item, Envelope};
-use crate::internal::owned::{compare_delete, spawn_cleanup, Placed};
 use crate::metrics;
+use crate::ownership::owned::{compare_delete, spawn_cleanup, Placed};
 use crate::txn::{create_rev_is, Ops, Txn};
 use crate::{Error, Result};
 

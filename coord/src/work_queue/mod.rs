@@ -56,9 +56,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use etcd_client::{Client, GetOptions, SortOrder, SortTarget};
 use tracing::{debug, field, info_span, Instrument, Span};
 
-use crate::internal::key::{dir_prefix, show};
-use crate::internal::retry::Backoff;
 use crate::metrics;
+use crate::plumbing::key::{dir_prefix, show};
+use crate::plumbing::retry::Backoff;
 use crate::txn::{key_missing, mod_rev_is, Ops, Txn};
 use crate::{Error, Result};
 pub use claimed::Claimed;

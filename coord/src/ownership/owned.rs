@@ -7,8 +7,8 @@ use etcd_client::{Client, Compare, GetOptions, PutOptions, Txn, TxnOp, TxnRespon
 use tokio::sync::OwnedMutexGuard;
 use tracing::debug;
 
-use super::key::{txn_get, txn_rev};
-use super::retry::retrying;
+use crate::plumbing::key::{txn_get, txn_rev};
+use crate::plumbing::retry::retrying;
 use crate::txn::{create_rev_is, key_missing};
 use crate::{Error, Result, Session};
 
@@ -55,7 +55,7 @@ pub(crate) async fn create_key(
 }
 
 /// Creates a new key named by `name_key` (called again on a collision, so it must
-/// produce a fresh name each time, e.g. with [`unix_nanos`](super::key::unix_nanos)) under the session's
+/// produce a fresh name each time, e.g. with [`unix_nanos`](crate::plumbing::key::unix_nanos)) under the session's
 /// lease, with `reads` in the same transaction. Go's `newUniqueEphemeralKV`.
 pub(crate) async fn create_unique(
     session: &Session,
