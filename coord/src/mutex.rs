@@ -38,7 +38,7 @@ use tokio::sync::OwnedMutexGuard;
 use tracing::{field, info_span, Instrument, Span};
 
 use crate::metrics::{LockHold, LockWait};
-use crate::ownership::owned::compare_delete;
+use crate::ownership::owned::{compare_delete, incarnation_exists};
 use crate::ownership::waiters::{release_in_background, wait_for_turn, PendingKey};
 use crate::plumbing::key::{dir_prefix, lease_key};
 use crate::txn::create_rev_is;
@@ -177,11 +177,7 @@ impl MutexGuard {
     /// Asks etcd whether our key is still there (the lock is still ours). A `true` is
     /// already stale when it arrives; use [`MutexGuard::is_owner`] in a txn to act on it.
     pub async fn is_held(&self) -> Result<bool> {
-        let resp = self.session.client().get(self.key.as_str(), None).await?;
-        Ok(resp
-            .kvs()
-            .first()
-            .is_some_and(|kv| kv.create_revision() == self.rev))
+        incarnation_exists(&self.session.client(), &self.key, self.rev).await
     }
 
     /// Releases the lock. Fails with [`Error::OwnershipLost`] if the key was no longer

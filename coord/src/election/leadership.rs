@@ -10,7 +10,7 @@ use etcd_client::Compare;
 use tokio::sync::OwnedMutexGuard;
 use tracing::{debug, info_span, Span};
 
-use crate::ownership::owned::compare_delete;
+use crate::ownership::owned::{compare_delete, incarnation_exists};
 use crate::ownership::waiters::release_in_background;
 use crate::plumbing::watch::wait_deleted;
 use crate::txn::{create_rev_is, Ops, Txn};
@@ -88,11 +88,7 @@ impl LeaderContext {
     /// Asks etcd whether this term still lasts. A `true` is stale on arrival; act on
     /// [`LeaderContext::is_owner`] in a txn instead.
     pub async fn is_held(&self) -> Result<bool> {
-        let resp = self.session.client().get(self.key.as_str(), None).await?;
-        Ok(resp
-            .kvs()
-            .first()
-            .is_some_and(|kv| kv.create_revision() == self.rev))
+        incarnation_exists(&self.session.client(), &self.key, self.rev).await
     }
 
     /// Resolves when the term ends: our key is deleted (lease expired or revoked,

@@ -20,6 +20,32 @@ pub(crate) struct Placed {
     pub rev: i64,
 }
 
+impl Placed {
+    /// True while this incarnation of the key exists, inside a txn.
+    pub(crate) fn is_owner(&self) -> Compare {
+        create_rev_is(self.key.as_str(), self.rev)
+    }
+
+    /// Compare-and-deletes this incarnation in the background: what a destructor does
+    /// with a key it still owns.
+    pub(crate) fn delete_in_background(&self, client: &Client) {
+        let (mut client, placed) = (client.clone(), self.clone());
+        spawn_cleanup(async move {
+            let _ = compare_delete(&mut client, &placed.key, placed.rev).await;
+        });
+    }
+}
+
+/// Asks etcd whether `key` is still the incarnation created at revision `rev` (what a
+/// guard's `is_held` answers; stale on arrival).
+pub(crate) async fn incarnation_exists(client: &Client, key: &str, rev: i64) -> Result<bool> {
+    let resp = client.clone().get(key, None).await?;
+    Ok(resp
+        .kvs()
+        .first()
+        .is_some_and(|kv| kv.create_revision() == rev))
+}
+
 /// Puts `key` = `value` (attached to `lease` when given) only if it does not exist, and
 /// runs `reads` in the same transaction right after the put (so they see our key at
 /// the revision that created it). Returns `None` when the key already existed.
@@ -199,20 +225,12 @@ impl OwnedKey {
 
     /// True while our incarnation of the key exists, inside a txn.
     pub(crate) fn is_owner(&self) -> Compare {
-        create_rev_is(self.placed.key.as_str(), self.placed.rev)
+        self.placed.is_owner()
     }
 
     /// Asks etcd whether our incarnation of the key still exists.
     pub(crate) async fn exists(&self) -> Result<bool> {
-        let resp = self
-            .client
-            .clone()
-            .get(self.placed.key.as_str(), None)
-            .await?;
-        Ok(resp
-            .kvs()
-            .first()
-            .is_some_and(|kv| kv.create_revision() == self.placed.rev))
+        incarnation_exists(&self.client, &self.placed.key, self.placed.rev).await
     }
 
     /// Compare-and-deletes the key; returns whether it was still ours. After this call
@@ -253,13 +271,9 @@ impl std::fmt::Debug for OwnedKey {
 
 impl Drop for OwnedKey {
     fn drop(&mut self) {
-        if self.deleted {
-            return;
+        if !self.deleted {
+            self.placed.delete_in_background(&self.client);
         }
-        let (mut client, placed) = (self.client.clone(), self.placed.clone());
-        spawn_cleanup(async move {
-            let _ = compare_delete(&mut client, &placed.key, placed.rev).await;
-        });
     }
 }
 

@@ -9,8 +9,8 @@ use tracing::{info_span, Instrument};
 use super::now_ms;
 use super::wire::{encode_item, Envelope};
 use crate::metrics;
-use crate::ownership::owned::{compare_delete, spawn_cleanup, Placed};
-use crate::txn::{create_rev_is, Ops, Txn};
+use crate::ownership::owned::Placed;
+use crate::txn::{Ops, Txn};
 use crate::{Error, Result};
 
 /// An item this consumer holds. Finish it with [`Claimed::ack`] (done) or
@@ -63,7 +63,7 @@ impl Claimed {
     /// A txn comparison true only while this claim is still ours (the claim key is
     /// still the incarnation we created). Guard etcd side effects of this delivery with it.
     pub fn is_owner(&self) -> Compare {
-        create_rev_is(self.claim.key.as_str(), self.claim.rev)
+        self.claim.is_owner()
     }
 
     /// Done: deletes the item (and its claim and id) — only if the claim is still ours.
@@ -76,19 +76,9 @@ impl Claimed {
             .delete(self.item_key.as_str())
             .delete(self.claim.key.as_str())
             .delete(self.id_key.as_str());
-        let resp = Txn::new()
-            .when(self.is_owner())
-            .then(done)
-            .commit(&self.client)
+        self.settle(done, metrics::QUEUE_ACKS)
             .instrument(span)
-            .await?;
-        self.settled = true;
-        if resp.succeeded() {
-            metrics::queue_event(metrics::QUEUE_ACKS, &self.queue);
-            Ok(())
-        } else {
-            Err(Error::OwnershipLost(self.claim.key.clone()))
-        }
+            .await
     }
 
     /// Gives the item back for redelivery now.
@@ -107,15 +97,22 @@ impl Claimed {
                 encode_item(&envelope, &self.payload),
             )
             .delete(self.claim.key.as_str());
-        let resp = Txn::new()
-            .when(self.is_owner())
-            .then(give_back)
-            .commit(&self.client)
+        self.settle(give_back, metrics::QUEUE_NACKS)
             .instrument(span)
+            .await
+    }
+
+    /// Commits `ops` only while the claim is still ours, and counts `event` if it did.
+    /// Either way the claim is settled: [`Error::OwnershipLost`] when it was not ours.
+    async fn settle(&mut self, ops: Ops, event: &'static str) -> Result<()> {
+        let outcome = Txn::new()
+            .when(self.is_owner())
+            .then(ops)
+            .commit(&self.client)
             .await?;
         self.settled = true;
-        if resp.succeeded() {
-            metrics::queue_event(metrics::QUEUE_NACKS, &self.queue);
+        if outcome.succeeded() {
+            metrics::queue_event(event, &self.queue);
             Ok(())
         } else {
             Err(Error::OwnershipLost(self.claim.key.clone()))
@@ -135,12 +132,8 @@ impl std::fmt::Debug for Claimed {
 
 impl Drop for Claimed {
     fn drop(&mut self) {
-        if self.settled {
-            return;
+        if !self.settled {
+            self.claim.delete_in_background(&self.client);
         }
-        let (mut client, claim) = (self.client.clone(), self.claim.clone());
-        spawn_cleanup(async move {
-            let _ = compare_delete(&mut client, &claim.key, claim.rev).await;
-        });
     }
 }

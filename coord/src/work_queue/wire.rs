@@ -121,30 +121,11 @@ mod tests {
         }
     }
 
-    /// What the fuzz target `queue_items` checks, on one input: every queue decoder
-    /// (item, slot, priority-queue key) returns a value or an error and never panics,
-    /// and whatever decodes encodes back to the same value.
-    fn decode_everything(data: &[u8]) {
-        if let Ok((envelope, payload)) = decode_item("fuzz", data) {
-            let again = encode_item(&envelope, &payload);
-            let decoded = decode_item("fuzz", &again).expect("a re-encoded item decodes");
-            assert_eq!(decoded, (envelope, payload), "item round trip");
-        }
-        let Ok(text) = std::str::from_utf8(data) else {
-            return;
-        };
-        if let Ok((priority, seq)) = parse_slot(text) {
-            assert!(priority <= MAX_PRIORITY);
-            let canonical = format!("{priority:05}/{seq:020}");
-            assert_eq!(
-                parse_slot(&canonical).expect("canonical slot"),
-                (priority, seq)
-            );
-        }
-        if let Ok(next) = next_sequence(text) {
-            assert!(next >= 1);
-        }
-    }
+    // `fn queue_items(data)`: the fuzz target's checks, shared with it.
+    include!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fuzz/checks/queue_items.rs"
+    ));
 
     /// The committed seed corpus of the fuzz target (`fuzz/corpus/queue_items`).
     #[test]
@@ -153,7 +134,7 @@ mod tests {
         let mut seen = 0;
         for entry in std::fs::read_dir(dir).expect("fuzz/corpus/queue_items") {
             let data = std::fs::read(entry.unwrap().path()).unwrap();
-            decode_everything(&data);
+            queue_items(&data);
             seen += 1;
         }
         assert!(seen >= 5, "the corpus has its seeds ({seen})");
@@ -186,12 +167,12 @@ mod tests {
 
         #[test]
         fn random_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..256)) {
-            decode_everything(&data);
+            queue_items(&data);
         }
 
         #[test]
         fn random_text_never_panics(text in "\\PC{0,40}") {
-            decode_everything(text.as_bytes());
+            queue_items(text.as_bytes());
         }
 
         /// Real items with one byte changed: close to valid, where decoders break.
@@ -206,10 +187,10 @@ mod tests {
         ) {
             let envelope = Envelope { id, attempts, enqueued_ms, not_before_ms: 0 };
             let mut stored = encode_item(&envelope, &payload);
-            decode_everything(&stored);
+            queue_items(&stored);
             let i = at.index(stored.len());
             stored[i] = byte;
-            decode_everything(&stored);
+            queue_items(&stored);
         }
     }
 }
