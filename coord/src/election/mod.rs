@@ -51,6 +51,11 @@
 //! A process that resumes its previous lease ([`crate::SessionBuilder::lease`]) and
 //! campaigns again adopts its existing key and place in line (Go's `ResumeElection`);
 //! if the value differs, the new one is proclaimed first.
+//!
+//! # Files
+//! `mod.rs`: [`Election`] and campaigning; `leadership.rs`: [`Leadership`] and the
+//! [`LeaderContext`] a leader acts through; `observer.rs`: [`ElectionObserver`], who
+//! leads and the stream of leader changes.
 
 mod leadership;
 mod observer;

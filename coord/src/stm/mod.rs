@@ -109,6 +109,11 @@
 //!   internally (reads are idempotent) before the error reaches the closure.
 //! - If the closure catches a read error and returns `Ok` anyway, the attempt commits
 //!   with the reads that did succeed (those are still checked).
+//!
+//! # Files
+//! `mod.rs`: [`Options`], [`Abort`] and [`run`], the retry loop; `handle.rs`: [`Stm`],
+//! the reads (pinned to a snapshot) and buffered writes of one attempt; `commit.rs`:
+//! what an attempt recorded and the one transaction that commits it.
 
 mod commit;
 mod handle;

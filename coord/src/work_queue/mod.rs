@@ -46,6 +46,11 @@
 //! - Finding the next item reads up to 64 items and all claims per round, so the cost
 //!   grows with the number of items *in flight* at the head of the queue, not with the
 //!   queue's length; a queue whose head is full of delayed (nacked) items costs more.
+//!
+//! # Files
+//! `mod.rs`: [`WorkQueue`], enqueueing and the queue's counts; `claim.rs`: claiming
+//! (and dead-lettering on the way); `claimed.rs`: [`Claimed`], ack and nack; `wire.rs`:
+//! the stored form of an item and its slot (crate-private).
 
 mod claim;
 mod claimed;
