@@ -1,10 +1,10 @@
 //! The work queues' part of the model: `coord::work_queue`'s items, claims and dead
-//! letters, decoded with coord's own functions, payloads read as shop-common's payment
+//! letters, read with coord's own `StoredItem`, payloads read as shop-common's payment
 //! items.
 
 use std::collections::{BTreeMap, HashMap};
 
-use coord::work_queue::{decode_item, parse_slot};
+use coord::work_queue::StoredItem;
 use serde::Serialize;
 use shop_common::payments::PaymentItem;
 
@@ -80,21 +80,18 @@ pub(super) fn view(
             Some(("dead", slot)) => ("dead", slot),
             _ => continue,
         };
-        let decoded = parse_slot(slot).and_then(|(priority, seq)| {
-            decode_item(&kv.key, &kv.value)
-                .map(|(envelope, payload)| (priority, seq, envelope, payload))
-        });
-        let Ok((priority, seq, envelope, payload)) = decoded else {
+        let Ok(stored) = StoredItem::decode(slot, &kv.key, &kv.value) else {
             view.malformed += 1;
             continue;
         };
-        let payment = PaymentItem::decode(&payload).ok();
+        let payment = PaymentItem::decode(&stored.payload).ok();
+        let priority = stored.priority;
         let item = QueueItem {
-            id: envelope.id,
+            id: stored.id,
             priority,
-            seq,
-            attempts: envelope.attempts,
-            enqueued_ms: envelope.enqueued_ms,
+            seq: stored.seq,
+            attempts: stored.attempts,
+            enqueued_ms: stored.enqueued_ms,
             customer: payment.as_ref().map(|p| p.customer_id.clone()),
             tier: payment.map(|p| p.tier),
             claim: if area == "items" {

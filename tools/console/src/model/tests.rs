@@ -1,5 +1,4 @@
 use super::*;
-use coord::work_queue::{encode_item, Envelope};
 
 const P: &str = "/shop";
 
@@ -125,14 +124,9 @@ fn leader_history_records_changes_once() {
     assert_eq!(history.changes().count(), 3);
 }
 
+/// An item as coord's work queue stores it: a header line, then the payload.
 fn item(id: &str, attempts: u32, payload: &str) -> String {
-    let envelope = Envelope {
-        id: id.into(),
-        attempts,
-        enqueued_ms: 1,
-        not_before_ms: 0,
-    };
-    String::from_utf8(encode_item(&envelope, payload.as_bytes())).unwrap()
+    format!("coord-wq/1 {{\"id\":\"{id}\",\"attempts\":{attempts},\"enqueued_ms\":1}}\n{payload}")
 }
 
 #[test]
