@@ -15,7 +15,7 @@ use coord::{Election, Mutex, Session};
 use fantoccini::{Client, ClientBuilder};
 use serde_json::{json, Value};
 use shop_common::jobs::election_name;
-use shop_common::testing::{crash_leader, etcd_client};
+use shop_common::testing::crash_leader;
 use shop_common::ServiceName;
 use shop_harness::Services;
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
@@ -25,7 +25,7 @@ use shop_proto::v1::{
     SetStockRequest, Strategy,
 };
 
-use crate::support::{start_console, Sources};
+use crate::support::{session, start_console, Sources};
 
 fn chromedriver() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("CHROMEDRIVER") {
@@ -114,14 +114,6 @@ impl Browser {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-}
-
-async fn session() -> Session {
-    Session::builder(etcd_client().await)
-        .ttl(10)
-        .build()
-        .await
-        .unwrap()
 }
 
 fn order(

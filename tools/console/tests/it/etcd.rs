@@ -9,15 +9,7 @@ use shop_common::payments::{payment_queue, tier_priority, PaymentItem};
 use shop_common::testing::{etcd_client, unique_etcd_prefix, TcpProxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{eventually, start_console, state, state_where, Sources};
-
-async fn session() -> Session {
-    Session::builder(etcd_client().await)
-        .ttl(10)
-        .build()
-        .await
-        .unwrap()
-}
+use crate::support::{eventually, session, start_console, state, state_where, Sources};
 
 fn lock<'a>(s: &'a Value, name: &str) -> Option<&'a Value> {
     s["model"]["locks"]

@@ -27,13 +27,8 @@ pub async fn start_console(prefix: &str, sources: Sources) -> RunningServer {
         "ETCD_PREFIX" => Some(prefix.to_owned()),
         "INVENTORY_DATABASE_URL" => sources.inventory_database_url.clone(),
         "METRICS_TARGETS" => Some(targets.clone()),
-        "ETCD_USERNAME"
-        | "ETCD_PASSWORD"
-        | "ETCD_PASSWORD_FILE"
-        | "ETCD_CA_FILE"
-        | "ETCD_CERT_FILE"
-        | "ETCD_KEY_FILE"
-        | "ETCD_TLS_SERVER_NAME" => std::env::var(name).ok(),
+        // Auth and TLS of the etcd under test, when it has them.
+        other if other.starts_with("ETCD_") => std::env::var(other).ok(),
         _ => None,
     })
     .expect("console settings");
@@ -46,6 +41,15 @@ pub async fn start_console(prefix: &str, sources: Sources) -> RunningServer {
         .await
         .expect("console binds");
     RunningServer::spawn(console.local_addr(), |stop| console.run_until_stopped(stop))
+}
+
+/// A session of its own on the test's etcd (10 s TTL).
+pub async fn session() -> coord::Session {
+    coord::Session::builder(shop_common::testing::etcd_client().await)
+        .ttl(10)
+        .build()
+        .await
+        .unwrap()
 }
 
 /// An HTTP/1.0 exchange over a bare socket: (status, content type, body).
