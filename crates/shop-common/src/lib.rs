@@ -21,6 +21,7 @@ pub mod config;
 pub mod coordination;
 pub mod db;
 pub mod domain;
+pub mod env;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -31,10 +32,12 @@ pub mod metrics;
 pub mod payments;
 pub mod propagation;
 pub mod server;
+pub mod shell;
 pub mod telemetry;
 #[cfg(feature = "test-harness")]
 pub mod testing;
 
 pub use config::{CommonSettings, ConfigError, ServiceName};
 pub use server::{shutdown_signal, GrpcServer};
+pub use shell::ServiceShell;
 pub use telemetry::{init_telemetry, Telemetry};
