@@ -3,7 +3,7 @@
 //! # Layout
 //! | module | what it is for |
 //! |---|---|
-//! | [`env`] | one environment variable: blank is unset, a bad value names the variable |
+//! | [`env`](mod@env) | one environment variable: blank is unset, a bad value names the variable |
 //! | [`limits`] | request size, concurrency and time limits of every gRPC server |
 //! | [`config`] | settings from the environment (`GRPC_ADDR`, `DATABASE_URL`, `ETCD_*`, peers) |
 //! | [`telemetry`] | the one function that sets up logging and OTLP trace export for a process |

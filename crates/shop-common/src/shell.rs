@@ -5,7 +5,7 @@
 //! A service's `Application` is a [`ServiceShell`] plus its own handlers and
 //! background work:
 //! - `Application::build(settings)`: [`ServiceShell::build`], wire the handlers on
-//!   [`ServiceShell::pool`] and [`ServiceShell::session`], [`ServiceShell::add_service`];
+//!   [`ServiceShell::pool`] and [`ServiceShell::session`], add the gRPC service to [`ServiceShell::server`];
 //! - `local_addr()` / `metrics_addr()`: the shell's;
 //! - `run_until_stopped(shutdown)`: [`ServiceShell::run_until_stopped`] with the
 //!   service's background tasks (leader-elected jobs, queue workers), started through
@@ -16,7 +16,6 @@
 //! period, the etcd session is revoked (no lock outlives the process) and the pool is
 //! closed.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,9 +26,6 @@ use sqlx::migrate::Migrator;
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::body::Body;
-use tonic::codegen::{http, Service};
-use tonic::server::NamedService;
 
 use crate::config::{CommonSettings, JobSettings, ServiceName};
 use crate::coordination::SharedSession;
@@ -98,18 +94,10 @@ impl ServiceShell {
         self.server.limits().max_message_bytes
     }
 
-    /// Routes `service` and reports it SERVING to health checks.
-    pub async fn add_service<S>(&mut self, service: S)
-    where
-        S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
-            + NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-    {
-        self.server.add_service(service).await;
+    /// The gRPC server, to add the service's own gRPC service to
+    /// ([`GrpcServer::add_service`]).
+    pub fn server(&mut self) -> &mut GrpcServer {
+        &mut self.server
     }
 
     /// The gRPC address actually bound.

@@ -116,6 +116,7 @@ impl Application {
         };
         let max_message = shell.max_message_bytes();
         shell
+            .server()
             .add_service(InventoryServiceServer::new(api).max_decoding_message_size(max_message))
             .await;
         tracing::info!(addr = %shell.local_addr(), default_strategy = %settings.default_strategy, "inventory service ready");

@@ -147,6 +147,7 @@ impl Application {
         );
         let max_message = shell.max_message_bytes();
         shell
+            .server()
             .add_service(OrderServiceServer::new(api).max_decoding_message_size(max_message))
             .await;
         tracing::info!(addr = %shell.local_addr(), inventory = %settings.common.peers.inventory, "order service ready");

@@ -130,6 +130,7 @@ impl Application {
         let api = PaymentApi::new(db, session, shell.leaders(vec![settle::JOB]));
         let max_message = shell.max_message_bytes();
         shell
+            .server()
             .add_service(PaymentServiceServer::new(api).max_decoding_message_size(max_message))
             .await;
         tracing::info!(addr = %shell.local_addr(), workers = settings.workers, "payment service ready");
