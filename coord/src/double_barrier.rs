@@ -48,16 +48,14 @@
 //! The usual lease caveat: a participant paused longer than its TTL is dropped from the
 //! barrier while it may still run.
 
-use etcd_client::{
-    Compare, CompareOp, GetOptions, KeyValue, SortOrder, SortTarget, Txn, TxnOp, TxnResponse,
-};
+use etcd_client::{GetOptions, KeyValue, SortOrder, SortTarget, Txn, TxnOp, TxnResponse};
 use tracing::{debug, field, info_span, Instrument, Span};
 
-use crate::key::{dir_prefix, show, txn_get, txn_rev};
-use crate::ops::{
-    create_unique, retrying, unix_nanos, until_lost, wait_deleted, wait_key, OwnedKey, PendingPut,
-    Placed,
-};
+use crate::ownership::owned::{create_unique, OwnedKey, PendingPut, Placed};
+use crate::plumbing::key::{dir_prefix, show, txn_get, txn_rev, unix_nanos};
+use crate::plumbing::retry::retrying;
+use crate::plumbing::watch::{wait_deleted, wait_key};
+use crate::txn::{create_rev_is, mod_rev_is};
 use crate::{Error, Result, Session};
 
 /// A double barrier for `count` participants, bound to a session. Cheap to create.
@@ -221,11 +219,7 @@ impl DoubleBarrier {
         loop {
             let ready = self.ready_key.as_str();
             let txn = Txn::new()
-                .when([Compare::mod_revision(
-                    ready,
-                    CompareOp::Equal,
-                    seen.unwrap_or(0),
-                )])
+                .when([mod_rev_is(ready, seen.unwrap_or(0))])
                 .and_then([TxnOp::put(ready, "", None)])
                 .or_else([TxnOp::get(ready, None)]);
             let resp = client.txn(txn).await?;
@@ -244,15 +238,13 @@ impl DoubleBarrier {
 
     /// Waits for a put of the ready key after our registration; returns its revision.
     async fn wait_ready(&self, client: &mut etcd_client::Client, mine: &Placed) -> Result<i64> {
-        until_lost(
-            &self.session,
-            wait_key(client, self.ready_key.as_bytes(), |ready| {
+        self.session
+            .until_lost(wait_key(client, self.ready_key.as_bytes(), |ready| {
                 ready
                     .map(|kv| kv.mod_revision())
                     .filter(|&rev| rev > mine.rev)
-            }),
-        )
-        .await
+            }))
+            .await
     }
 
     fn guard(&self, mine: Placed, round: i64) -> DoubleBarrierGuard {
@@ -351,18 +343,10 @@ impl DoubleBarrierGuard {
                     // Only we are left: take the ready key down (if it is still our
                     // round's) and leave, atomically.
                     let take_down_ready = Txn::new()
-                        .when([Compare::mod_revision(
-                            self.ready_key.as_str(),
-                            CompareOp::Equal,
-                            self.round,
-                        )])
+                        .when([mod_rev_is(self.ready_key.as_str(), self.round)])
                         .and_then([TxnOp::delete(self.ready_key.as_str(), None)]);
                     let txn = Txn::new()
-                        .when([Compare::create_revision(
-                            my_key.as_str(),
-                            CompareOp::Equal,
-                            my_rev,
-                        )])
+                        .when([create_rev_is(my_key.as_str(), my_rev)])
                         .and_then([
                             TxnOp::delete(my_key.as_str(), None),
                             TxnOp::txn(take_down_ready),
@@ -377,11 +361,13 @@ impl DoubleBarrierGuard {
                 }
                 if lowest.key() == my_key.as_bytes() {
                     debug!(highest = %show(highest.key()), "lowest member waits for the others");
-                    until_lost(
-                        &self.session,
-                        wait_deleted(&mut client, highest.key(), highest.create_revision()),
-                    )
-                    .await?;
+                    self.session
+                        .until_lost(wait_deleted(
+                            &mut client,
+                            highest.key(),
+                            highest.create_revision(),
+                        ))
+                        .await?;
                 } else if self.key.delete().await? {
                     removed_ourselves = true;
                 } else {

@@ -38,12 +38,14 @@
 //! downgraded into each other: taking the write lock while holding a read lock of the
 //! same name deadlocks until the read guard is released, as with any RW lock.
 
-use etcd_client::{Compare, GetOptions, SortOrder, SortTarget, TxnOp};
-use tracing::{field, info_span, Instrument, Span};
+use etcd_client::{Compare, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
+use tracing::{debug, field, info_span, Instrument, Span};
 
-use crate::key::{dir_prefix, txn_get};
 use crate::metrics::{LockHold, LockWait};
-use crate::ops::{create_unique, unix_nanos, wait_no_older, OwnedKey, PendingPut, Placed};
+use crate::ownership::owned::{create_unique, OwnedKey, PendingPut, Placed};
+use crate::plumbing::key::{dir_prefix, show, txn_get, unix_nanos};
+use crate::plumbing::retry::retrying;
+use crate::plumbing::watch::wait_deleted;
 use crate::{Error, Result, Session};
 
 /// Which side of a [`RwMutex`] a guard holds.
@@ -246,4 +248,47 @@ impl RwMutexGuard {
     pub async fn unlock(self) -> Result<()> {
         self.key.release().await
     }
+}
+
+/// Waits until no key under `blockers` (a directory prefix) was created before our key
+/// `mine`: the RWMutex rule (a reader is blocked by older writers, a writer by every
+/// older key). Each round reads our key and the newest older blocker in one txn, then
+/// waits for that blocker to go (synced watch) and looks again.
+///
+/// Fails with [`Error::SessionExpired`] if our key disappears or the session is lost.
+async fn wait_no_older(session: &Session, mine: &Placed, blockers: &str) -> Result<()> {
+    session
+        .until_lost(async {
+            let mut client = session.client();
+            let newest_older = GetOptions::new()
+                .with_prefix()
+                // Our rev is at least 2 (the first write of a cluster); 0 would mean "no bound".
+                .with_max_create_revision((mine.rev - 1).max(1))
+                .with_sort(SortTarget::Create, SortOrder::Descend)
+                .with_limit(1)
+                .with_keys_only();
+            loop {
+                let txn = Txn::new().and_then([
+                    TxnOp::get(mine.key.as_str(), Some(GetOptions::new().with_keys_only())),
+                    TxnOp::get(blockers, Some(newest_older.clone())),
+                ]);
+                let resp = retrying(|| {
+                    let (mut client, txn) = (client.clone(), txn.clone());
+                    async move { client.txn(txn).await }
+                })
+                .await?;
+                let ours =
+                    txn_get(&resp, 0).and_then(|g| g.kvs().first().map(|kv| kv.create_revision()));
+                if ours != Some(mine.rev) {
+                    return Err(Error::SessionExpired(session.lease()));
+                }
+                let blocker = txn_get(&resp, 1).and_then(|g| g.kvs().first().cloned());
+                let Some(blocker) = blocker else {
+                    return Ok(());
+                };
+                debug!(blocker = %show(blocker.key()), "waiting for an older key to go");
+                wait_deleted(&mut client, blocker.key(), blocker.create_revision()).await?;
+            }
+        })
+        .await
 }

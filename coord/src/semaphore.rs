@@ -44,17 +44,17 @@
 //! writes with [`Permit::is_owner`] or store [`Permit::fencing_token`] with them.
 
 use etcd_client::{
-    Compare, CompareOp, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
-    WatchFilterType, WatchOptions,
+    Compare, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn, TxnOp, WatchFilterType,
+    WatchOptions, WatchStream,
 };
 use tracing::{debug, field, info_span, Instrument, Span};
 
-use crate::key::{dir_prefix, show, txn_get};
 use crate::metrics::{LockHold, LockWait};
-use crate::ops::{
-    create_unique, next_change, retrying, unix_nanos, until_lost, watch_from_now, Backoff,
-    OwnedKey, PendingPut, Placed,
-};
+use crate::ownership::owned::{create_unique, OwnedKey, PendingPut, Placed};
+use crate::plumbing::key::{dir_prefix, show, txn_get, unix_nanos};
+use crate::plumbing::retry::{retrying, Backoff};
+use crate::plumbing::watch::watch_from_now;
+use crate::txn::create_rev_is;
 use crate::{Error, Result, Session};
 
 /// A named counting semaphore with `permits` permits, bound to a session.
@@ -208,7 +208,7 @@ impl Semaphore {
     /// Waits until fewer than N keys are older than ours, then tells the waiter behind
     /// us (if any) by rewriting our key.
     async fn wait_for_permit(&self, mine: &Placed) -> Result<()> {
-        until_lost(&self.session, async {
+        self.session.until_lost(async {
             let mut client = self.session.client();
             let mut backoff = Backoff::default();
             let mut turn = self.turn(mine).await?;
@@ -237,11 +237,7 @@ impl Semaphore {
             }
             // We became a holder: wake whoever watches our key from behind.
             let touch = Txn::new()
-                .when([Compare::create_revision(
-                    mine.key.as_str(),
-                    CompareOp::Equal,
-                    mine.rev,
-                )])
+                .when([create_rev_is(mine.key.as_str(), mine.rev)])
                 .and_then([TxnOp::put(
                     mine.key.as_str(),
                     self.value.as_str(),
@@ -357,5 +353,30 @@ impl Permit {
     /// gone (the lease expired and someone else may have our permit now).
     pub async fn release(self) -> Result<()> {
         self.key.release().await
+    }
+}
+
+/// Waits until the next response with events arrives on `stream`, or the stream ends,
+/// breaks or is canceled. Callers re-read etcd afterwards, so every outcome is just a
+/// hint to look again; a stream that ends without events is followed by a short
+/// backoff so that a flapping connection cannot make the caller spin.
+async fn next_change(stream: &mut WatchStream, backoff: &mut Backoff) {
+    loop {
+        match stream.message().await {
+            Ok(Some(resp)) if !resp.events().is_empty() => return,
+            Ok(Some(resp)) if !resp.canceled() => continue, // progress notification
+            Ok(Some(_)) => {
+                backoff.wait(&"watch canceled by etcd").await;
+                return;
+            }
+            Ok(None) => {
+                backoff.wait(&"watch stream ended").await;
+                return;
+            }
+            Err(e) => {
+                backoff.wait(&e).await;
+                return;
+            }
+        }
     }
 }

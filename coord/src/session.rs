@@ -30,6 +30,7 @@ use tokio::sync::{watch, Mutex as AsyncMutex, Notify};
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 use tracing::{debug, warn};
 
+use crate::plumbing::delete_feed::DeleteFeeds;
 use crate::{Error, Result};
 
 /// The TTL a session asks for when none is given, as in Go's client.
@@ -53,8 +54,8 @@ struct Inner {
     /// would map to the same etcd key and both believe they own it (Go's client has
     /// this trap). Serialising them here first makes a shared session safe.
     local_locks: StdMutex<HashMap<String, Weak<AsyncMutex<()>>>>,
-    /// Live watches its waiters share (see `ops::DeleteFeeds`).
-    delete_feeds: crate::ops::DeleteFeeds,
+    /// Live watches its waiters share (see `plumbing::delete_feed`).
+    delete_feeds: DeleteFeeds,
 }
 
 impl Drop for Inner {
@@ -217,9 +218,22 @@ impl Session {
         }
     }
 
-    /// The session's shared watches for waiters (see `ops::DeleteFeeds`).
-    pub(crate) fn delete_feeds(&self) -> &crate::ops::DeleteFeeds {
+    /// The session's shared watches for waiters (see `plumbing::delete_feed`).
+    pub(crate) fn delete_feeds(&self) -> &DeleteFeeds {
         &self.inner.delete_feeds
+    }
+
+    /// Runs `fut` unless the session is lost first, in which case it is dropped and
+    /// [`Error::SessionExpired`] returned.
+    pub(crate) async fn until_lost<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let lost = self.done();
+        tokio::select! {
+            result = fut => result,
+            _ = lost => Err(Error::SessionExpired(self.lease())),
+        }
     }
 
     /// The local lock that serialises same-name users of this session (see `Inner`).

@@ -10,6 +10,9 @@
 //! 3. One etcd member is stopped: orders continue.
 //! 4. The order replica that leads the `expire-reservations` job is `docker kill`ed:
 //!    the other replica leads within the session TTL + 1 s.
+//! 5. `docker compose down` (volumes kept) and `up` again: every order, reservation,
+//!    payment and etcd key of the run is still there (the databases and the etcd members
+//!    live on named volumes; `down -v` is the reset).
 //!
 //! One test function runs the scenarios in order against one stack (bringing compose up
 //! is the expensive part). Needs Docker, the compose v2 plugin and the images compose.yaml
@@ -21,8 +24,9 @@ use coord::etcd_client::GetOptions;
 use e2e::{step, Stack, TTL};
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
 use shop_proto::v1::{
-    CreateOrderRequest, GetStockRequest, LineItem, ListLeadersRequest, OrderStatus, ReserveOutcome,
-    ReserveRequest, SetStockRequest, Stock, Strategy,
+    CreateOrderRequest, GetOrderRequest, GetPaymentRequest, GetStockRequest, LineItem,
+    ListLeadersRequest, OrderStatus, PaymentStatus, ReserveOutcome, ReserveRequest,
+    SetStockRequest, Stock, Strategy,
 };
 use tonic::transport::Channel;
 
@@ -53,18 +57,25 @@ async fn the_shop_in_compose_survives_kills_pauses_and_member_loss() {
     let mut stack = Stack::up(PROJECT, &[], &[]).await.expect("compose up");
     step(started, "stack is healthy");
 
-    flash_sale_through_both_order_replicas(&stack, started).await;
+    let sale = flash_sale_through_both_order_replicas(&stack, started).await;
     paused_lock_holder_is_fenced(&mut stack, started).await;
     orders_continue_without_one_etcd_member(&stack, started).await;
     killed_job_leader_is_replaced(&stack, started).await;
+    down_and_up_keeps_every_order(&stack, &sale, started).await;
 
     step(started, "docker compose down");
     stack.down().await.expect("compose down");
 }
 
+/// What scenario 1 sold: its SKU and the ids of the orders it accepted.
+struct Sold {
+    sku: String,
+    orders: Vec<String>,
+}
+
 /// 100 buyers, 40 units, strategy mutex, spread over both order replicas (which spread
 /// over both inventory replicas): exactly 40 sold, the rest rejected.
-async fn flash_sale_through_both_order_replicas(stack: &Stack, started: Instant) {
+async fn flash_sale_through_both_order_replicas(stack: &Stack, started: Instant) -> Sold {
     step(
         started,
         "scenario 1: 100 buyers, 40 units, through both order replicas",
@@ -92,10 +103,17 @@ async fn flash_sale_through_both_order_replicas(stack: &Stack, started: Instant)
                     ..Default::default()
                 })
                 .await
-                .map(|r| r.into_inner().status)
+                .map(|r| r.into_inner())
         }
     });
-    let results = futures::future::join_all(buyers).await;
+    let placed = futures::future::join_all(buyers).await;
+    let accepted: Vec<String> = placed
+        .iter()
+        .flatten()
+        .filter(|o| o.status == OrderStatus::Reserved as i32)
+        .map(|o| o.order_id.clone())
+        .collect();
+    let results: Vec<_> = placed.into_iter().map(|r| r.map(|o| o.status)).collect();
     let reserved = results
         .iter()
         .filter(|r| matches!(r, Ok(s) if *s == OrderStatus::Reserved as i32))
@@ -141,6 +159,10 @@ async fn flash_sale_through_both_order_replicas(stack: &Stack, started: Instant)
         started,
         "  all 40 accepted orders paid: 40 units sold, 0 oversold",
     );
+    Sold {
+        sku,
+        orders: accepted,
+    }
 }
 
 /// The lock holder is frozen (docker pause) after taking the SKU lock and reading the
@@ -358,4 +380,108 @@ async fn killed_job_leader_is_replaced(stack: &Stack, started: Instant) {
         ),
     );
     stack.docker_on(&["start"], victim).await.unwrap();
+}
+
+/// Everything a customer or the operator can read about scenario 1's sale: each order
+/// (status, payment), the SKU's stock, and a marker key in etcd.
+async fn what_was_sold(stack: &Stack, sale: &Sold) -> (Vec<(i32, i32, i64)>, Stock, Vec<u8>) {
+    let mut order = stack.order("order-1").await;
+    let mut payment = stack.payment("payment-1").await;
+    let mut seen = Vec::new();
+    for id in &sale.orders {
+        let status = order
+            .get_order(GetOrderRequest {
+                order_id: id.clone(),
+            })
+            .await
+            .expect("GetOrder")
+            .into_inner()
+            .status;
+        let paid = payment
+            .get_payment(GetPaymentRequest {
+                order_id: id.clone(),
+            })
+            .await
+            .expect("GetPayment")
+            .into_inner();
+        seen.push((status, paid.status, paid.amount_minor));
+    }
+    let truth = stock(&mut stack.inventory("inventory-1").await, &sale.sku).await;
+    let marker = stack
+        .etcd()
+        .await
+        .get(marker_key(sale), None)
+        .await
+        .expect("etcd get")
+        .kvs()
+        .first()
+        .map(|kv| kv.value().to_vec())
+        .unwrap_or_default();
+    (seen, truth, marker)
+}
+
+fn marker_key(sale: &Sold) -> String {
+    format!("/e2e/restart/{}", sale.sku)
+}
+
+/// `docker compose down` without `-v`, then `up`: the named volumes keep the three
+/// databases and the etcd members' data, so every order reads back as it was.
+async fn down_and_up_keeps_every_order(stack: &Stack, sale: &Sold, started: Instant) {
+    step(
+        started,
+        "scenario 5: docker compose down (volumes kept), then up again",
+    );
+    stack
+        .etcd()
+        .await
+        .put(marker_key(sale), "still here", None)
+        .await
+        .expect("etcd put");
+    let before = what_was_sold(stack, sale).await;
+    assert_eq!(before.0.len(), 40, "scenario 1 accepted 40 orders");
+    assert!(
+        before
+            .0
+            .iter()
+            .all(|(order, payment, _)| *order == OrderStatus::Paid as i32
+                && *payment == PaymentStatus::Captured as i32),
+        "every accepted order is paid before the restart: {:?}",
+        before.0
+    );
+    stack
+        .compose(&["down", "-t", "2"])
+        .await
+        .expect("compose down");
+    let volumes = e2e::docker(&[
+        "volume",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.compose.project={PROJECT}"),
+    ])
+    .await
+    .expect("docker volume ls");
+    step(
+        started,
+        &format!(
+            "  stack down; {} named volumes kept",
+            volumes.lines().count()
+        ),
+    );
+    stack
+        .compose(&["up", "-d", "--wait"])
+        .await
+        .expect("compose up again");
+    let after = what_was_sold(stack, sale).await;
+    assert_eq!(before.0, after.0, "orders and payments survive down/up");
+    assert_eq!(
+        (before.1.available, before.1.reserved, before.1.sold),
+        (after.1.available, after.1.reserved, after.1.sold),
+        "stock survives down/up"
+    );
+    assert_eq!(after.2, b"still here", "etcd's data survives down/up");
+    step(
+        started,
+        "  after up: 40 orders PAID with their captured payments, stock and etcd keys unchanged",
+    );
 }

@@ -5,7 +5,9 @@
 //! coord service share locks, elections and queues by name):
 //! - a primitive named `n` keeps its keys under `n/`; `jobs` never matches `jobs2`
 //!   because every range read uses the trailing slash;
-//! - a session's key under a prefix is `<prefix>/<lease id in lowercase hex>`.
+//! - a session's key under a prefix is `<prefix>/<lease id in lowercase hex>`;
+//! - a unique key (RWMutex, barriers, Semaphore, queues) ends in the wall clock in
+//!   nanoseconds ([`unix_nanos`]).
 
 use etcd_client::{ResponseHeader, TxnOpResponse, TxnResponse};
 
@@ -30,6 +32,17 @@ pub(crate) fn dir_prefix(name: &str) -> Result<String> {
 /// lowercase hex, exactly as Go's `fmt.Sprintf("%s%x", pfx, lease)`.
 pub(crate) fn lease_key(prefix: &str, lease: i64) -> String {
     format!("{prefix}{lease:x}")
+}
+
+/// The suffix Go's recipes use for unique keys: the wall clock in nanoseconds since
+/// the Unix epoch, in decimal. Uniqueness comes from the create-if-absent put, which
+/// retries with a fresh timestamp on a collision.
+pub(crate) fn unix_nanos() -> String {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+        .to_string()
 }
 
 /// The revision in a response header (0 when etcd sent none, which it always does).
