@@ -28,10 +28,8 @@ use std::time::Duration;
 
 use sqlx::postgres::PgConnectOptions;
 
-/// A setting that could not be used. The message names the variable and what was wrong.
-#[derive(Debug, thiserror::Error)]
-#[error("configuration: {0}")]
-pub struct ConfigError(pub String);
+pub use crate::env::{env_var, parse_or, ConfigError};
+use crate::limits::ServerLimits;
 
 /// Which service is configuring itself; decides the defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,19 +74,19 @@ pub struct CommonSettings {
     pub service: ServiceName,
     pub grpc_addr: SocketAddr,
     /// Request size, concurrency and time limits of the gRPC server.
-    pub limits: crate::limits::ServerLimits,
+    pub limits: ServerLimits,
     pub database: DatabaseSettings,
     pub etcd: EtcdSettings,
     pub peers: PeerAddrs,
-    /// OTLP collector endpoint; see [`crate::telemetry`].
+    /// OTLP collector endpoint (the `telemetry` module exports traces there).
     pub otel_endpoint: Option<String>,
-    /// Where `/metrics` is served (`None`: not served); see [`crate::metrics`].
+    /// Where `/metrics` is served (`None`: not served; the `metrics` module serves it).
     pub metrics_addr: Option<SocketAddr>,
     /// Leader-elected background jobs: this replica's name and their pace.
     pub jobs: JobSettings,
 }
 
-/// How a service's leader-elected jobs run (see [`crate::jobs`]).
+/// How a service's leader-elected jobs run (the `jobs` module runs them).
 #[derive(Debug, Clone)]
 pub struct JobSettings {
     /// This replica's name in elections (`REPLICA_ID`, else `<hostname>-<pid>`).
@@ -221,7 +219,7 @@ impl CommonSettings {
         Ok(CommonSettings {
             service,
             grpc_addr,
-            limits: crate::limits::ServerLimits::from_lookup(var)?,
+            limits: ServerLimits::from_lookup(var)?,
             database,
             etcd: EtcdSettings {
                 config: etcd_config,
@@ -236,7 +234,7 @@ impl CommonSettings {
             otel_endpoint: var("OTEL_EXPORTER_OTLP_ENDPOINT"),
             metrics_addr,
             jobs: JobSettings {
-                replica_id: var("REPLICA_ID").unwrap_or_else(crate::jobs::default_replica_id),
+                replica_id: var("REPLICA_ID").unwrap_or_else(default_replica_id),
                 interval: Duration::from_millis(parse_or(
                     "JOB_INTERVAL_MS",
                     var("JOB_INTERVAL_MS"),
@@ -256,10 +254,12 @@ fn url_has_password(url: &str) -> bool {
         .is_some_and(|(userinfo, _)| userinfo.contains(':'))
 }
 
-/// An environment variable, treating an empty or blank value as unset (so
-/// `FOO=` in a compose file means "use the default").
-pub fn env_var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+/// A replica name when `REPLICA_ID` is not set: `<hostname>-<pid>`.
+pub fn default_replica_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "replica".to_owned());
+    format!("{host}-{}", std::process::id())
 }
 
 /// `host:port` becomes `http://host:port`; a value with a scheme is kept.
@@ -269,21 +269,6 @@ pub fn grpc_uri(addr: &str) -> String {
         addr.to_owned()
     } else {
         format!("http://{addr}")
-    }
-}
-
-/// Parses `value` (from variable `name`) or returns `default` when unset.
-pub fn parse_or<T>(name: &str, value: Option<String>, default: T) -> Result<T, ConfigError>
-where
-    T: FromStr,
-    T::Err: std::fmt::Display,
-{
-    match value {
-        None => Ok(default),
-        Some(raw) => raw
-            .trim()
-            .parse()
-            .map_err(|e| ConfigError(format!("{name}={raw:?} is not valid: {e}"))),
     }
 }
 

@@ -23,26 +23,18 @@ use tokio::sync::watch;
 
 use crate::config::ServiceName;
 use crate::coordination::SharedSession;
-use crate::leaders::{LeaderDirectory, LeaderInfo};
+use crate::leaders::{JobLeader, LeaderDirectory};
 
 /// The election a job's replicas campaign in.
 pub fn election_name(etcd_prefix: &str, service: ServiceName, job: &str) -> String {
     format!("{etcd_prefix}/elections/{}/{job}", service.as_str())
 }
 
-/// A replica name when `REPLICA_ID` is not set: `<hostname>-<pid>`.
-pub fn default_replica_id() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "replica".to_owned());
-    format!("{host}-{}", std::process::id())
-}
-
 /// Runs `job` whenever this replica leads `service`'s election for `name`, until
 /// `stop` turns true (then a leading replica resigns). Transient etcd trouble is
 /// retried; the loop never ends on its own.
 pub fn spawn_leader_job<F, Fut>(
-    etcd: Arc<SharedSession>,
+    session: Arc<SharedSession>,
     service: ServiceName,
     name: &'static str,
     replica: String,
@@ -54,30 +46,30 @@ where
     Fut: Future<Output = ()> + Send,
 {
     tokio::spawn(async move {
-        let election = election_name(etcd.prefix(), service, name);
+        let election = election_name(session.prefix(), service, name);
         while !*stop.borrow() {
-            let session = tokio::select! {
-                session = etcd.get() => session,
+            let live = tokio::select! {
+                live = session.get() => live,
                 _ = stop.wait_for(|s| *s) => break,
             };
-            let outcome =
-                match session.and_then(|s| LeaderJob::new(&s, &election, replica.as_bytes())) {
-                    Ok(runner) => {
-                        let mut stopped = stop.clone();
-                        runner
-                            .run(
-                                async move {
-                                    let _ = stopped.wait_for(|s| *s).await;
-                                },
-                                // Boxed: the runner's own futures stay small (a job's
-                                // future can be tens of kilobytes, copied at every level
-                                // in debug builds).
-                                |context| -> BoxFuture<'_, ()> { Box::pin(job(context)) },
-                            )
-                            .await
-                    }
-                    Err(e) => Err(e),
-                };
+            let outcome = match live.and_then(|s| LeaderJob::new(&s, &election, replica.as_bytes()))
+            {
+                Ok(runner) => {
+                    let mut stopped = stop.clone();
+                    runner
+                        .run(
+                            async move {
+                                let _ = stopped.wait_for(|s| *s).await;
+                            },
+                            // Boxed: the runner's own futures stay small (a job's
+                            // future can be tens of kilobytes, copied at every level
+                            // in debug builds).
+                            |context| -> BoxFuture<'_, ()> { Box::pin(job(context)) },
+                        )
+                        .await
+                }
+                Err(e) => Err(e),
+            };
             match outcome {
                 Ok(LeaderOutcome::Resigned) => break,
                 Ok(_) => {}
@@ -136,15 +128,15 @@ pub async fn run_passes<F, Fut>(
 /// `ListLeaders` from the elections themselves: who leads each job right now and the
 /// progress it last proclaimed.
 pub struct ElectionDirectory {
-    etcd: Arc<SharedSession>,
+    session: Arc<SharedSession>,
     service: ServiceName,
     jobs: Vec<&'static str>,
 }
 
 impl ElectionDirectory {
-    pub fn new(etcd: Arc<SharedSession>, service: ServiceName, jobs: Vec<&'static str>) -> Self {
+    pub fn new(session: Arc<SharedSession>, service: ServiceName, jobs: Vec<&'static str>) -> Self {
         ElectionDirectory {
-            etcd,
+            session,
             service,
             jobs,
         }
@@ -152,19 +144,19 @@ impl ElectionDirectory {
 }
 
 impl LeaderDirectory for ElectionDirectory {
-    fn leaders(&self) -> BoxFuture<'_, anyhow::Result<Vec<LeaderInfo>>> {
+    fn leaders(&self) -> BoxFuture<'_, anyhow::Result<Vec<JobLeader>>> {
         Box::pin(async move {
-            let client = self.etcd.client().await?;
+            let client = self.session.client().await?;
             let mut leaders = Vec::new();
             for job in &self.jobs {
-                let name = election_name(self.etcd.prefix(), self.service, job);
+                let name = election_name(self.session.prefix(), self.service, job);
                 let observer = Election::observer(client.clone(), &name)?;
                 let (holder, revision) = match observer.leader().await {
                     Ok(leader) => (leader.value_str().into_owned(), leader.rev),
                     Err(Error::NoLeader(_)) => (String::new(), 0),
                     Err(e) => return Err(e.into()),
                 };
-                leaders.push(LeaderInfo {
+                leaders.push(JobLeader {
                     job: (*job).to_owned(),
                     holder,
                     revision,

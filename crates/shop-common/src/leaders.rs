@@ -1,16 +1,17 @@
 //! `ListLeaders`: which replica runs each leader-elected background job.
 //!
-//! A service hands its gRPC layer a [`LeaderDirectory`]; the services use
-//! `crate::jobs::ElectionDirectory`, which reads the elections themselves. The jobs
-//! (see docs/architecture.md): order `expire-reservations`, inventory
-//! `reconcile-stock`, payment `settle-payments`..
+//! A service hands its gRPC layer a [`LeaderDirectory`]; the services use the `jobs`
+//! module's `ElectionDirectory`, which reads the elections themselves. The jobs (see
+//! docs/architecture.md): order `expire-reservations`, inventory `reconcile-stock`,
+//! payment `settle-payments`.
 
 use futures::future::BoxFuture;
 use shop_proto::v1::{Leader, ListLeadersResponse};
 
-/// One leader-elected job and who leads it.
+/// One leader-elected job and who leads it (one entry of `ListLeaders`). Not
+/// `coord::LeaderInfo`, which describes one election's leader key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LeaderInfo {
+pub struct JobLeader {
     pub job: String,
     /// The leader's election value (replica id); empty when nobody leads.
     pub holder: String,
@@ -20,7 +21,7 @@ pub struct LeaderInfo {
 
 /// Something that knows the service's leader-elected jobs (the election runner).
 pub trait LeaderDirectory: Send + Sync + 'static {
-    fn leaders(&self) -> BoxFuture<'_, anyhow::Result<Vec<LeaderInfo>>>;
+    fn leaders(&self) -> BoxFuture<'_, anyhow::Result<Vec<JobLeader>>>;
 }
 
 /// Answers a `ListLeaders` call from a directory.

@@ -3,24 +3,30 @@
 //! # Layout
 //! | module | what it is for |
 //! |---|---|
+//! | [`env`](mod@env) | one environment variable: blank is unset, a bad value names the variable |
+//! | [`limits`] | request size, concurrency and time limits of every gRPC server |
 //! | [`config`] | settings from the environment (`GRPC_ADDR`, `DATABASE_URL`, `ETCD_*`, peers) |
 //! | [`telemetry`] | the one function that sets up logging and OTLP trace export for a process |
 //! | [`propagation`] | W3C trace context over gRPC (client channel, server span) and in queue items |
 //! | [`metrics`] | the Prometheus recorder and `/metrics` endpoint; the shop's metric names |
 //! | [`db`] | Postgres pool, database created if missing, migrations applied at start |
-//! | [`limits`] | request size, concurrency and time limits of every gRPC server |
 //! | [`server`] | gRPC server with health + reflection, stopped by a shutdown future |
 //! | [`coordination`] | the process's one etcd session, re-created when lost |
+//! | [`leaders`] | `ListLeaders`: a [`leaders::JobLeader`] per job, from a `LeaderDirectory` |
+//! | [`jobs`] | leader-elected background jobs (coord `LeaderJob`) and the `LeaderDirectory` that reads their elections |
+//! | [`shell`] | [`ServiceShell`]: pool, etcd session, gRPC server and the stop sequence every service's `Application` wraps |
 //! | [`domain`] | parsed domain values: `Sku`, `Quantity`, `OrderId`, `Cart`, `Strategy` |
 //! | [`payments`] | the payment queue's contract: location, item format, tier priority |
-//! | [`jobs`] | leader-elected background jobs (coord `LeaderJob`) and `ListLeaders` from the elections |
-//! | [`leaders`] | `ListLeaders` and the integration point for leader-elected jobs |
 //! | `testing` (feature `test-harness`) | fresh database per test, servers on port 0 |
+//!
+//! Each module uses only modules above it in this table (never one below), so the
+//! crate reads top to bottom.
 
 pub mod config;
 pub mod coordination;
 pub mod db;
 pub mod domain;
+pub mod env;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -31,10 +37,12 @@ pub mod metrics;
 pub mod payments;
 pub mod propagation;
 pub mod server;
+pub mod shell;
 pub mod telemetry;
 #[cfg(feature = "test-harness")]
 pub mod testing;
 
 pub use config::{CommonSettings, ConfigError, ServiceName};
 pub use server::{shutdown_signal, GrpcServer};
+pub use shell::ServiceShell;
 pub use telemetry::{init_telemetry, Telemetry};

@@ -1,6 +1,6 @@
 //! What one client can ask of a server: request size, requests in flight per
-//! connection, time per request. Every shop server applies these
-//! ([`crate::GrpcServer::with_limits`]); the values come from the environment.
+//! connection, time per request. Every shop server applies these (the `server`
+//! module's `GrpcServer::with_limits`); the values come from the environment.
 //!
 //! | variable | meaning | default |
 //! |---|---|---|
@@ -24,7 +24,7 @@
 
 use std::time::Duration;
 
-use crate::config::{parse_or, ConfigError};
+use crate::env::{parse_or, ConfigError};
 
 /// Request limits of one gRPC server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -66,8 +66,11 @@ pub fn payment_queue(client: Client, etcd_prefix: &str) -> coord::Result<WorkQue
 /// order is queued (or in flight) already: then nothing changes and `created` is
 /// false. The one way both the order service and the payment service's settle job
 /// hand over a payment request.
-pub async fn enqueue_payment(etcd: &SharedSession, item: &PaymentItem) -> coord::Result<Enqueued> {
-    payment_queue(etcd.client().await?, etcd.prefix())?
+pub async fn enqueue_payment(
+    session: &SharedSession,
+    item: &PaymentItem,
+) -> coord::Result<Enqueued> {
+    payment_queue(session.client().await?, session.prefix())?
         .enqueue_with_id(&item.order_id, &item.encode(), tier_priority(&item.tier))
         .await
 }
@@ -77,14 +80,14 @@ pub async fn enqueue_payment(etcd: &SharedSession, item: &PaymentItem) -> coord:
 /// (label `queue`), until `stop` turns true. A failed sample (etcd down) keeps the last
 /// values and is logged at debug; the next one retries.
 pub fn spawn_queue_gauges(
-    etcd: Arc<SharedSession>,
+    session: Arc<SharedSession>,
     interval: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while !*stop.borrow() {
             let sampled = async {
-                let queue = payment_queue(etcd.client().await?, etcd.prefix())?;
+                let queue = payment_queue(session.client().await?, session.prefix())?;
                 queue.record_gauges().await
             };
             if let Err(e) = sampled.await {

@@ -6,7 +6,7 @@
 //!   `grpc.client` (named `<package.Service>/<Method>` in the trace) as a child of the
 //!   caller's current span and writes that span's context into the request metadata.
 //! - **Incoming gRPC calls**: [`ServerTracingLayer`] (installed by
-//!   [`crate::server::GrpcServer`]) opens a [`server_span`] `grpc.server` whose parent is
+//!   the `server` module's `GrpcServer`) opens a [`server_span`] `grpc.server` whose parent is
 //!   the context found in the metadata, and the handler's own spans nest inside it.
 //! - **How a call ended**: both spans record `rpc.grpc.status_code` (0 for OK) once the
 //!   status is known (response headers, or the trailers after the body), and a failed
@@ -253,7 +253,7 @@ fn transport_error_code(error: &(dyn std::error::Error + 'static)) -> Code {
     Code::Unavailable
 }
 
-/// The tower layer [`crate::server::GrpcServer`] puts around its routes: every request
+/// The tower layer the shop's `GrpcServer` puts around its routes: every request
 /// runs inside its [`server_span`], which records the status the call ended with.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ServerTracingLayer;

@@ -24,8 +24,8 @@
 //! queue enqueue) went missing. `tests/otlp` in the payment service caught it; the
 //! in-memory capture shares the subscriber's shape so it would too.
 //!
-//! Trace context crosses process boundaries as W3C `traceparent` (see
-//! [`crate::propagation`]): gRPC metadata on every call between services and a field
+//! Trace context crosses process boundaries as W3C `traceparent` (the
+//! `propagation` module): gRPC metadata on every call between services and a field
 //! of each payment queue item.
 //!
 //! # What is guaranteed, and what is not

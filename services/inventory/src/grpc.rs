@@ -1,27 +1,29 @@
-//! The gRPC boundary: protobuf in, domain types through, protobuf out. Each RPC has its
-//! own error enum and one `From<_> for Status`, which logs the whole cause chain and
-//! returns a message a caller can act on.
+//! The gRPC boundary: protobuf in, domain types through, protobuf out.
+//!
+//! | file | what it holds |
+//! |---|---|
+//! | `grpc.rs` | [`InventoryApi`]: the `shop.v1.InventoryService` handlers |
+//! | `grpc/proto.rs` | protobuf ⇄ domain: SetPrices input checked, stock, sales, quotes and reservation states as messages |
+//! | `grpc/status.rs` | each RPC's error enum and its one `From<_> for Status`, which logs the whole cause chain and returns a message a caller can act on |
+
+mod proto;
+mod status;
 
 use std::sync::Arc;
-
-use shop_common::db::status_for;
-use std::collections::BTreeMap;
 
 use shop_common::domain::{Cart, CustomerId, OrderId, SaleId, Sku, Strategy, ValidationError};
 use shop_common::leaders::{list_leaders, LeaderDirectory};
 use shop_common::metrics::record_reservation;
-use shop_common::telemetry::error_chain;
 use shop_proto::v1 as pb;
 use shop_proto::v1::inventory_service_server::InventoryService;
 use tonic::{Request, Response, Status};
 
-use crate::catalog::{Catalog, CatalogError, Quote, MAX_PRICES, MAX_PRICE_MINOR};
-use crate::repository::{
-    InventoryDb, ReservationState, ReserveDbError, ReserveOutcome, SettleDbError, StockLevel,
-};
-use crate::reservation::{ReserveError, ReserveRequest, Reserver, SettleError};
-use crate::sales::{Sale, SaleError, Sales};
-use crate::stm::StmError;
+use crate::catalog::Catalog;
+use crate::repository::{InventoryDb, ReserveOutcome};
+use crate::reservation::{ReserveRequest, Reserver};
+use crate::sales::{SaleError, Sales};
+use proto::{parse_prices, quote_to_proto, reservation_response, sale_to_proto, stock_to_proto};
+use status::{CatalogRpcError, ReserveRpcError, SaleRpcError, SettleRpcError, StockError};
 
 /// Most units a SKU can be set to.
 pub const MAX_STOCK: i64 = 1_000_000_000;
@@ -277,258 +279,5 @@ impl InventoryService for InventoryApi {
             .await
             .map_err(CatalogRpcError::Catalog)?;
         Ok(Response::new(quote_to_proto(quote)))
-    }
-}
-
-/// SetPrices input: 1..=MAX_PRICES distinct SKUs with prices in range.
-fn parse_prices(prices: &[pb::Price]) -> Result<BTreeMap<Sku, i64>, ValidationError> {
-    if prices.is_empty() {
-        return Err(ValidationError::new(
-            "prices",
-            "must have at least one price",
-        ));
-    }
-    if prices.len() > MAX_PRICES {
-        return Err(ValidationError::new(
-            "prices",
-            format!(
-                "at most {MAX_PRICES} prices per change, got {}",
-                prices.len()
-            ),
-        ));
-    }
-    let mut parsed = BTreeMap::new();
-    for (i, price) in prices.iter().enumerate() {
-        let sku = Sku::parse(&format!("prices[{i}].sku"), &price.sku)?;
-        if !(0..=MAX_PRICE_MINOR).contains(&price.unit_price_minor) {
-            return Err(ValidationError::new(
-                format!("prices[{i}].unit_price_minor"),
-                format!(
-                    "must be between 0 and {MAX_PRICE_MINOR}, got {}",
-                    price.unit_price_minor
-                ),
-            ));
-        }
-        if parsed.insert(sku.clone(), price.unit_price_minor).is_some() {
-            return Err(ValidationError::new(
-                format!("prices[{i}].sku"),
-                format!("{sku} appears more than once"),
-            ));
-        }
-    }
-    Ok(parsed)
-}
-
-fn quote_to_proto(quote: Quote) -> pb::QuoteResponse {
-    pb::QuoteResponse {
-        lines: quote
-            .lines
-            .into_iter()
-            .map(|l| pb::QuoteLine {
-                sku: l.sku.as_str().to_owned(),
-                quantity: l.quantity,
-                unit_price_minor: l.unit_price_minor,
-                line_total_minor: l.line_total_minor,
-            })
-            .collect(),
-        total_minor: quote.total_minor,
-        catalog_version: quote.catalog_version,
-    }
-}
-
-fn sale_to_proto(sale: Sale) -> pb::Sale {
-    pb::Sale {
-        sale_id: sale.id.as_str().to_owned(),
-        per_customer_limit: sale.per_customer_limit.unwrap_or(0) as i32,
-        open: sale.is_open(),
-        created_at_unix_ms: sale.created_at.timestamp_millis(),
-        opened_at_unix_ms: sale.opened_at.map_or(0, |t| t.timestamp_millis()),
-    }
-}
-
-fn stock_to_proto(level: StockLevel) -> pb::Stock {
-    pb::Stock {
-        sku: level.sku.as_str().to_owned(),
-        available: level.available,
-        reserved: level.reserved,
-        sold: level.sold,
-        fence_token: level.fence_token,
-    }
-}
-
-fn reservation_response(order: OrderId, state: ReservationState) -> pb::ReservationResponse {
-    let state = match state {
-        // Only Release answers about a PREPARING order, and it answers RELEASED.
-        ReservationState::Preparing => pb::ReservationState::Unspecified,
-        ReservationState::Reserved => pb::ReservationState::Reserved,
-        ReservationState::Committed => pb::ReservationState::Committed,
-        ReservationState::Released => pb::ReservationState::Released,
-    };
-    pb::ReservationResponse {
-        order_id: order.to_string(),
-        state: state as i32,
-    }
-}
-
-/// SetStock / GetStock failures.
-#[derive(Debug, thiserror::Error)]
-enum StockError {
-    #[error(transparent)]
-    Validation(ValidationError),
-    #[error("unknown SKU {0}")]
-    NotFound(Sku),
-    #[error(transparent)]
-    Database(sqlx::Error),
-}
-
-impl From<StockError> for Status {
-    fn from(e: StockError) -> Status {
-        match e {
-            StockError::Validation(v) => v.into(),
-            StockError::NotFound(sku) => Status::not_found(format!("unknown SKU {sku}")),
-            StockError::Database(e) => status_for(&e, "stock"),
-        }
-    }
-}
-
-/// Reserve failures.
-#[derive(Debug, thiserror::Error)]
-enum ReserveRpcError {
-    #[error(transparent)]
-    Validation(#[from] ValidationError),
-    #[error(transparent)]
-    Reserve(ReserveError),
-}
-
-impl From<ReserveRpcError> for Status {
-    fn from(e: ReserveRpcError) -> Status {
-        let e = match e {
-            ReserveRpcError::Validation(v) => return v.into(),
-            ReserveRpcError::Reserve(e) => e,
-        };
-        match &e {
-            ReserveError::UnknownSkus(_) => Status::not_found(e.to_string()),
-            ReserveError::LockTimeout { .. } | ReserveError::Coordination(_) => {
-                tracing::warn!(error = %error_chain(&e), "reserve: coordination failed");
-                Status::unavailable(e.to_string())
-            }
-            ReserveError::Stm(StmError::Coord(coord::Error::TooManyConflicts(_))) => {
-                Status::aborted(format!("{e}; retry"))
-            }
-            ReserveError::Stm(StmError::DifferentCart(_)) => {
-                Status::failed_precondition(e.to_string())
-            }
-            ReserveError::Stm(StmError::Coord(_)) => {
-                tracing::warn!(error = %error_chain(&e), "reserve: stm failed");
-                Status::unavailable(e.to_string())
-            }
-            ReserveError::Stm(_) => {
-                tracing::error!(error = %error_chain(&e), "reserve: stm state unusable");
-                Status::internal(e.to_string())
-            }
-            ReserveError::Db(ReserveDbError::StaleFencingToken { .. }) => {
-                tracing::warn!(error = %e, "reserve: fenced write rejected");
-                Status::aborted(format!("{e}; retry"))
-            }
-            ReserveError::Db(ReserveDbError::DifferentCart(_)) => {
-                Status::failed_precondition(e.to_string())
-            }
-            ReserveError::Db(ReserveDbError::InProgress(_)) => Status::aborted(e.to_string()),
-            ReserveError::Sale(sale) => sale_status(sale),
-            ReserveError::Db(ReserveDbError::Database(db)) => status_for(db, "reserve"),
-            ReserveError::Db(ReserveDbError::MissingToken(_)) => {
-                tracing::error!(error = %e, "reserve: bug");
-                Status::internal("reserve: internal error")
-            }
-        }
-    }
-}
-
-/// Commit / Release failures.
-#[derive(Debug, thiserror::Error)]
-enum SettleRpcError {
-    #[error(transparent)]
-    Validation(ValidationError),
-    #[error(transparent)]
-    Settle(SettleError),
-}
-
-impl From<SettleRpcError> for Status {
-    fn from(e: SettleRpcError) -> Status {
-        match e {
-            SettleRpcError::Validation(v) => v.into(),
-            SettleRpcError::Settle(SettleError::Db(e @ SettleDbError::NotFound(_))) => {
-                Status::not_found(e.to_string())
-            }
-            SettleRpcError::Settle(SettleError::Db(e @ SettleDbError::Conflict { .. })) => {
-                Status::failed_precondition(e.to_string())
-            }
-            SettleRpcError::Settle(SettleError::Db(SettleDbError::Database(e))) => {
-                status_for(&e, "settle")
-            }
-            SettleRpcError::Settle(e @ SettleError::GiveBack(_)) => {
-                tracing::warn!(error = %error_chain(&e), "release: etcd give-back failed");
-                Status::unavailable(e.to_string())
-            }
-        }
-    }
-}
-
-/// Sale failures (CreateSale, OpenSale, GetSale, and a sale order's Reserve).
-#[derive(Debug, thiserror::Error)]
-enum SaleRpcError {
-    #[error(transparent)]
-    Validation(ValidationError),
-    #[error(transparent)]
-    Sale(SaleError),
-}
-
-impl From<SaleRpcError> for Status {
-    fn from(e: SaleRpcError) -> Status {
-        match e {
-            SaleRpcError::Validation(v) => v.into(),
-            SaleRpcError::Sale(e) => sale_status(&e),
-        }
-    }
-}
-
-fn sale_status(e: &SaleError) -> Status {
-    match e {
-        SaleError::NotFound(_) => Status::not_found(e.to_string()),
-        SaleError::DifferentLimit { .. } => Status::already_exists(e.to_string()),
-        SaleError::NotOpen { .. } => Status::failed_precondition(e.to_string()),
-        SaleError::Coordination(_) => {
-            tracing::warn!(error = %e, "sale: etcd failed");
-            Status::unavailable(e.to_string())
-        }
-        SaleError::Database(db) => status_for(db, "sale"),
-    }
-}
-
-/// SetPrices / Quote failures.
-#[derive(Debug, thiserror::Error)]
-enum CatalogRpcError {
-    #[error(transparent)]
-    Validation(ValidationError),
-    #[error(transparent)]
-    Catalog(CatalogError),
-}
-
-impl From<CatalogRpcError> for Status {
-    fn from(e: CatalogRpcError) -> Status {
-        let e = match e {
-            CatalogRpcError::Validation(v) => return v.into(),
-            CatalogRpcError::Catalog(e) => e,
-        };
-        match &e {
-            CatalogError::UnknownSkus(_) | CatalogError::Unpriced(_) => {
-                Status::not_found(e.to_string())
-            }
-            CatalogError::LockTimeout(_) | CatalogError::Coordination(_) => {
-                tracing::warn!(error = %error_chain(&e), "catalog: etcd failed");
-                Status::unavailable(e.to_string())
-            }
-            CatalogError::Database(db) => status_for(db, "catalog"),
-        }
     }
 }

@@ -3,13 +3,13 @@
 //! # Layout
 //! | module | what it is for |
 //! |---|---|
-//! | [`startup`] | `Settings` from the environment, `Application::build` / `run_until_stopped` |
-//! | [`grpc`] | the `shop.v1.InventoryService` handlers: protobuf ⇄ domain, errors ⇄ status |
+//! | [`startup`] | `Settings` from the environment; `Application`: the shared `ServiceShell` plus the handlers and the reconcile job |
+//! | [`grpc`] | the `shop.v1.InventoryService` handlers; `grpc/proto.rs` protobuf ⇄ domain, `grpc/status.rs` errors ⇄ status |
 //! | [`reservation`] | Reserve with a strategy (`none`, `mutex`, `stm`, `pg`), SKU locks |
 //! | [`stm`] | the `stm` strategy's etcd side: counters, customer counts, holds |
 //! | [`sales`] | flash sales: a coord Barrier holds Reserves until the sale opens |
 //! | [`catalog`] | prices: SetPrices under a coord RwMutex's write side, Quote under its read side |
-//! | [`repository`] | the database: stock, reservations, tombstones, fenced writes, sale limits |
+//! | [`repository`] | the database, one file per concern under `repository/`: `model` (values, errors), `stock`, `reserve`, `strategies` (each strategy's take), `settle`, `audit` |
 //! | [`reconcile`] | the leader-elected `reconcile-stock` job (drift report, stm hold sweep) |
 //!
 //! The saga, the strategies and fencing are described in `docs/architecture.md`.

@@ -21,11 +21,11 @@ use shop_common::coordination::SharedSession;
 use shop_common::domain::{Cart, CustomerId, OrderId, SaleId, Sku, Strategy};
 
 use crate::repository::{
-    InventoryDb, LimitExceeded, ReserveDbError, ReserveInput, ReserveOutcome, SettleDbError,
-    Settled, StockCheck,
+    InventoryDb, LimitExceeded, ReserveDbError, ReserveInput, ReserveOutcome, SaleBuyer,
+    SettleDbError, Settled, StockCheck,
 };
 use crate::sales::{SaleError, Sales};
-use crate::stm::{SaleBuyer, StmError, StmStock, Taken};
+use crate::stm::{StmError, StmStock, Taken};
 
 /// Why a Reserve failed. Out of stock is not a failure: it is a [`ReserveOutcome`].
 #[derive(Debug, thiserror::Error)]

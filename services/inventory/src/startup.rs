@@ -6,16 +6,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shop_common::config::JobSettings;
 use shop_common::config::{env_var, parse_or, CommonSettings, ConfigError, ServiceName};
-use shop_common::coordination::SharedSession;
-use shop_common::db::connect_and_migrate;
 use shop_common::domain::Strategy;
-use shop_common::jobs::{spawn_leader_job, ElectionDirectory};
-use shop_common::GrpcServer;
+use shop_common::ServiceShell;
 use shop_proto::v1::inventory_service_server::InventoryServiceServer;
 use sqlx::migrate::Migrator;
-use sqlx::PgPool;
 
 use crate::catalog::Catalog;
 use crate::grpc::InventoryApi;
@@ -86,28 +81,20 @@ impl Settings {
 
 /// A built inventory service: database migrated, port bound, not yet serving.
 pub struct Application {
-    server: GrpcServer,
-    pool: PgPool,
-    session: Arc<SharedSession>,
+    shell: ServiceShell,
     db: InventoryDb,
     reserver: Arc<Reserver>,
-    jobs: JobSettings,
 }
 
 impl Application {
     /// Connects to Postgres (creating and migrating the database), binds the port and
     /// wires the handlers. etcd is not contacted yet (see `SharedSession`).
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        let pool = connect_and_migrate(&settings.common.database, &MIGRATOR).await?;
-        let session = Arc::new(SharedSession::new(settings.common.etcd.clone()));
-        let leaders = Arc::new(ElectionDirectory::new(
-            session.clone(),
-            ServiceName::Inventory,
-            vec![reconcile::JOB],
-        ));
-        let db = InventoryDb::new(pool.clone());
+        let mut shell = ServiceShell::build(&settings.common, &MIGRATOR).await?;
+        let session = shell.session().clone();
+        let db = InventoryDb::new(shell.pool().clone());
         let sales = Arc::new(Sales::new(
-            pool.clone(),
+            shell.pool().clone(),
             session.clone(),
             settings.sale_wait,
         ));
@@ -118,87 +105,61 @@ impl Application {
             settings.think_time,
             settings.lock_timeout,
         ));
-        let catalog = Arc::new(Catalog::new(
-            db.clone(),
-            session.clone(),
-            settings.lock_timeout,
-        ));
+        let catalog = Arc::new(Catalog::new(db.clone(), session, settings.lock_timeout));
         let api = InventoryApi {
             db: db.clone(),
             reserver: reserver.clone(),
             sales,
             catalog,
             default_strategy: settings.default_strategy,
-            leaders,
+            leaders: shell.leaders(vec![reconcile::JOB]),
         };
-        let mut server =
-            GrpcServer::bind(settings.common.grpc_addr)?.with_limits(settings.common.limits);
-        server.serve_metrics(settings.common.metrics_addr)?;
-        let max_message = server.limits().max_message_bytes;
-        server
+        let max_message = shell.max_message_bytes();
+        shell
+            .server()
             .add_service(InventoryServiceServer::new(api).max_decoding_message_size(max_message))
             .await;
-        tracing::info!(addr = %server.local_addr(), default_strategy = %settings.default_strategy, "inventory service ready");
+        tracing::info!(addr = %shell.local_addr(), default_strategy = %settings.default_strategy, "inventory service ready");
         Ok(Application {
-            server,
-            pool,
-            session,
+            shell,
             db,
             reserver,
-            jobs: settings.common.jobs.clone(),
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
+        self.shell.local_addr()
     }
 
     /// Where `/metrics` is served (`METRICS_ADDR`), if it is.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.server.metrics_addr()
+        self.shell.metrics_addr()
     }
 
     /// Serves, and runs `reconcile-stock` whenever this replica leads it, until
-    /// `shutdown` resolves; then resigns the job, drains, revokes the etcd session (so
-    /// no lock outlives the process) and closes the pool.
+    /// `shutdown` resolves; then stops as every service does (see `ServiceShell`).
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
-        let (db, reserver, interval, replica) = (
-            self.db.clone(),
-            self.reserver.clone(),
-            self.jobs.interval,
-            self.jobs.replica_id.clone(),
-        );
-        let session = self.session.clone();
-        let served = self
-            .server
-            .run_with_tasks(
-                shutdown,
-                |stop| {
-                    vec![spawn_leader_job(
-                        session,
-                        ServiceName::Inventory,
-                        reconcile::JOB,
+        let Application {
+            shell,
+            db,
+            reserver,
+        } = self;
+        let (interval, replica) = (shell.jobs().interval, shell.jobs().replica_id.clone());
+        shell
+            .run_until_stopped(shutdown, Duration::from_secs(5), |tasks| {
+                vec![tasks.leader_job(reconcile::JOB, move |context| {
+                    reconcile::reconcile_stock(
+                        context,
+                        db.clone(),
+                        reserver.clone(),
+                        interval,
                         replica.clone(),
-                        stop,
-                        move |context| {
-                            reconcile::reconcile_stock(
-                                context,
-                                db.clone(),
-                                reserver.clone(),
-                                interval,
-                                replica.clone(),
-                            )
-                        },
-                    )]
-                },
-                Duration::from_secs(5),
-            )
-            .await;
-        self.session.close().await;
-        self.pool.close().await;
-        served
+                    )
+                })]
+            })
+            .await
     }
 }

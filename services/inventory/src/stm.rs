@@ -55,29 +55,13 @@ use std::sync::Arc;
 use coord::stm::{self, Options};
 use serde::{Deserialize, Serialize};
 use shop_common::coordination::SharedSession;
-use shop_common::domain::{Cart, CustomerId, OrderId, SaleId, Sku};
+use shop_common::domain::{Cart, OrderId, Sku};
 
-use crate::repository::Shortage;
+use crate::repository::{SaleBuyer, Seed, Shortage};
 
 /// Most attempts of one stm decision. Local turns keep same-process contenders out of
 /// each other's way, so conflicts come from other replicas only; this is generous.
 const MAX_ATTEMPTS: u32 = 60;
-
-/// Who buys in which sale, and the sale's cap.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SaleBuyer {
-    pub sale: SaleId,
-    pub customer: CustomerId,
-    /// Units the customer may hold in the sale over all orders (`None`: no limit).
-    pub limit: Option<i64>,
-}
-
-/// A SKU's Postgres state the counter is seeded from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Seed {
-    pub epoch: i64,
-    pub available: i64,
-}
 
 /// What [`StmStock::take`] decided.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,10 +3,11 @@
 //! # Layout
 //! | module | what it is for |
 //! |---|---|
-//! | [`startup`] | `Settings` from the environment, `Application::build` / `run_until_stopped` |
+//! | [`startup`] | `Settings` from the environment; `Application`: the shared `ServiceShell` plus the handlers and the expiry job |
 //! | [`grpc`] | the `shop.v1.OrderService` handlers: protobuf ⇄ domain, errors ⇄ status |
 //! | [`saga`] | CreateOrder and PaymentResult: reserve, reject, compensate, commit, release |
 //! | [`payment`] | the payment step's integration point (`PaymentRequester`) |
+//! | [`expiry`] | the leader-elected `expire-reservations` job: cancels abandoned orders, requests lost payments again |
 //! | [`repository`] | the orders table: idempotent insert, compare-and-set transitions |
 //! | [`domain`] | `NewOrder`, `Order`, `OrderStatus`, `IdempotencyKey`, `PaymentOutcome` |
 //!

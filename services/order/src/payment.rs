@@ -62,12 +62,12 @@ impl PaymentRequester for PaymentQueueNotWired {
 /// `WorkQueue`, see `shop_common::payments`), one item per order id — enqueueing an
 /// order twice is one item, so a retried saga step cannot cause a second charge.
 pub struct QueuePaymentRequester {
-    etcd: std::sync::Arc<shop_common::coordination::SharedSession>,
+    session: std::sync::Arc<shop_common::coordination::SharedSession>,
 }
 
 impl QueuePaymentRequester {
-    pub fn new(etcd: std::sync::Arc<shop_common::coordination::SharedSession>) -> Self {
-        QueuePaymentRequester { etcd }
+    pub fn new(session: std::sync::Arc<shop_common::coordination::SharedSession>) -> Self {
+        QueuePaymentRequester { session }
     }
 }
 
@@ -89,7 +89,7 @@ impl PaymentRequester for QueuePaymentRequester {
                 // The worker's spans continue this order's trace.
                 trace: shop_common::propagation::current_context_map(),
             };
-            let enqueued = enqueue_payment(&self.etcd, &item).await?;
+            let enqueued = enqueue_payment(&self.session, &item).await?;
             tracing::debug!(order_id = %item.order_id, created = enqueued.created, "payment requested");
             Ok(())
         })

@@ -7,16 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shop_common::config::{env_var, parse_or, CommonSettings, ConfigError, ServiceName};
-use shop_common::coordination::SharedSession;
-use shop_common::db::connect_and_migrate;
 use shop_common::domain::Strategy;
-use shop_common::jobs::{spawn_leader_job, ElectionDirectory};
 use shop_common::propagation::traced_channel;
-use shop_common::GrpcServer;
+use shop_common::ServiceShell;
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
 use shop_proto::v1::order_service_server::OrderServiceServer;
 use sqlx::migrate::Migrator;
-use sqlx::PgPool;
 
 use crate::expiry::{self, ExpirySettings};
 use crate::grpc::OrderApi;
@@ -115,13 +111,10 @@ impl Settings {
 
 /// A built order service: database migrated, port bound, not yet serving.
 pub struct Application {
-    server: GrpcServer,
-    pool: PgPool,
-    etcd: Arc<SharedSession>,
+    shell: ServiceShell,
     db: OrdersDb,
     saga: Arc<Saga>,
     expiry: ExpirySettings,
-    replica_id: String,
 }
 
 impl Application {
@@ -136,36 +129,30 @@ impl Application {
         settings: Settings,
         payments: Option<Arc<dyn PaymentRequester>>,
     ) -> anyhow::Result<Application> {
-        let pool = connect_and_migrate(&settings.common.database, &MIGRATOR).await?;
-        let etcd = Arc::new(SharedSession::new(settings.common.etcd.clone()));
-        let payments =
-            payments.unwrap_or_else(|| Arc::new(QueuePaymentRequester::new(etcd.clone())));
-        let leaders = Arc::new(ElectionDirectory::new(
-            etcd.clone(),
-            ServiceName::Order,
-            vec![expiry::JOB],
-        ));
+        let mut shell = ServiceShell::build(&settings.common, &MIGRATOR).await?;
+        let payments = payments
+            .unwrap_or_else(|| Arc::new(QueuePaymentRequester::new(shell.session().clone())));
         // Connects on first use, and again after a failure: inventory may start later.
         let inventory = InventoryServiceClient::new(traced_channel(
             &settings.common.peers.inventory,
             Duration::from_secs(2),
             settings.inventory_timeout,
         )?);
-        let db = OrdersDb::new(pool.clone());
+        let db = OrdersDb::new(shell.pool().clone());
         let saga = Arc::new(Saga::new(db.clone(), inventory, payments));
-        let api = OrderApi::new(saga.clone(), settings.default_strategy, leaders);
-        let mut server =
-            GrpcServer::bind(settings.common.grpc_addr)?.with_limits(settings.common.limits);
-        server.serve_metrics(settings.common.metrics_addr)?;
-        let max_message = server.limits().max_message_bytes;
-        server
+        let api = OrderApi::new(
+            saga.clone(),
+            settings.default_strategy,
+            shell.leaders(vec![expiry::JOB]),
+        );
+        let max_message = shell.max_message_bytes();
+        shell
+            .server()
             .add_service(OrderServiceServer::new(api).max_decoding_message_size(max_message))
             .await;
-        tracing::info!(addr = %server.local_addr(), inventory = %settings.common.peers.inventory, "order service ready");
+        tracing::info!(addr = %shell.local_addr(), inventory = %settings.common.peers.inventory, "order service ready");
         Ok(Application {
-            server,
-            pool,
-            etcd,
+            shell,
             db,
             saga,
             expiry: ExpirySettings {
@@ -173,61 +160,45 @@ impl Application {
                 payment_redrive: settings.payment_redrive,
                 interval: settings.common.jobs.interval,
             },
-            replica_id: settings.common.jobs.replica_id.clone(),
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
+        self.shell.local_addr()
     }
 
     /// Where `/metrics` is served (`METRICS_ADDR`), if it is.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.server.metrics_addr()
+        self.shell.metrics_addr()
     }
 
     /// Serves, and runs the `expire-reservations` job whenever this replica leads it,
-    /// until `shutdown` resolves; then resigns the job, drains, revokes the etcd
-    /// session and closes the pool.
+    /// until `shutdown` resolves; then stops as every service does (see
+    /// `ServiceShell`).
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
-        let (db, saga, expiry_settings, replica) = (
-            self.db.clone(),
-            self.saga.clone(),
-            self.expiry.clone(),
-            self.replica_id.clone(),
-        );
-        let etcd = self.etcd.clone();
-        let served = self
-            .server
-            .run_with_tasks(
-                shutdown,
-                |stop| {
-                    vec![spawn_leader_job(
-                        etcd,
-                        ServiceName::Order,
-                        expiry::JOB,
+        let Application {
+            shell,
+            db,
+            saga,
+            expiry,
+        } = self;
+        let replica = shell.jobs().replica_id.clone();
+        shell
+            .run_until_stopped(shutdown, Duration::from_secs(5), |tasks| {
+                vec![tasks.leader_job(expiry::JOB, move |context| {
+                    expiry::expire_reservations(
+                        context,
+                        db.clone(),
+                        saga.clone(),
+                        expiry.clone(),
                         replica.clone(),
-                        stop,
-                        move |context| {
-                            expiry::expire_reservations(
-                                context,
-                                db.clone(),
-                                saga.clone(),
-                                expiry_settings.clone(),
-                                replica.clone(),
-                            )
-                        },
-                    )]
-                },
-                Duration::from_secs(5),
-            )
-            .await;
-        self.etcd.close().await;
-        self.pool.close().await;
-        served
+                    )
+                })]
+            })
+            .await
     }
 }
 

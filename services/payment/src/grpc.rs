@@ -14,17 +14,21 @@ use crate::repository::{PaymentRow, PaymentState, PaymentsDb};
 
 pub struct PaymentApi {
     db: PaymentsDb,
-    etcd: Arc<SharedSession>,
+    session: Arc<SharedSession>,
     leaders: Arc<dyn LeaderDirectory>,
 }
 
 impl PaymentApi {
     pub fn new(
         db: PaymentsDb,
-        etcd: Arc<SharedSession>,
+        session: Arc<SharedSession>,
         leaders: Arc<dyn LeaderDirectory>,
     ) -> PaymentApi {
-        PaymentApi { db, etcd, leaders }
+        PaymentApi {
+            db,
+            session,
+            leaders,
+        }
     }
 }
 
@@ -50,8 +54,8 @@ impl PaymentService for PaymentApi {
     ) -> Result<Response<pb::QueueDepthResponse>, Status> {
         let unavailable =
             |e: coord::Error| Status::unavailable(format!("payment queue unavailable: {e}"));
-        let client = self.etcd.client().await.map_err(unavailable)?;
-        let queue = payment_queue(client, self.etcd.prefix()).map_err(unavailable)?;
+        let client = self.session.client().await.map_err(unavailable)?;
+        let queue = payment_queue(client, self.session.prefix()).map_err(unavailable)?;
         let mut queues = Vec::new();
         for priority in 0..=2 {
             let depth = queue.depth_at(priority).await.map_err(unavailable)?;

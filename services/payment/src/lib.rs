@@ -8,7 +8,7 @@
 //! # Layout
 //! | module | what it is for |
 //! |---|---|
-//! | [`startup`] | `Settings` from the environment, `Application::build` / `run_until_stopped` |
+//! | [`startup`] | `Settings` from the environment; `Application`: the shared `ServiceShell` plus the handlers, workers and settle job |
 //! | [`worker`] | the claim → charge → record → report → ack loop |
 //! | [`report`] | the `PaymentResult` call to the order service, shared by workers and the job |
 //! | [`settle`] | the leader-elected `settle-payments` job: reports unconfirmed payments, re-drives stuck ones, refunds captures for cancelled orders |

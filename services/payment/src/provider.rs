@@ -65,7 +65,7 @@ impl From<sqlx::Error> for RefundError {
 pub struct SimulatedProvider {
     pool: PgPool,
     settings: ProviderSettings,
-    etcd: Arc<SharedSession>,
+    session: Arc<SharedSession>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     charges: AtomicUsize,
@@ -76,12 +76,12 @@ impl SimulatedProvider {
     pub fn new(
         pool: PgPool,
         settings: ProviderSettings,
-        etcd: Arc<SharedSession>,
+        session: Arc<SharedSession>,
     ) -> SimulatedProvider {
         SimulatedProvider {
             pool,
             settings,
-            etcd,
+            session,
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
             charges: AtomicUsize::new(0),
@@ -118,10 +118,10 @@ impl SimulatedProvider {
         &self,
         write: impl std::future::Future<Output = sqlx::Result<T>>,
     ) -> anyhow::Result<T> {
-        let session = self.etcd.get().await?;
+        let session = self.session.get().await?;
         let semaphore = Semaphore::new(
             &session,
-            &format!("{}/semaphores/provider", self.etcd.prefix()),
+            &format!("{}/semaphores/provider", self.session.prefix()),
             self.settings.concurrency as usize,
         )?;
         let permit = semaphore.acquire().await?;

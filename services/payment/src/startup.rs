@@ -6,16 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shop_common::config::{env_var, parse_or, CommonSettings, ConfigError, ServiceName};
-use shop_common::coordination::SharedSession;
-use shop_common::db::connect_and_migrate;
-use shop_common::jobs::{spawn_leader_job, ElectionDirectory};
 use shop_common::payments::spawn_queue_gauges;
 use shop_common::propagation::traced_channel;
-use shop_common::GrpcServer;
+use shop_common::ServiceShell;
 use shop_proto::v1::order_service_client::OrderServiceClient;
 use shop_proto::v1::payment_service_server::PaymentServiceServer;
 use sqlx::migrate::Migrator;
-use sqlx::PgPool;
 
 use crate::grpc::PaymentApi;
 use crate::provider::{ProviderSettings, SimulatedProvider};
@@ -104,73 +100,58 @@ impl Settings {
 /// A built payment service: database migrated, port bound, workers and the settle
 /// job not started yet.
 pub struct Application {
-    server: GrpcServer,
-    pool: PgPool,
-    etcd: Arc<SharedSession>,
+    shell: ServiceShell,
     context: Arc<WorkerContext>,
     workers: usize,
     settle: SettleSettings,
-    replica_id: String,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        let pool = connect_and_migrate(&settings.common.database, &MIGRATOR).await?;
-        let etcd = Arc::new(SharedSession::new(settings.common.etcd.clone()));
-        let db = PaymentsDb::new(pool.clone());
+        let mut shell = ServiceShell::build(&settings.common, &MIGRATOR).await?;
+        let session = shell.session().clone();
+        let db = PaymentsDb::new(shell.pool().clone());
         let orders = OrderServiceClient::new(traced_channel(
             &settings.common.peers.order,
             Duration::from_secs(2),
             Duration::from_secs(15),
         )?);
         let provider = Arc::new(SimulatedProvider::new(
-            pool.clone(),
+            shell.pool().clone(),
             settings.provider.clone(),
-            etcd.clone(),
+            session.clone(),
         ));
         let context = Arc::new(WorkerContext {
-            etcd: etcd.clone(),
+            session: session.clone(),
             db: db.clone(),
             provider,
             orders,
         });
-        let leaders = Arc::new(ElectionDirectory::new(
-            etcd.clone(),
-            ServiceName::Payment,
-            vec![settle::JOB],
-        ));
-        let mut server =
-            GrpcServer::bind(settings.common.grpc_addr)?.with_limits(settings.common.limits);
-        server.serve_metrics(settings.common.metrics_addr)?;
-        let max_message = server.limits().max_message_bytes;
-        server
-            .add_service(
-                PaymentServiceServer::new(PaymentApi::new(db, etcd.clone(), leaders))
-                    .max_decoding_message_size(max_message),
-            )
+        let api = PaymentApi::new(db, session, shell.leaders(vec![settle::JOB]));
+        let max_message = shell.max_message_bytes();
+        shell
+            .server()
+            .add_service(PaymentServiceServer::new(api).max_decoding_message_size(max_message))
             .await;
-        tracing::info!(addr = %server.local_addr(), workers = settings.workers, "payment service ready");
+        tracing::info!(addr = %shell.local_addr(), workers = settings.workers, "payment service ready");
         Ok(Application {
-            server,
-            pool,
-            etcd,
+            shell,
             context,
             workers: settings.workers,
             settle: SettleSettings {
                 settle_after: settings.settle_after,
                 interval: settings.common.jobs.interval,
             },
-            replica_id: settings.common.jobs.replica_id.clone(),
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
+        self.shell.local_addr()
     }
 
     /// Where `/metrics` is served (`METRICS_ADDR`), if it is.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.server.metrics_addr()
+        self.shell.metrics_addr()
     }
 
     /// The provider (tests read its counters).
@@ -179,49 +160,41 @@ impl Application {
     }
 
     /// Serves, runs the workers, and runs the `settle-payments` job whenever this
-    /// replica leads it, until `shutdown` resolves; then resigns the job, stops taking
-    /// items, lets each worker finish the one it holds, drains requests, revokes the
-    /// etcd session and closes the pool.
+    /// replica leads it, until `shutdown` resolves; then stops taking items, lets each
+    /// worker finish the one it holds, and stops as every service does (see
+    /// `ServiceShell`).
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
-        let (workers, context) = (self.workers, self.context.clone());
-        let (settle_settings, replica) = (self.settle.clone(), self.replica_id.clone());
-        let etcd = self.etcd.clone();
-        let served = self
-            .server
-            .run_with_tasks(
-                shutdown,
-                |stop| {
-                    let job_context = context.clone();
-                    // The queue gauges are sampled at the jobs' pace (JOB_INTERVAL_MS).
-                    let gauges =
-                        spawn_queue_gauges(etcd.clone(), settle_settings.interval, stop.clone());
-                    let mut tasks = vec![spawn_leader_job(
-                        etcd,
-                        ServiceName::Payment,
-                        settle::JOB,
+        let Application {
+            shell,
+            context,
+            workers,
+            settle: settle_settings,
+        } = self;
+        let replica = shell.jobs().replica_id.clone();
+        shell
+            .run_until_stopped(shutdown, Duration::from_secs(10), |tasks| {
+                let job_context = context.clone();
+                // The queue gauges are sampled at the jobs' pace (JOB_INTERVAL_MS).
+                let gauges = spawn_queue_gauges(
+                    tasks.session().clone(),
+                    settle_settings.interval,
+                    tasks.stop(),
+                );
+                let mut all = vec![tasks.leader_job(settle::JOB, move |leader| {
+                    settle::settle_payments(
+                        leader,
+                        job_context.clone(),
+                        settle_settings.clone(),
                         replica.clone(),
-                        stop.clone(),
-                        move |leader| {
-                            settle::settle_payments(
-                                leader,
-                                job_context.clone(),
-                                settle_settings.clone(),
-                                replica.clone(),
-                            )
-                        },
-                    )];
-                    tasks.push(gauges);
-                    tasks.extend(spawn_workers(workers, context, stop));
-                    tasks
-                },
-                Duration::from_secs(10),
-            )
-            .await;
-        self.etcd.close().await;
-        self.pool.close().await;
-        served
+                    )
+                })];
+                all.push(gauges);
+                all.extend(spawn_workers(workers, context, tasks.stop()));
+                all
+            })
+            .await
     }
 }

@@ -25,7 +25,7 @@ use crate::repository::PaymentsDb;
 
 /// What every worker shares.
 pub struct WorkerContext {
-    pub etcd: Arc<SharedSession>,
+    pub session: Arc<SharedSession>,
     pub db: PaymentsDb,
     pub provider: Arc<SimulatedProvider>,
     pub orders: OrderServiceClient<TracedChannel>,
@@ -47,8 +47,8 @@ async fn run_worker(n: usize, context: Arc<WorkerContext>, mut stop: watch::Rece
     let mut pause = Duration::from_millis(100);
     while !*stop.borrow() {
         let claimed = async {
-            let session = context.etcd.get().await?;
-            let queue = payment_queue(context.etcd.client().await?, context.etcd.prefix())?;
+            let session = context.session.get().await?;
+            let queue = payment_queue(context.session.client().await?, context.session.prefix())?;
             queue.claim(&session).await
         };
         let claimed = tokio::select! {

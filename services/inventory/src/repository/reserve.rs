@@ -1,0 +1,203 @@
+//! Reserve: the per-order claim, all of a cart's lines or none, a retry's same answer,
+//! and the stm strategy's two-step claim (`prepare`, then `reserve` with
+//! `StockCheck::Decided`). How each line's units are taken is in `strategies`.
+
+use shop_common::domain::{Cart, OrderId};
+
+use super::model::{ReservationState, ReserveDbError, ReserveInput, ReserveOutcome};
+use super::stock::InventoryDb;
+use super::strategies::{
+    count_purchase, take_conditional, take_decided, take_fenced, take_unguarded, StockCheck,
+};
+
+impl InventoryDb {
+    pub async fn reservation_state(
+        &self,
+        order: OrderId,
+    ) -> Result<Option<ReservationState>, sqlx::Error> {
+        let state: Option<String> =
+            sqlx::query_scalar("SELECT state FROM reservations WHERE order_id = $1")
+                .bind(order.as_uuid())
+                .fetch_optional(self.pool())
+                .await?;
+        state.as_deref().map(ReservationState::from_db).transpose()
+    }
+
+    /// What an earlier Reserve or Release of `order` decided, if there was one: a
+    /// retry gets the same answer. A retry must ask for the same lines; a different
+    /// cart under the same order id is [`ReserveDbError::DifferentCart`].
+    pub async fn earlier_outcome(
+        &self,
+        order: OrderId,
+        cart: &Cart,
+    ) -> Result<Option<ReserveOutcome>, ReserveDbError> {
+        match self.reservation_state(order).await? {
+            None | Some(ReservationState::Preparing) => Ok(None),
+            Some(ReservationState::Released) => Ok(Some(ReserveOutcome::AlreadyReleased)),
+            Some(_) => {
+                let held: Vec<(String, i32)> = sqlx::query_as(
+                    "SELECT sku, quantity FROM reservation_lines WHERE order_id = $1 ORDER BY sku",
+                )
+                .bind(order.as_uuid())
+                .fetch_all(self.pool())
+                .await?;
+                let same = held.len() == cart.lines().len()
+                    && held
+                        .iter()
+                        .zip(cart.lines())
+                        .all(|((sku, quantity), line)| {
+                            sku == line.sku.as_str() && *quantity == line.quantity.get()
+                        });
+                if same {
+                    Ok(Some(ReserveOutcome::Reserved))
+                } else {
+                    Err(ReserveDbError::DifferentCart(order))
+                }
+            }
+        }
+    }
+
+    /// Step 1 of an stm Reserve (the `stm` module has all three): claims the order as PREPARING.
+    /// `Ok(None)`: claimed now, or by an earlier stm attempt that did not finish — go
+    /// on to etcd. `Ok(Some(outcome))`: decided already.
+    pub async fn prepare(
+        &self,
+        input: ReserveInput<'_>,
+    ) -> Result<Option<ReserveOutcome>, ReserveDbError> {
+        let claimed = sqlx::query(
+            "INSERT INTO reservations (order_id, state, strategy, sale_id, customer_id)
+             VALUES ($1, 'PREPARING', 'stm', $2, $3)
+             ON CONFLICT (order_id) DO NOTHING",
+        )
+        .bind(input.order.as_uuid())
+        .bind(input.buyer.map(|b| b.sale.as_str()))
+        .bind(input.buyer.map(|b| b.customer.as_str()))
+        .execute(self.pool())
+        .await?
+        .rows_affected()
+            == 1;
+        if claimed {
+            return Ok(None);
+        }
+        match self.reservation_state(input.order).await? {
+            Some(ReservationState::Preparing) => {
+                let strategy: Option<String> =
+                    sqlx::query_scalar("SELECT strategy FROM reservations WHERE order_id = $1")
+                        .bind(input.order.as_uuid())
+                        .fetch_one(self.pool())
+                        .await?;
+                match strategy.as_deref() {
+                    Some("stm") => Ok(None),
+                    _ => Err(ReserveDbError::InProgress(input.order)),
+                }
+            }
+            _ => self.earlier_outcome(input.order, input.cart).await,
+        }
+    }
+
+    /// Removes the PREPARING claim of an stm Reserve that etcd refused (out of stock,
+    /// limit): nothing was taken, and a later Reserve may try again.
+    pub async fn unprepare(&self, order: OrderId) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM reservations WHERE order_id = $1 AND state = 'PREPARING'")
+            .bind(order.as_uuid())
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Reserves every line of the cart for the order, or nothing (see the module
+    /// docs); in a sale, also counts the units against the customer's limit.
+    pub async fn reserve(
+        &self,
+        input: ReserveInput<'_>,
+        check: StockCheck<'_>,
+    ) -> Result<ReserveOutcome, ReserveDbError> {
+        let ReserveInput {
+            order,
+            cart,
+            strategy,
+            buyer,
+        } = input;
+        let mut tx = self.pool().begin().await?;
+        // Claim the order. If its row exists (or appears while we wait on a concurrent
+        // insert of it), an earlier Reserve or a Release decided already. An stm
+        // Reserve claimed it as PREPARING before going to etcd and now completes it.
+        let claimed = match check {
+            StockCheck::Decided => {
+                sqlx::query(
+                    "UPDATE reservations SET state = 'RESERVED', updated_at = now()
+                 WHERE order_id = $1 AND state = 'PREPARING'",
+                )
+                .bind(order.as_uuid())
+                .execute(&mut *tx)
+                .await?
+            }
+            _ => {
+                sqlx::query(
+                    "INSERT INTO reservations (order_id, state, strategy, sale_id, customer_id)
+                 VALUES ($1, 'RESERVED', $2, $3, $4)
+                 ON CONFLICT (order_id) DO NOTHING",
+                )
+                .bind(order.as_uuid())
+                .bind(strategy.as_str())
+                .bind(buyer.map(|b| b.sale.as_str()))
+                .bind(buyer.map(|b| b.customer.as_str()))
+                .execute(&mut *tx)
+                .await?
+            }
+        }
+        .rows_affected()
+            == 1;
+        if !claimed {
+            tx.rollback().await?;
+            if self.reservation_state(order).await? == Some(ReservationState::Preparing) {
+                return Err(ReserveDbError::InProgress(order));
+            }
+            return self.earlier_outcome(order, cart).await?.ok_or_else(|| {
+                sqlx::Error::Protocol(format!(
+                    "reservation of order {order} conflicted but is not there"
+                ))
+                .into()
+            });
+        }
+        for line in cart.lines() {
+            let (sku, quantity) = (&line.sku, line.quantity.get());
+            let taken = match check {
+                StockCheck::Unguarded { think_time } => {
+                    take_unguarded(&mut tx, sku, quantity, think_time).await?
+                }
+                StockCheck::Fenced { tokens, think_time } => {
+                    let token = *tokens
+                        .get(sku)
+                        .ok_or_else(|| ReserveDbError::MissingToken(sku.clone()))?;
+                    take_fenced(&mut tx, sku, quantity, token, think_time).await?
+                }
+                StockCheck::Conditional => take_conditional(&mut tx, sku, quantity).await?,
+                StockCheck::Decided => take_decided(&mut tx, sku, quantity).await?,
+            };
+            if let Err(shortage) = taken {
+                tx.rollback().await?;
+                return Ok(ReserveOutcome::OutOfStock(shortage));
+            }
+        }
+        if let Some(buyer) = buyer {
+            let counted = count_purchase(&mut tx, buyer, cart.units(), check.limit_guard()).await?;
+            if let Err(exceeded) = counted {
+                tx.rollback().await?;
+                return Ok(ReserveOutcome::LimitExceeded(exceeded));
+            }
+        }
+        let (skus, quantities) = cart.columns();
+        sqlx::query(
+            "INSERT INTO reservation_lines (order_id, sku, quantity)
+             SELECT $1, sku, quantity FROM UNNEST($2::text[], $3::int[]) AS l (sku, quantity)",
+        )
+        .bind(order.as_uuid())
+        .bind(&skus)
+        .bind(&quantities)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(ReserveOutcome::Reserved)
+    }
+}

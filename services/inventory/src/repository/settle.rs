@@ -1,0 +1,172 @@
+//! Commit and Release: move an order's units from reserved to sold, or back to
+//! available (and out of the customer's count in its sale), once; a Release before any
+//! Reserve leaves a tombstone.
+
+use shop_common::domain::{OrderId, Strategy};
+use sqlx::{Postgres, Transaction};
+
+use super::model::{ReservationState, SettleDbError, Settled};
+use super::stock::InventoryDb;
+
+impl InventoryDb {
+    /// Moves an order's reserved units to sold. Idempotent.
+    pub async fn commit(&self, order: OrderId) -> Result<Settled, SettleDbError> {
+        let mut tx = self.pool().begin().await?;
+        let Some((state, strategy)) = lock_reservation(&mut tx, order).await? else {
+            return Err(SettleDbError::NotFound(order));
+        };
+        let settled = |state| Settled { state, strategy };
+        match state {
+            ReservationState::Committed => Ok(settled(ReservationState::Committed)),
+            state @ (ReservationState::Released | ReservationState::Preparing) => {
+                Err(SettleDbError::Conflict {
+                    order,
+                    state,
+                    action: "commit",
+                })
+            }
+            ReservationState::Reserved => {
+                move_lines(
+                    &mut tx,
+                    order,
+                    "UPDATE stock SET reserved = reserved - $2, sold = sold + $2, updated_at = now()
+                     WHERE sku = $1",
+                )
+                .await?;
+                set_state(&mut tx, order, ReservationState::Committed).await?;
+                tx.commit().await?;
+                Ok(settled(ReservationState::Committed))
+            }
+        }
+    }
+
+    /// Returns an order's reserved units (and the customer's allowance in its sale),
+    /// or leaves a tombstone if it reserved nothing yet. Idempotent. The etcd side of
+    /// an stm reservation is the caller's to give back (`strategy` says so).
+    pub async fn release(&self, order: OrderId) -> Result<Settled, SettleDbError> {
+        let mut tx = self.pool().begin().await?;
+        let tombstone = sqlx::query(
+            "INSERT INTO reservations (order_id, state) VALUES ($1, 'RELEASED')
+             ON CONFLICT (order_id) DO NOTHING",
+        )
+        .bind(order.as_uuid())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if tombstone {
+            tx.commit().await?;
+            tracing::info!(%order, "release before reserve: tombstone written");
+            return Ok(Settled {
+                state: ReservationState::Released,
+                strategy: None,
+            });
+        }
+        let Some((state, strategy)) = lock_reservation(&mut tx, order).await? else {
+            return Err(SettleDbError::Database(sqlx::Error::Protocol(format!(
+                "reservation of order {order} conflicted but is not there"
+            ))));
+        };
+        let released = Settled {
+            state: ReservationState::Released,
+            strategy,
+        };
+        match state {
+            ReservationState::Released => Ok(released),
+            state @ ReservationState::Committed => Err(SettleDbError::Conflict {
+                order,
+                state,
+                action: "release",
+            }),
+            // An stm Reserve is deciding in etcd: it finds RELEASED when it comes back
+            // and gives its units back itself.
+            ReservationState::Preparing => {
+                set_state(&mut tx, order, ReservationState::Released).await?;
+                tx.commit().await?;
+                Ok(released)
+            }
+            ReservationState::Reserved => {
+                move_lines(
+                    &mut tx,
+                    order,
+                    "UPDATE stock SET available = available + $2, reserved = reserved - $2,
+                                      updated_at = now()
+                     WHERE sku = $1",
+                )
+                .await?;
+                sqlx::query(
+                    "UPDATE sale_purchases p SET units = p.units - l.units
+                     FROM (SELECT r.sale_id, r.customer_id, SUM(rl.quantity)::bigint AS units
+                           FROM reservations r JOIN reservation_lines rl USING (order_id)
+                           WHERE r.order_id = $1 AND r.sale_id IS NOT NULL
+                           GROUP BY r.sale_id, r.customer_id) l
+                     WHERE p.sale_id = l.sale_id AND p.customer_id = l.customer_id",
+                )
+                .bind(order.as_uuid())
+                .execute(&mut *tx)
+                .await?;
+                set_state(&mut tx, order, ReservationState::Released).await?;
+                tx.commit().await?;
+                Ok(released)
+            }
+        }
+    }
+}
+
+/// The order's reservation state and strategy, row-locked until the transaction ends.
+async fn lock_reservation(
+    tx: &mut Transaction<'_, Postgres>,
+    order: OrderId,
+) -> Result<Option<(ReservationState, Option<Strategy>)>, sqlx::Error> {
+    let row: Option<(String, Option<String>)> =
+        sqlx::query_as("SELECT state, strategy FROM reservations WHERE order_id = $1 FOR UPDATE")
+            .bind(order.as_uuid())
+            .fetch_optional(&mut **tx)
+            .await?;
+    row.map(|(state, strategy)| {
+        let strategy = strategy
+            .map(|s| {
+                s.parse::<Strategy>()
+                    .map_err(|e| sqlx::Error::Decode(e.into()))
+            })
+            .transpose()?;
+        Ok((ReservationState::from_db(&state)?, strategy))
+    })
+    .transpose()
+}
+
+/// Runs `update` (binds: sku, quantity) for each of the order's lines, in SKU order so
+/// that concurrent settlements lock stock rows in one global order (no deadlocks).
+async fn move_lines(
+    tx: &mut Transaction<'_, Postgres>,
+    order: OrderId,
+    update: &'static str,
+) -> Result<(), sqlx::Error> {
+    let lines: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT sku, quantity FROM reservation_lines WHERE order_id = $1 ORDER BY sku",
+    )
+    .bind(order.as_uuid())
+    .fetch_all(&mut **tx)
+    .await?;
+    for (sku, quantity) in lines {
+        sqlx::query(update)
+            .bind(sku)
+            .bind(i64::from(quantity))
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn set_state(
+    tx: &mut Transaction<'_, Postgres>,
+    order: OrderId,
+    state: ReservationState,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE reservations SET state = $2, updated_at = now() WHERE order_id = $1")
+        .bind(order.as_uuid())
+        .bind(state.as_db())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
