@@ -263,7 +263,14 @@ impl Hub {
     }
 
     fn observe_leaders(&self, inner: &mut Inner) {
-        let model = model::build(&self.prefix, inner.kvs.values(), &inner.ttl);
+        // Only the election keys: this runs on every batch of watch events.
+        let elections = format!("{}/elections/", self.prefix);
+        let keys = inner
+            .kvs
+            .range(elections.clone()..)
+            .take_while(|(key, _)| key.starts_with(&elections))
+            .map(|(_, kv)| kv);
+        let model = model::build(&self.prefix, keys, &inner.ttl);
         inner.history.observe(&model.elections, now_ms());
     }
 

@@ -3,6 +3,7 @@
 //! through chromedriver).
 
 mod browser;
+mod database;
 mod etcd;
 mod http;
 mod support;
