@@ -99,7 +99,7 @@ impl Browser {
 
     /// Polls `script` (whose value is the thing to look at) until `check` accepts it.
     async fn until(&self, what: &str, script: &str, check: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(45);
+        let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let value = self.js(script).await;
             if check(&value) {
@@ -154,7 +154,7 @@ async fn the_page_shows_locks_leaders_the_queue_and_a_conservation_break_as_they
             payment.common.jobs.replica_id = "payment-1".into();
             payment.common.metrics_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
             // A slow provider with one permit: the queue fills, then drains.
-            payment.provider.latency = Duration::from_millis(700);
+            payment.provider.latency = Duration::from_millis(400);
             payment.provider.concurrency = 1;
         },
         true,
