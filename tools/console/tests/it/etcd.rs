@@ -227,8 +227,8 @@ async fn the_event_stream_sends_a_snapshot_then_the_watch_events_of_the_chosen_p
     let reader = tokio::spawn(async move {
         sse_until(addr, "/api/events?primitive=election", "\"kind\":\"put\"").await
     });
-    // Let the reader subscribe before the events happen.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Whether the reader subscribes before or after the events, it gets them: live, or
+    // among the recent events a new stream starts with.
     let _queue = payment_queue(etcd_client().await, &prefix)
         .unwrap()
         .enqueue(b"{}", 1)
