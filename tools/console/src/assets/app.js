@@ -8,8 +8,14 @@ function showError(text) {
   errorBox.hidden = false;
   errorBox.textContent += text + "\n";
 }
-window.addEventListener("error", (e) => showError("error: " + e.message));
+// Capturing, so a resource that fails to load (whose error does not bubble) counts too.
+window.addEventListener("error", (e) => {
+  const from = e.target && e.target !== window ? e.target.src || e.target.href : null;
+  showError(from ? "failed to load " + from : "error: " + e.message);
+}, true);
 window.addEventListener("unhandledrejection", (e) => showError("unhandled: " + e.reason));
+const consoleError = console.error.bind(console);
+console.error = (...args) => { showError("console.error: " + args.join(" ")); consoleError(...args); };
 
 const $ = (id) => document.getElementById(id);
 const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) =>

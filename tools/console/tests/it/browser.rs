@@ -438,6 +438,22 @@ async fn the_page_shows_locks_leaders_the_queue_and_a_conservation_break_as_they
         .js("const e = document.getElementById('errors'); return e.hidden ? '' : e.textContent")
         .await;
     assert_eq!(errors, "", "the page reported errors");
+    // The detector works: a failed load on the page (a 404 from the console) shows up
+    // in #errors. (An error thrown by a WebDriver script would read only "Script
+    // error.": it comes from another origin.)
+    browser
+        .js("const i = document.createElement('img'); i.src = '/probe.png'; document.body.appendChild(i);")
+        .await;
+    browser
+        .until(
+            "the probe's failure",
+            "return document.getElementById('errors').textContent",
+            |v| {
+                v.as_str()
+                    .is_some_and(|t| t.contains("failed to load") && t.contains("/probe.png"))
+            },
+        )
+        .await;
     browser.client.close().await.unwrap();
     console.stop().await.unwrap();
 }
