@@ -15,15 +15,14 @@
 //! | [`payments`] | the payment queue's contract: location, item format, tier priority |
 //! | [`jobs`] | leader-elected background jobs (coord `LeaderJob`) and `ListLeaders` from the elections |
 //! | [`leaders`] | `ListLeaders` and the integration point for leader-elected jobs |
-//! | `testing` (feature `test-harness`) | fresh database per test, servers on port 0 |
+//!
+//! Test support (a fresh database per test, servers on port 0, property generators)
+//! is not here: it is the dev-dependency `shop-test-support` (`testing/support/`).
 
 pub mod config;
 pub mod coordination;
 pub mod db;
 pub mod domain;
-#[cfg(any(test, feature = "fuzzing"))]
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod jobs;
 pub mod leaders;
 pub mod limits;
@@ -32,8 +31,6 @@ pub mod payments;
 pub mod propagation;
 pub mod server;
 pub mod telemetry;
-#[cfg(feature = "test-harness")]
-pub mod testing;
 
 pub use config::{CommonSettings, ConfigError, ServiceName};
 pub use server::{shutdown_signal, GrpcServer};

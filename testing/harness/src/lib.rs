@@ -1,20 +1,22 @@
 //! The three services for one test, in-process: inventory, order pointing at it and
 //! payment pointing at order, each on port 0 with its own fresh database, all under
-//! one etcd prefix. The payment and load-tester suites build their `Shop` on it.
+//! one etcd prefix. The load-tester suite builds its `Shop` on it, and so do this
+//! crate's own suites (`tests/`): the payment saga, traces and metrics across the
+//! three services, OTLP export.
 //!
 //! Its own crate because it depends on all three services (shop-common cannot: they
-//! depend on it). The payment service's tests use it as a dev-dependency; cargo allows
-//! that cycle for integration tests.
+//! depend on it). The suites that need the whole shop live here rather than in
+//! `payment-service`, so that no crate dev-depends on a crate that depends on it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use payment_service::provider::SimulatedProvider;
-use shop_common::testing::{
+use shop_common::ServiceName;
+use shop_test_support::{
     init_test_logging, test_settings, unique_etcd_prefix, RunningServer, TestDatabase,
 };
-use shop_common::ServiceName;
 
 /// Field order matters: servers stop before their databases are dropped.
 pub struct Services {

@@ -5,12 +5,12 @@
 use inventory_service::repository::{InventoryDb, StockAudit};
 use inventory_service::{Application, Settings};
 use shop_common::domain::{Sku, Strategy};
-use shop_common::testing::{
-    init_test_logging, test_settings, unique_etcd_prefix, RunningServer, TestDatabase,
-};
 use shop_common::ServiceName;
 use shop_proto::v1 as pb;
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
+use shop_test_support::{
+    init_test_logging, test_settings, unique_etcd_prefix, RunningServer, TestDatabase,
+};
 use sqlx::PgPool;
 use tonic::transport::Channel;
 
@@ -175,7 +175,7 @@ impl TestInventory {
 
     /// A direct etcd client: the coordination state itself, not the API's word.
     pub async fn etcd(&self) -> coord::etcd_client::Client {
-        coord::EtcdConfig::new(&shop_common::testing::etcd_endpoints())
+        coord::EtcdConfig::new(&shop_test_support::etcd_endpoints())
             .unwrap()
             .connect()
             .await

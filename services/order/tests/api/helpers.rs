@@ -6,13 +6,13 @@ use std::net::SocketAddr;
 
 use inventory_service::repository::{InventoryDb, StockAudit};
 use shop_common::domain::{Sku, Strategy};
-use shop_common::testing::{
-    init_test_logging, test_settings, unique_etcd_prefix, RunningServer, TestDatabase,
-};
 use shop_common::ServiceName;
 use shop_proto::v1 as pb;
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
 use shop_proto::v1::order_service_client::OrderServiceClient;
+use shop_test_support::{
+    init_test_logging, test_settings, unique_etcd_prefix, RunningServer, TestDatabase,
+};
 use sqlx::PgPool;
 use tonic::transport::Channel;
 

@@ -10,13 +10,13 @@ use order_service::expiry;
 use order_service::repository::{Inserted, OrdersDb};
 use shop_common::domain::{Cart, CustomerId, OrderId, Strategy};
 use shop_common::payments::{payment_queue, PaymentItem, UNIT_PRICE_MINOR};
-use shop_common::testing::{
-    check_leader_failover, etcd_client, test_settings, unique_etcd_prefix, RunningServer,
-    TestDatabase,
-};
 use shop_common::ServiceName;
 use shop_proto::v1 as pb;
 use shop_proto::v1::order_service_client::OrderServiceClient;
+use shop_test_support::{
+    check_leader_failover, etcd_client, test_settings, unique_etcd_prefix, RunningServer,
+    TestDatabase,
+};
 
 use crate::helpers::{create_request, unique_key, TestShop};
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use loadtest::config::{Amount, Cluster, Databases, Endpoints, RunConfig, Scenario};
 use shop_common::domain::Strategy;
-use shop_common::testing::{etcd_endpoints, TestDatabase};
 use shop_harness::Services;
+use shop_test_support::{etcd_endpoints, TestDatabase};
 use sqlx::PgPool;
 
 /// The three services ([`Services`], payment started) and direct pools to their data.

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use payment_service::repository::PaymentState;
 use payment_service::settle;
-use shop_common::testing::{
-    check_leader_failover, listed_holder, test_settings, unique_etcd_prefix, RunningServer,
-    TestDatabase,
-};
 use shop_common::ServiceName;
 use shop_proto::v1 as pb;
 use shop_proto::v1::CustomerTier;
+use shop_test_support::{
+    check_leader_failover, listed_holder, test_settings, unique_etcd_prefix, RunningServer,
+    TestDatabase,
+};
 
 use crate::helpers::Shop;
 
