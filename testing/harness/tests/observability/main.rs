@@ -292,9 +292,9 @@ async fn failed_calls_mark_their_client_and_server_spans_as_errors() {
     let channel = |uri: &str| {
         traced_channel(uri, Duration::from_secs(2), Duration::from_secs(10)).expect("channel")
     };
-    let mut inventory = InventoryServiceClient::new(channel(&shop.inventory.uri()));
+    let mut inventory = InventoryServiceClient::new(channel(&shop.inventory().uri()));
     // A PaymentService client aimed at the inventory server: a method it lacks.
-    let mut not_payment = PaymentServiceClient::new(channel(&shop.inventory.uri()));
+    let mut not_payment = PaymentServiceClient::new(channel(&shop.inventory().uri()));
     // Port 1 on loopback: nobody listens.
     let mut nobody = InventoryServiceClient::new(channel("http://127.0.0.1:1"));
 

@@ -36,7 +36,9 @@ use shop_proto::v1::order_service_client::OrderServiceClient;
 use shop_test_support::{etcd_endpoints, init_test_logging, unique_etcd_prefix, TestDatabase};
 use tonic::transport::server::TcpIncoming;
 
-use crate::helpers::{create_order, set_stock, settled};
+use shop_harness::set_stock;
+
+use crate::helpers::{create_order, settled};
 
 /// Set in a service process: which service it runs.
 const SERVICE_PROCESS: &str = "SHOP_SERVICE_PROCESS";
