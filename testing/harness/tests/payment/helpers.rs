@@ -327,3 +327,8 @@ pub async fn settled(orders: &OrderServiceClient<Channel>, order_id: &str) -> pb
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A SKU no other test uses: `<label>-<random>`.
+pub fn sku(label: &str) -> String {
+    format!("{label}-{}", uuid::Uuid::new_v4().simple())
+}

@@ -7,11 +7,7 @@ use shop_common::payments::payment_queue;
 use shop_proto::v1 as pb;
 use shop_proto::v1::CustomerTier;
 
-use crate::helpers::Shop;
-
-fn sku(label: &str) -> String {
-    format!("{label}-{}", uuid::Uuid::new_v4().simple())
-}
+use crate::helpers::{sku, Shop};
 
 #[tokio::test]
 async fn a_reserved_order_is_paid_and_its_stock_sold() {

@@ -15,11 +15,7 @@ use shop_test_support::{
     TestDatabase,
 };
 
-use crate::helpers::Shop;
-
-fn sku(label: &str) -> String {
-    format!("{label}-{}", uuid::Uuid::new_v4().simple())
-}
+use crate::helpers::{sku, Shop};
 
 /// Payment settings with the job stepping in after 1 s, a pass every 200 ms.
 fn eager_settlement(settings: &mut payment_service::Settings) {
