@@ -19,6 +19,18 @@
 //! The suite never asserts timing; it records. A run fails when an invariant breaks:
 //! oversold units, lost orders, duplicate payments, payments that disagree with their
 //! order.
+//!
+//! # Layout
+//! | module | what it is for |
+//! |---|---|
+//! | this one | [`run_fault`]: the load processes, the probe and one fault, recorded |
+//! | `catalogue` | [`Fault`]: the faults, by name |
+//! | `stack` | the suite's compose project and fixed ports, [`stack_up`], its databases and etcd members |
+//! | `inject` | one function per fault kind that injects it (and undoes it) and times its hand-over |
+//! | `observe` | what etcd and the services say around a fault: lock holders, leases, leaders |
+//! | `replay` | the duplicate-messages fault's replayed and reordered saga messages |
+//! | `probe` | the probe orders that measure the stall |
+//! | `report` | [`FaultRun`], its violations, the fault matrix in markdown |
 
 mod catalogue;
 mod inject;
@@ -26,46 +38,23 @@ mod observe;
 mod probe;
 mod replay;
 mod report;
+mod stack;
 
 pub use catalogue::Fault;
 pub use report::{markdown, FaultRun};
+pub use stack::{stack_up, PROJECT};
 
 use probe::Probe;
+use stack::{databases, etcd_endpoints};
 
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use loadtest::config::{Amount, Cluster, Databases, Endpoints, Scenario};
+use loadtest::config::{Amount, Cluster, Endpoints, Scenario};
 use loadtest::{RunConfig, StrategyReport};
 use shop_common::domain::Strategy;
-use sqlx::postgres::PgConnectOptions;
 
 use crate::{step, Stack};
-
-/// The compose project the suite runs as (apart from the e2e suite's).
-pub const PROJECT: &str = "coord-shop-faults";
-/// Host ports of the suite's stack. Fixed, not random: a container the suite restarts
-/// (a killed replica, a restarted Postgres, an etcd member) must come back on the port
-/// the load and the auditor already use.
-const FIXED_PORTS: [(&str, &str); 13] = [
-    ("ETCD_HOST_PORT", "56379"),
-    ("ETCD2_HOST_PORT", "56380"),
-    ("ETCD3_HOST_PORT", "56381"),
-    ("ORDER_HOST_PORT", "56051"),
-    ("ORDER2_HOST_PORT", "56061"),
-    ("INVENTORY_HOST_PORT", "56052"),
-    ("INVENTORY2_HOST_PORT", "56062"),
-    ("PAYMENT_HOST_PORT", "56053"),
-    ("PAYMENT2_HOST_PORT", "56063"),
-    ("PG_ORDER_HOST_PORT", "56432"),
-    ("PG_INVENTORY_HOST_PORT", "56433"),
-    ("PG_PAYMENT_HOST_PORT", "56434"),
-    ("JAEGER_HOST_PORT", "0"),
-];
-
-/// How long a fault lasts before it is undone (a pause, a stopped member, a cut).
-const HOLD: Duration = Duration::from_secs(6);
 
 /// How the suite runs.
 #[derive(Debug, Clone)]
@@ -78,43 +67,6 @@ pub struct Options {
     /// Load before the fault is injected.
     pub warmup: Duration,
 }
-
-/// Brings the stack up with the suite's overrides.
-pub async fn stack_up() -> anyhow::Result<Stack> {
-    let overrides = crate::repo_root().join("docker/compose.faults.yaml");
-    // A stack left over from an interrupted run would carry its state; start clean.
-    let _ = crate::docker(&["compose", "-p", PROJECT, "down", "-v", "-t", "1"]).await;
-    Stack::up(PROJECT, &[overrides], &FIXED_PORTS)
-        .await
-        .map_err(anyhow::Error::msg)
-}
-
-/// The databases of the stack, as the load tester's auditor reaches them.
-async fn databases(stack: &Stack) -> anyhow::Result<Databases> {
-    let db = |service: &'static str, name: &'static str| async move {
-        let port = stack
-            .port(service, 5432)
-            .await
-            .map_err(anyhow::Error::msg)?;
-        PgConnectOptions::from_str(&format!("postgres://postgres@127.0.0.1:{port}/{name}"))
-            .context("database URL")
-    };
-    Ok(Databases {
-        order: db("pg-order", "order").await?,
-        inventory: db("pg-inventory", "inventory").await?,
-        payment: db("pg-payment", "payment").await?,
-    })
-}
-
-async fn etcd_endpoints(stack: &Stack) -> anyhow::Result<Vec<(String, String)>> {
-    let mut endpoints = Vec::new();
-    for member in ["etcd1", "etcd2", "etcd3"] {
-        let port = stack.port(member, 2379).await.map_err(anyhow::Error::msg)?;
-        endpoints.push((member.to_owned(), format!("127.0.0.1:{port}")));
-    }
-    Ok(endpoints)
-}
-
 /// Runs one fault under load and records what happened.
 pub async fn run_fault(
     stack: &mut Stack,

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use coord::etcd_client::{Client as EtcdClient, CompactionOptions, GetOptions};
 
+use super::catalogue::Fault;
 use super::observe::{etcd_leader, job_leader, keys_under, lease_gone, lock_holder, replica_lease};
 use super::replay::replay_saga_messages;
-use super::{Fault, HOLD, PROJECT};
+use super::stack::{HOLD, PROJECT};
 use crate::{Stack, TTL};
 
 /// What was done, and the fault's hand-over time.

@@ -8,7 +8,7 @@ use shop_proto::v1 as pb;
 
 use tonic::transport::Channel;
 
-use super::databases;
+use super::stack::databases;
 use crate::Stack;
 
 pub(super) const PROBE_EVERY: Duration = Duration::from_millis(100);

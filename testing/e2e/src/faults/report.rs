@@ -5,9 +5,9 @@ use loadtest::StrategyReport;
 use shop_common::domain::Strategy;
 use std::collections::BTreeSet;
 
+use super::catalogue::Fault;
 use super::inject::Injection;
 use super::probe::ProbeResult;
-use super::Fault;
 
 /// What one run recorded.
 #[derive(Debug, Clone, serde::Serialize)]
