@@ -26,33 +26,33 @@
 //! other than 0 comes from the sale's `opened_at` (the inventory's wall clock), so its
 //! latencies assume clocks that agree (true on one host).
 //!
-//! The buyers are in `driver/buyers.rs`, the stock chart's sampler in `driver/stock.rs`.
+//! The process's connections and clock are in `driver/shop.rs`, the buyers in
+//! `driver/buyers.rs`, the stock chart's sampler in `driver/stock.rs`.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use shop_common::domain::Strategy;
 use shop_proto::v1 as pb;
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
-use shop_proto::v1::order_service_client::OrderServiceClient;
 use tonic::transport::Channel;
 use tonic::Code;
 
 mod buyers;
+mod shop;
 mod stock;
 
 use buyers::Buyers;
+use shop::{Clock, Shop};
 use stock::StockSampler;
 
-use crate::audit::{AuditScope, Auditor};
+use crate::audit::AuditScope;
 use crate::config::{Amount, RunConfig};
 use crate::report::StrategyReport;
 use crate::scenario::RunNames;
 use crate::stats::Measurements;
 
-/// Buyers per gRPC connection to the order service (HTTP/2 streams share one).
-const BUYERS_PER_CONNECTION: usize = 100;
 /// Longest wait for every process's first orders before the sale opens anyway (the
 /// waiting Reserves must not reach the order service's inventory deadline).
 const FILL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -73,84 +73,6 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Vec<StrategyReport>> {
     }
     shop.session.close().await.ok();
     Ok(reports)
-}
-
-/// Connections shared by the strategies of a run.
-struct Shop {
-    orders: Vec<OrderServiceClient<Channel>>,
-    inventory: InventoryServiceClient<Channel>,
-    auditor: Auditor,
-    session: coord::Session,
-}
-
-async fn channel(uri: &str, service: &str) -> anyhow::Result<Channel> {
-    Channel::from_shared(uri.to_owned())
-        .with_context(|| format!("{service} address {uri:?} is not a URI"))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach the {service} service at {uri}"))
-}
-
-impl Shop {
-    async fn connect(config: &RunConfig) -> anyhow::Result<Shop> {
-        let connections = config.buyers.div_ceil(BUYERS_PER_CONNECTION).max(1);
-        let mut orders = Vec::with_capacity(connections);
-        for _ in 0..connections {
-            orders.push(OrderServiceClient::new(
-                channel(&config.endpoints.order, "order").await?,
-            ));
-        }
-        let inventory =
-            InventoryServiceClient::new(channel(&config.endpoints.inventory, "inventory").await?);
-        let auditor = Auditor::connect(&config.databases).await?;
-        let etcd = config
-            .cluster
-            .etcd
-            .connect()
-            .await
-            .context("cannot reach etcd (ETCD_ENDPOINTS)")?;
-        let session = coord::Session::builder(etcd)
-            .ttl(10)
-            .build()
-            .await
-            .context("cannot create an etcd session")?;
-        Ok(Shop {
-            orders,
-            inventory,
-            auditor,
-            session,
-        })
-    }
-}
-
-/// The process's clock: `Instant`s become offsets from `origin`, and the sale's
-/// wall-clock opening time can be placed on the same axis.
-#[derive(Clone, Copy)]
-struct Clock {
-    origin: Instant,
-    origin_unix: Duration,
-}
-
-impl Clock {
-    fn start() -> Clock {
-        Clock {
-            origin: Instant::now(),
-            origin_unix: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default(),
-        }
-    }
-
-    fn now(&self) -> Duration {
-        self.origin.elapsed()
-    }
-
-    /// A wall-clock time (ms since the epoch) on this clock; None if unset (0).
-    fn at_unix_ms(&self, unix_ms: i64) -> Option<Duration> {
-        let at = Duration::from_millis(u64::try_from(unix_ms).ok().filter(|&ms| ms > 0)?);
-        Some(at.saturating_sub(self.origin_unix))
-    }
 }
 
 async fn play(

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use shop_common::config::grpc_uri;
-use shop_common::domain::{OrderId, SaleId, Sku, ValidationError};
+use shop_common::domain::{OrderId, SaleId, Sku};
 use shop_proto::v1 as pb;
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
 use shop_proto::v1::order_service_client::OrderServiceClient;
@@ -18,63 +18,13 @@ use shop_proto::v1::payment_service_client::PaymentServiceClient;
 use tonic::transport::Channel;
 
 mod args;
+mod error;
 mod orders;
 
 pub use args::{Args, Command, OrderCommand, SaleCommand, StockCommand};
+use error::rpc;
+pub use error::ShopctlError;
 use orders::{create_request, watch_order, write_order};
-
-/// Why a command failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ShopctlError {
-    /// The command line names something invalid; nothing was sent.
-    #[error("{0}")]
-    Input(String),
-    #[error("cannot reach the {service} service at {addr}: {reason}")]
-    Unreachable {
-        service: &'static str,
-        addr: String,
-        reason: String,
-    },
-    /// The service refused or failed the call.
-    #[error("{service} answered {code:?}: {message}")]
-    Rpc {
-        service: &'static str,
-        code: tonic::Code,
-        message: String,
-    },
-    #[error("order {order_id} is still {status} after {timeout:?}")]
-    WatchTimeout {
-        order_id: String,
-        status: String,
-        timeout: Duration,
-    },
-    #[error("writing the output: {0}")]
-    Output(#[from] std::io::Error),
-}
-
-impl ShopctlError {
-    /// 2 for bad input, 1 for everything else.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            ShopctlError::Input(_) => 2,
-            _ => 1,
-        }
-    }
-}
-
-impl From<ValidationError> for ShopctlError {
-    fn from(e: ValidationError) -> ShopctlError {
-        ShopctlError::Input(e.to_string())
-    }
-}
-
-fn rpc(service: &'static str) -> impl Fn(tonic::Status) -> ShopctlError {
-    move |status| ShopctlError::Rpc {
-        service,
-        code: status.code(),
-        message: status.message().to_owned(),
-    }
-}
 
 async fn connect(service: &'static str, addr: &str) -> Result<Channel, ShopctlError> {
     let addr = grpc_uri(addr);

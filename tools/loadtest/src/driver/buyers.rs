@@ -12,7 +12,7 @@ use shop_common::domain::Strategy;
 use shop_proto::v1 as pb;
 use uuid::Uuid;
 
-use super::{Clock, Shop};
+use super::shop::{Clock, Shop};
 use crate::config::{Amount, RunConfig};
 use crate::scenario::{customer_of, CartPicker, RunNames};
 use crate::stats::{Outcome, Sample};

@@ -6,7 +6,7 @@ use shop_proto::v1 as pb;
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
 use tonic::transport::Channel;
 
-use super::Clock;
+use super::shop::Clock;
 use crate::config::{RunConfig, Scenario};
 use crate::scenario::RunNames;
 use crate::stats::StockPoint;

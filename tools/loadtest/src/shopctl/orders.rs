@@ -10,7 +10,7 @@ use shop_proto::v1 as pb;
 use shop_proto::v1::order_service_client::OrderServiceClient;
 use tonic::transport::Channel;
 
-use super::{rpc, ShopctlError};
+use super::error::{rpc, ShopctlError};
 
 pub(super) fn create_request(
     items: Vec<String>,
