@@ -3,9 +3,10 @@
 
 use std::future::Future;
 
+use shop_common::config::CommonSettings;
 use shop_common::ServiceName;
 
-use crate::backends::etcd_client;
+use crate::backends::{etcd_client, test_settings, TestDatabase};
 use crate::servers::RunningServer;
 
 /// Who `ListLeaders` of `service` at `server` says leads `job` (its proclaimed value;
@@ -107,26 +108,36 @@ pub async fn crash_leader(service: ServiceName, etcd_prefix: &str, job: &str) {
         .expect("revoke the leader's lease");
 }
 
-/// The failover contract of a leader-elected job, checked on two replicas started by
-/// `start(name)` (each with an `ETCD_SESSION_TTL` of `session_ttl`):
+/// The failover contract of a leader-elected job, checked on two replicas of
+/// `service` on `db`, each started by `start(settings)` from settings of its own
+/// (replica id `replica-a` / `replica-b`, an `ETCD_SESSION_TTL` of `session_ttl`, jobs
+/// every 200 ms, under `etcd_prefix`):
 /// 1. exactly one of them leads `job`, and both say so (one leader, two candidates);
 /// 2. the leader crashes (lease gone, no resignation): the other leads within
 ///    `session_ttl` + 1 s, and the crashed one campaigns again with a new session;
 /// 3. the new leader shuts down gracefully (resigns): the other leads within 1 s.
 pub async fn check_leader_failover<F, Fut>(
     service: ServiceName,
+    db: &TestDatabase,
     etcd_prefix: &str,
     job: &str,
     session_ttl: std::time::Duration,
     start: F,
 ) where
-    F: Fn(&'static str) -> Fut,
+    F: Fn(CommonSettings) -> Fut,
     Fut: Future<Output = RunningServer>,
 {
     use std::time::Duration;
+    let replica = |name: &str| {
+        let mut settings = test_settings(service, db, etcd_prefix);
+        settings.etcd.session_ttl = session_ttl.as_secs() as i64;
+        settings.jobs.interval = Duration::from_millis(200);
+        settings.jobs.replica_id = name.into();
+        start(settings)
+    };
     let replicas = [
-        ("replica-a", start("replica-a").await),
-        ("replica-b", start("replica-b").await),
+        ("replica-a", replica("replica-a").await),
+        ("replica-b", replica("replica-b").await),
     ];
     // 1. One leader: wait for a leader and for the other replica's candidacy.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
