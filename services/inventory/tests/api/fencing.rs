@@ -18,7 +18,7 @@ async fn a_stale_lock_holder_is_rejected_by_the_fenced_write() {
 
     // Holder A takes the SKU's lock (the same name the service's mutex strategy uses)
     // and reads the stock; then it "pauses".
-    let mut etcd = EtcdConfig::new(&shop_common::testing::etcd_endpoints())
+    let mut etcd = EtcdConfig::new(&shop_test_support::etcd_endpoints())
         .unwrap()
         .connect()
         .await

@@ -15,7 +15,6 @@ use coord::{Election, Mutex, Session};
 use fantoccini::{Client, ClientBuilder};
 use serde_json::{json, Value};
 use shop_common::jobs::election_name;
-use shop_common::testing::crash_leader;
 use shop_common::ServiceName;
 use shop_harness::Services;
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
@@ -24,6 +23,7 @@ use shop_proto::v1::{
     CreateOrderRequest, CreateSaleRequest, CustomerTier, LineItem, OpenSaleRequest,
     SetStockRequest, Strategy,
 };
+use shop_test_support::crash_leader;
 
 use crate::support::{session, start_console, Sources};
 
@@ -149,8 +149,9 @@ async fn the_page_shows_locks_leaders_the_queue_and_a_conservation_break_as_they
     };
     let services = Services::spawn(
         "console-browser",
-        |inventory| inventory.common.jobs.replica_id = "inventory-1".into(),
-        |payment| {
+        |shop| {
+            shop.inventory.common.jobs.replica_id = "inventory-1".into();
+            let payment = &mut shop.payment;
             payment.common.jobs.replica_id = "payment-1".into();
             payment.common.metrics_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
             // A slow provider with one permit: the queue fills, then drains.
@@ -161,7 +162,7 @@ async fn the_page_shows_locks_leaders_the_queue_and_a_conservation_break_as_they
     )
     .await;
     let prefix = services.etcd_prefix.clone();
-    let mut stock = InventoryServiceClient::connect(services.inventory.uri())
+    let mut stock = InventoryServiceClient::connect(services.inventory().uri())
         .await
         .unwrap();
     let mut orders = OrderServiceClient::connect(services.order.uri())

@@ -1,6 +1,6 @@
 //! The console's database connections can only read.
 
-use shop_common::testing::TestDatabase;
+use shop_test_support::TestDatabase;
 
 #[tokio::test]
 async fn the_console_pool_refuses_writes() {

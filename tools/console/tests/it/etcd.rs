@@ -6,7 +6,7 @@ use std::time::Duration;
 use coord::{Election, Mutex, Semaphore, Session};
 use serde_json::Value;
 use shop_common::payments::{payment_queue, tier_priority, PaymentItem};
-use shop_common::testing::{etcd_client, unique_etcd_prefix, TcpProxy};
+use shop_test_support::{etcd_client, unique_etcd_prefix, TcpProxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{eventually, session, start_console, state, state_where, Sources};

@@ -1,7 +1,7 @@
 //! The console's own bad input, over plain HTTP: every refusal is a 4xx with a reason.
 
 use crate::support::{http, start_console, Sources};
-use shop_common::testing::unique_etcd_prefix;
+use shop_test_support::unique_etcd_prefix;
 
 #[tokio::test]
 async fn pages_and_api_answer_and_bad_requests_get_a_clear_4xx() {

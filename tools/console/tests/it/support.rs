@@ -4,7 +4,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use shop_common::testing::RunningServer;
+use shop_test_support::RunningServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// What a test points its console at.
@@ -45,7 +45,7 @@ pub async fn start_console(prefix: &str, sources: Sources) -> RunningServer {
 
 /// A session of its own on the test's etcd (10 s TTL).
 pub async fn session() -> coord::Session {
-    coord::Session::builder(shop_common::testing::etcd_client().await)
+    coord::Session::builder(shop_test_support::etcd_client().await)
         .ttl(10)
         .build()
         .await

@@ -10,7 +10,7 @@
 //! resource naming the service, is process-wide; the in-process shop of
 //! `tests/observability` shares one.
 
-#[path = "../api/helpers.rs"]
+#[path = "../payment/helpers.rs"]
 mod helpers;
 
 use std::collections::{BTreeSet, HashMap};
@@ -30,13 +30,15 @@ use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use shop_common::testing::{etcd_endpoints, init_test_logging, unique_etcd_prefix, TestDatabase};
 use shop_proto::v1 as pb;
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
 use shop_proto::v1::order_service_client::OrderServiceClient;
+use shop_test_support::{etcd_endpoints, init_test_logging, unique_etcd_prefix, TestDatabase};
 use tonic::transport::server::TcpIncoming;
 
-use crate::helpers::{create_order, set_stock, settled};
+use shop_harness::set_stock;
+
+use crate::helpers::{create_order, settled};
 
 /// Set in a service process: which service it runs.
 const SERVICE_PROCESS: &str = "SHOP_SERVICE_PROCESS";

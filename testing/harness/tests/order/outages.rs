@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use shop_common::domain::Strategy;
-use shop_common::testing::{server_options, TcpProxy};
 use shop_proto::v1 as pb;
+use shop_test_support::{server_options, TcpProxy};
 use tonic::Code;
 
 use crate::helpers::{status, unique_key, TestShop};

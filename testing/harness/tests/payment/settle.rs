@@ -7,19 +7,14 @@ use std::time::Duration;
 
 use payment_service::repository::PaymentState;
 use payment_service::settle;
-use shop_common::testing::{
-    check_leader_failover, listed_holder, test_settings, unique_etcd_prefix, RunningServer,
-    TestDatabase,
-};
 use shop_common::ServiceName;
 use shop_proto::v1 as pb;
 use shop_proto::v1::CustomerTier;
+use shop_test_support::{
+    check_leader_failover, listed_holder, unique_etcd_prefix, RunningServer, TestDatabase,
+};
 
-use crate::helpers::Shop;
-
-fn sku(label: &str) -> String {
-    format!("{label}-{}", uuid::Uuid::new_v4().simple())
-}
+use crate::helpers::{sku, Shop};
 
 /// Payment settings with the job stepping in after 1 s, a pass every 200 ms.
 fn eager_settlement(settings: &mut payment_service::Settings) {
@@ -33,22 +28,15 @@ async fn exactly_one_payment_replica_runs_settle_payments_and_another_takes_over
     let db = TestDatabase::create("payment").await;
     let prefix = unique_etcd_prefix("payment-jobs");
     let ttl = Duration::from_secs(2);
-    let start = |replica: &'static str| {
-        let mut settings = payment_service::Settings::with_common(test_settings(
-            ServiceName::Payment,
-            &db,
-            &prefix,
-        ));
-        settings.common.etcd.session_ttl = ttl.as_secs() as i64;
-        settings.common.jobs.interval = Duration::from_millis(200);
-        settings.common.jobs.replica_id = replica.into();
+    let start = |common| {
+        let mut settings = payment_service::Settings::with_common(common);
         settings.workers = 1;
         async move {
             let app = payment_service::Application::build(settings).await.unwrap();
             RunningServer::spawn(app.local_addr(), |s| app.run_until_stopped(s))
         }
     };
-    check_leader_failover(ServiceName::Payment, &prefix, settle::JOB, ttl, start).await;
+    check_leader_failover(ServiceName::Payment, &db, &prefix, settle::JOB, ttl, start).await;
 }
 
 #[tokio::test]

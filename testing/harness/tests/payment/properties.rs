@@ -1,9 +1,9 @@
 //! Property test of bad input for the payment service's one RPC with input,
 //! GetPayment (QueueDepth and ListLeaders take no fields): see
-//! `shop_common::testing::properties`. A refused request changes nothing stored.
+//! `shop_test_support::properties`. A refused request changes nothing stored.
 
-use shop_common::testing::properties::{check_requests, order_id, single_field, Snapshot};
 use shop_proto::v1 as pb;
+use shop_test_support::properties::{check_requests, order_id, single_field, Snapshot};
 
 use crate::helpers::Shop;
 

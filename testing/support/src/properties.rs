@@ -30,7 +30,7 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use shop_proto::v1 as pb;
 use tonic::Code;
 
-use crate::domain::{MAX_ID_LEN, MAX_LINES, MAX_QUANTITY};
+use shop_common::domain::{MAX_ID_LEN, MAX_LINES, MAX_QUANTITY};
 
 /// A generated request and the fields in it that are invalid (empty: a valid request).
 #[derive(Debug, Clone)]
@@ -448,7 +448,7 @@ async fn read_tables(
     for name in names {
         let row: (i64, Option<String>) = sqlx::query_as(&format!(
             "SELECT count(*), md5(string_agg(t::text, '|' ORDER BY t::text)) FROM {} t",
-            crate::db::quote_ident(&name)
+            shop_common::db::quote_ident(&name)
         ))
         .fetch_one(pool)
         .await

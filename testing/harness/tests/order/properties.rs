@@ -1,14 +1,14 @@
 //! Property tests of bad input for every order RPC (see
-//! `shop_common::testing::properties`): one real order service (with its inventory)
+//! `shop_test_support::properties`): one real order service (with its inventory)
 //! per property; each answer matches the request's fields, and a refused request
 //! leaves both databases as they were. `bad_input.rs` pins the exact messages.
 
-use shop_common::testing::properties::{
+use shop_proto::v1 as pb;
+use shop_test_support::properties::{
     check_requests, enum_value, id, id_from, lines, order_id, single_field, text, Case, Field,
     Snapshot,
 };
-use shop_common::testing::proptest::prelude::*;
-use shop_proto::v1 as pb;
+use shop_test_support::proptest::prelude::*;
 
 use crate::helpers::TestShop;
 
@@ -30,13 +30,12 @@ async fn seeded() -> TestShop {
 /// or one that is empty (when `empty_ok` is false), too long, or has a space or a
 /// character outside ASCII.
 fn token(max: usize, empty_ok: bool) -> impl Strategy<Value = Field<String>> {
-    let ok = || {
-        shop_common::testing::proptest::string::string_regex(&format!("[!-~]{{1,{max}}}")).unwrap()
-    };
+    let ok =
+        || shop_test_support::proptest::string::string_regex(&format!("[!-~]{{1,{max}}}")).unwrap();
     prop_oneof![
         4 => ok().prop_map(|value| Field { value, valid: true }),
         1 => Just(Field { value: String::new(), valid: empty_ok }),
-        1 => shop_common::testing::proptest::string::string_regex(&format!("[!-~]{{{},{}}}", max + 1, max * 2))
+        1 => shop_test_support::proptest::string::string_regex(&format!("[!-~]{{{},{}}}", max + 1, max * 2))
             .unwrap()
             .prop_map(|value| Field { value, valid: false }),
         1 => (ok(), prop_oneof![Just(' '), Just('\t'), Just('é'), Just('\u{0}'), Just('🦀')])
@@ -69,7 +68,7 @@ async fn create_order_answers_every_request_cleanly() {
         enum_value(0..=3),
         lines("items", skus()),
         enum_value(0..=4),
-        shop_common::testing::proptest::option::of(id_from(vec!["no-such-sale".into()])),
+        shop_test_support::proptest::option::of(id_from(vec!["no-such-sale".into()])),
     )
         .prop_map(|(key, customer, tier, cart, strategy, sale)| {
             let mut invalid = cart.invalid;

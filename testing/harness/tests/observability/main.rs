@@ -4,7 +4,7 @@
 //! recorder are process-wide, and these tests install them ([`capture_spans`]) before
 //! anything else can. They share the Shop harness of the API tests.
 
-#[path = "../api/helpers.rs"]
+#[path = "../payment/helpers.rs"]
 mod helpers;
 
 use std::collections::{BTreeSet, HashMap};
@@ -14,11 +14,11 @@ use opentelemetry::trace::{SpanKind, Status, TraceId};
 use opentelemetry::Value;
 use opentelemetry_sdk::trace::SpanData;
 use shop_common::propagation::traced_channel;
-use shop_common::testing::{capture_spans, metric_value, scrape_metrics};
 use shop_proto::v1 as pb;
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
 use shop_proto::v1::payment_service_client::PaymentServiceClient;
 use shop_proto::v1::CustomerTier;
+use shop_test_support::{capture_spans, metric_value, scrape_metrics};
 use tracing::Instrument;
 
 use crate::helpers::Shop;
@@ -292,9 +292,9 @@ async fn failed_calls_mark_their_client_and_server_spans_as_errors() {
     let channel = |uri: &str| {
         traced_channel(uri, Duration::from_secs(2), Duration::from_secs(10)).expect("channel")
     };
-    let mut inventory = InventoryServiceClient::new(channel(&shop.inventory.uri()));
+    let mut inventory = InventoryServiceClient::new(channel(&shop.inventory().uri()));
     // A PaymentService client aimed at the inventory server: a method it lacks.
-    let mut not_payment = PaymentServiceClient::new(channel(&shop.inventory.uri()));
+    let mut not_payment = PaymentServiceClient::new(channel(&shop.inventory().uri()));
     // Port 1 on loopback: nobody listens.
     let mut nobody = InventoryServiceClient::new(channel("http://127.0.0.1:1"));
 

@@ -7,11 +7,7 @@ use shop_common::payments::payment_queue;
 use shop_proto::v1 as pb;
 use shop_proto::v1::CustomerTier;
 
-use crate::helpers::Shop;
-
-fn sku(label: &str) -> String {
-    format!("{label}-{}", uuid::Uuid::new_v4().simple())
-}
+use crate::helpers::{sku, Shop};
 
 #[tokio::test]
 async fn a_reserved_order_is_paid_and_its_stock_sold() {
@@ -113,7 +109,7 @@ async fn a_worker_that_dies_after_charging_does_not_cause_a_second_charge() {
 
     // A worker of an earlier process: claims the item, gets the provider to charge,
     // and dies before recording or acking (its lease is revoked; no destructor runs).
-    let client = coord::EtcdConfig::new(&shop_common::testing::etcd_endpoints())
+    let client = coord::EtcdConfig::new(&shop_test_support::etcd_endpoints())
         .unwrap()
         .connect()
         .await
@@ -210,7 +206,7 @@ async fn platinum_and_gold_customers_are_charged_before_standard_ones() {
         .await
         .order_id;
     let depth = shop_common::payments::payment_queue(
-        coord::EtcdConfig::new(&shop_common::testing::etcd_endpoints())
+        coord::EtcdConfig::new(&shop_test_support::etcd_endpoints())
             .unwrap()
             .connect()
             .await

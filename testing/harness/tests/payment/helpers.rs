@@ -12,19 +12,12 @@ use shop_common::coordination::SharedSession;
 use shop_common::payments::{payment_queue, PaymentItem};
 use shop_harness::Services;
 use shop_proto::v1 as pb;
-use shop_proto::v1::inventory_service_client::InventoryServiceClient;
 use shop_proto::v1::order_service_client::OrderServiceClient;
 use shop_proto::v1::payment_service_client::PaymentServiceClient;
-use sqlx::PgPool;
 use tonic::transport::Channel;
 
-/// The three services ([`Services`]) and clients for them.
-///
-/// Field order matters: the pool closes before `services` drops the databases.
+/// The three services ([`Services`]), with what the payment suites ask of them.
 pub struct Shop {
-    pub orders: OrderServiceClient<Channel>,
-    pub stock: InventoryServiceClient<Channel>,
-    pub payment_pool: PgPool,
     pub services: Services,
 }
 
@@ -48,27 +41,14 @@ impl Shop {
         adjust: impl FnOnce(&mut payment_service::Settings),
         start_payment: bool,
     ) -> Shop {
-        let services = Services::spawn("payment", |_| {}, adjust, start_payment).await;
-        Shop {
-            orders: OrderServiceClient::connect(services.order.uri())
-                .await
-                .unwrap(),
-            stock: InventoryServiceClient::connect(services.inventory.uri())
-                .await
-                .unwrap(),
-            payment_pool: services.payment_db.pool().await,
-            services,
-        }
+        let services = Services::spawn("payment", |s| adjust(&mut s.payment), start_payment).await;
+        Shop { services }
     }
 
     pub async fn payments(&self) -> PaymentServiceClient<Channel> {
         PaymentServiceClient::connect(self.payment().uri())
             .await
             .unwrap()
-    }
-
-    pub async fn set_stock(&self, sku: &str, available: i64) {
-        set_stock(&self.stock, sku, available).await;
     }
 
     pub async fn stock_of(&self, sku: &str) -> pb::Stock {
@@ -296,18 +276,6 @@ impl CrashingWorker {
     }
 }
 
-/// Sets `sku`'s stock through the inventory service at the other end of `stock`.
-pub async fn set_stock(stock: &InventoryServiceClient<Channel>, sku: &str, available: i64) {
-    stock
-        .clone()
-        .set_stock(pb::SetStockRequest {
-            sku: sku.into(),
-            available,
-        })
-        .await
-        .unwrap();
-}
-
 /// One CreateOrder of `quantity` × `sku` (panics if the call fails).
 pub async fn create_order(
     orders: &OrderServiceClient<Channel>,
@@ -358,4 +326,9 @@ pub async fn settled(orders: &OrderServiceClient<Channel>, order_id: &str) -> pb
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A SKU no other test uses: `<label>-<random>`.
+pub fn sku(label: &str) -> String {
+    format!("{label}-{}", uuid::Uuid::new_v4().simple())
 }

@@ -5,7 +5,7 @@ use shop_common::domain::Strategy;
 use shop_proto::v1 as pb;
 use tonic::Code;
 
-use shop_common::testing::{assert_rejections, only_status};
+use shop_test_support::{assert_rejections, only_status};
 
 use crate::helpers::{create_request, unique_key, TestShop};
 

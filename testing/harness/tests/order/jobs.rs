@@ -10,13 +10,12 @@ use order_service::expiry;
 use order_service::repository::{Inserted, OrdersDb};
 use shop_common::domain::{Cart, CustomerId, OrderId, Strategy};
 use shop_common::payments::{payment_queue, PaymentItem, UNIT_PRICE_MINOR};
-use shop_common::testing::{
-    check_leader_failover, etcd_client, test_settings, unique_etcd_prefix, RunningServer,
-    TestDatabase,
-};
 use shop_common::ServiceName;
 use shop_proto::v1 as pb;
 use shop_proto::v1::order_service_client::OrderServiceClient;
+use shop_test_support::{
+    check_leader_failover, etcd_client, unique_etcd_prefix, RunningServer, TestDatabase,
+};
 
 use crate::helpers::{create_request, unique_key, TestShop};
 
@@ -69,18 +68,13 @@ async fn one_replica_runs_the_job_and_another_takes_over_on_death_and_on_shutdow
     let db = TestDatabase::create("order").await;
     let prefix = unique_etcd_prefix("order-jobs");
     let ttl = Duration::from_secs(2);
-    let start = |replica: &'static str| {
-        let mut settings =
-            order_service::Settings::with_common(test_settings(ServiceName::Order, &db, &prefix));
-        settings.common.etcd.session_ttl = ttl.as_secs() as i64;
-        settings.common.jobs.interval = Duration::from_millis(200);
-        settings.common.jobs.replica_id = replica.into();
-        async move {
-            let app = order_service::Application::build(settings).await.unwrap();
-            RunningServer::spawn(app.local_addr(), |s| app.run_until_stopped(s))
-        }
+    let start = |common| async move {
+        let app = order_service::Application::build(order_service::Settings::with_common(common))
+            .await
+            .unwrap();
+        RunningServer::spawn(app.local_addr(), |s| app.run_until_stopped(s))
     };
-    check_leader_failover(ServiceName::Order, &prefix, expiry::JOB, ttl, start).await;
+    check_leader_failover(ServiceName::Order, &db, &prefix, expiry::JOB, ttl, start).await;
 }
 
 /// Inserts a PENDING order the way the saga does (its first step), for `quantity` tea.
