@@ -8,11 +8,10 @@ export ETCD_ENDPOINTS=${ETCD_ENDPOINTS:-127.0.0.1:2379}
 cargo build -q -p coord --examples
 for src in coord/examples/*.rs; do
   name=$(basename "$src" .rs)
-  [ "$name" = bench ] && continue
   echo "-- example $name"
   timeout 120 cargo run -q -p coord --example "$name"
 done
-if [ -f coord/examples/bench.rs ]; then
+if [ -f coord/examples/bench/main.rs ]; then
   echo "-- example bench (smoke run)"
   timeout 300 cargo run -q -p coord --example bench -- --endpoint "${ETCD_ENDPOINTS%%,*}" -n 16 --json
 fi
