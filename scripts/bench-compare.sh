@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # Runs coord's benchmark and the Go anchor (etcd's own Go client) on the same fresh,
-# dedicated etcd, several rounds in alternating order, and prints a comparison table
-# (medians over rounds, coord/Go ratios, the issue's targets).
+# dedicated etcd, workload by workload in alternating order, several rounds, and prints
+# a comparison table (medians over rounds, coord/Go ratios, the issue's targets).
 #
 #   scripts/bench-compare.sh [--rounds 3] [-n 400] [--workers 8] [--port 23790] [--out FILE]
-#                            [--current-thread]
+#                            [--only NAME,...] [--current-thread]
 #
 # - The etcd on --port is started here (scripts/etcd.sh) and stopped at the end, so
 #   other load on the shared test etcd does not disturb the numbers. If something
 #   already answers on that port it is used as is and left running.
-# - One unrecorded warm-up run of each, then round r runs coord first when r is odd
-#   and Go first when r is even.
+# - One unrecorded warm-up run of each, then every round runs each workload (all of
+#   `bench --list`, or --only) once with coord and once with Go, back to back, so that
+#   noise from other load on the machine hits both: coord first for the 1st, 3rd, …
+#   workload of odd rounds and the 2nd, 4th, … of even rounds, Go first otherwise.
+#   Workloads with no Go counterpart (work_queue_roundtrip, semaphore_contended) run
+#   coord only.
 # - Every result line (both implementations, all rounds) is kept in --out
 #   (default target/bench-compare/<UTC timestamp>.jsonl); the table is printed by
 #   `bench --summarize` from that file, so it can be re-printed later.
@@ -20,7 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-rounds=3 n=400 workers=8 port=23790 out="" coord_flags=()
+rounds=3 n=400 workers=8 port=23790 out="" only="" coord_flags=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds=$2; shift 2 ;;
@@ -28,13 +32,17 @@ while [ $# -gt 0 ]; do
     --workers) workers=$2; shift 2 ;;
     --port) port=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
+    --only) only=$2; shift 2 ;;
     --current-thread) coord_flags+=(--current-thread); shift ;; # coord on Tokio's single-threaded runtime
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
 endpoint=127.0.0.1:$port
-anchor=${GO_ANCHOR:-$(cd "$(dirname "$0")/.." && pwd)/../shared/anchors/gomutex/run.sh}
+# The anchor lives beside the main checkout (../shared from it); a linked worktree
+# finds it through git's common directory, which is inside the main checkout.
+main_checkout=$(cd "$(git rev-parse --git-common-dir 2>/dev/null || echo .git)/.." && pwd)
+anchor=${GO_ANCHOR:-$main_checkout/../shared/anchors/gomutex/run.sh}
 if [ -z "$out" ]; then
   mkdir -p target/bench-compare
   out=target/bench-compare/$(date -u +%Y%m%dT%H%M%SZ).jsonl
@@ -54,8 +62,9 @@ echo "building coord's bench (release) ..." >&2
 cargo build -q --release -p coord --example bench
 bench=$root/target/release/examples/bench
 
-run_coord() { exec "$bench" --endpoint "$endpoint" -n "$n" --workers "$workers" --json ${coord_flags[@]+"${coord_flags[@]}"}; }
-run_go() { exec bash "$anchor" --endpoint "$endpoint" -n "$n" -workers "$workers"; }
+# Both run one workload, $workload.
+run_coord() { exec "$bench" --endpoint "$endpoint" -n "$n" --workers "$workers" --json --only "$workload" ${coord_flags[@]+"${coord_flags[@]}"}; }
+run_go() { exec bash "$anchor" --endpoint "$endpoint" -n "$n" -workers "$workers" -only "$workload"; }
 
 # CPU time (user + system, in clock ticks) a process has used so far; empty if gone.
 ticks() { [ -n "$1" ] && awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || true; }
@@ -75,7 +84,7 @@ run_measured() {
   local impl=$1 fd cpid pid="" line pending="" etcd_used="" e0 c0 e1 c1 used=0 tfile total
   tfile=$(mktemp)
   if [ -x /usr/bin/time ]; then
-    coproc CLIENT { exec /usr/bin/time -f "%U %S" -o "$tfile" bash -c "$(declare -f "run_$impl"); $(declare -p bench anchor endpoint n workers coord_flags 2>/dev/null); run_$impl"; }
+    coproc CLIENT { exec /usr/bin/time -f "%U %S" -o "$tfile" bash -c "$(declare -f "run_$impl"); $(declare -p bench anchor endpoint n workers workload coord_flags 2>/dev/null); run_$impl"; }
   else
     coproc CLIENT { "run_$impl"; }
   fi
@@ -118,11 +127,18 @@ echo "warm-up (not recorded) ..." >&2
 bash "$anchor" --endpoint "$endpoint" -n 100 -workers "$workers" >/dev/null
 # (The anchor is built by that first call, so later runs measure only the Go binary.)
 
+if [ -n "$only" ]; then workloads=${only//,/ }; else workloads=$("$bench" --list); fi
+go_has() { grep -q "want(\"$1\")" "$(dirname "$anchor")/main.go" 2>/dev/null; }
 for round in $(seq 1 "$rounds"); do
-  if [ $((round % 2)) -eq 1 ]; then order="coord go"; else order="go coord"; fi
-  for impl in $order; do
-    echo "round $round/$rounds: $impl ..." >&2
-    run_measured "$impl" | tee -a "$out" >&2
+  k=0
+  for workload in $workloads; do
+    k=$((k + 1))
+    if [ $(((round + k) % 2)) -eq 0 ]; then order="coord go"; else order="go coord"; fi
+    go_has "$workload" || order=coord
+    for impl in $order; do
+      echo "round $round/$rounds, $workload: $impl ..." >&2
+      run_measured "$impl" | tee -a "$out" >&2
+    done
   done
 done
 
@@ -135,9 +151,9 @@ cat <<EOF
 - machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(free -g | awk '/^Mem:/ {print $2}') GiB RAM, load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)
 - etcd: $etcd_version, fresh single member on $endpoint (data under \${TMPDIR:-/tmp})
 - Go: $(go version 2>/dev/null || echo unknown); anchor: $anchor
-- command: scripts/bench-compare.sh --rounds $rounds -n $n --workers $workers --port $port ${coord_flags[*]+"${coord_flags[*]}"}
+- command: scripts/bench-compare.sh --rounds $rounds -n $n --workers $workers --port $port${only:+ --only $only} ${coord_flags[*]+"${coord_flags[*]}"}
 - raw results: $out
-- medians over $rounds rounds; ratios are coord/Go (ops/s: higher is better for coord; p50: lower is better)
+- medians over $rounds rounds, each workload run by coord and Go back to back; ratios are coord/Go (ops/s: higher is better for coord; p50, p99: lower is better)
 
 EOF
 "$bench" --summarize "$out"
