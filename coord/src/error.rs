@@ -94,6 +94,12 @@ pub enum Error {
         source: etcd_client::Error,
     },
 
+    /// A blocking call (e.g. [`crate::Locker::lock`]) was made on a thread inside a Tokio
+    /// runtime, where blocking would stall or deadlock it. Nothing was done. Call it from
+    /// a plain thread; async code uses the async primitive ([`crate::Mutex`]).
+    #[error("{0} blocks its thread and was called inside a Tokio runtime; call it from a plain thread, or use the async API")]
+    BlockingInAsync(&'static str),
+
     /// The etcd client or server failed (unavailable, timeout at the transport, auth …).
     #[error("etcd: {0}")]
     Etcd(#[from] etcd_client::Error),

@@ -13,6 +13,7 @@
 //! |---|---|
 //! | [`session`] | a lease kept alive in the background; the liveness every primitive uses |
 //! | [`mutex`] | distributed lock with a fencing token |
+//! | [`locker`] | a blocking lock/unlock over a Mutex for code that is not async (Go's `NewLocker`) |
 //! | [`election`] | leader election: campaign, proclaim, resign, observe leader changes |
 //! | [`leader`] | run a job on one replica at a time; cancel it when leadership is lost |
 //! | [`stm`] | software transactional memory: read, decide, write atomically, retried on conflict |
@@ -44,6 +45,7 @@ pub mod error;
 pub mod fuzzing;
 mod internal;
 pub mod leader;
+pub mod locker;
 pub mod metrics;
 pub mod mutex;
 pub mod queue;
@@ -61,6 +63,7 @@ pub use election::{Election, ElectionObserver, LeaderEvent, LeaderInfo, Leadersh
 pub use error::{timeout, Error, Result};
 pub use etcd_client;
 pub use leader::{run_as_leader, LeaderContext, LeaderJob, LeaderOutcome};
+pub use locker::Locker;
 pub use mutex::{Mutex, MutexGuard};
 pub use queue::{PriorityQueue, Queue};
 pub use rwmutex::{Access, RwMutex, RwMutexGuard};
