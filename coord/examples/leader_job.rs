@@ -31,7 +31,7 @@ async fn reindex(ctx: LeaderContext, replica: usize) {
     let progress = format!("{}-progress", ctx.election());
     let mut client = ctx.session().client();
     for step in 1.. {
-        let write = Txn::new().when([ctx.is_leader()]).and_then([TxnOp::put(
+        let write = Txn::new().when([ctx.is_owner()]).and_then([TxnOp::put(
             progress.as_str(),
             format!(
                 "replica-{replica} step {step} token {}",

@@ -29,10 +29,11 @@ async fn main() -> anyhow::Result<()> {
     let config = coord::EtcdConfig::from_env()?;
     let endpoints = config.endpoints.join(",");
     let client = config.connect().await?;
+    let etcdctl = scenes::local_etcdctl();
     for name in chosen {
         let scene = scenes::build(&client, name).await?;
         println!("== {name}: built under {}", scene.prefix);
-        match scenes::transcript(&endpoints, &scene).await {
+        match scenes::transcript(&etcdctl, &endpoints, &scene).await {
             Ok(transcript) => print!("{transcript}"),
             Err(e) => {
                 println!("(cannot show it here: {e:#})\nlook at it with:");

@@ -30,8 +30,8 @@
 use etcd_client::Client;
 use tracing::{info_span, Instrument};
 
-use crate::internal::owned::{create_key, PendingPut, Placed};
-use crate::internal::watch::wait_key;
+use crate::ownership::owned::{create_key, PendingPut, Placed};
+use crate::plumbing::watch::wait_key;
 use crate::{Error, Result, Session};
 
 /// A barrier on one etcd key. Cheap to create and clone.
@@ -133,8 +133,9 @@ impl Barrier {
         .await
     }
 
-    /// Asks etcd whether the barrier is up right now.
-    pub async fn is_held(&self) -> Result<bool> {
+    /// Asks etcd whether the barrier is up right now (its key exists, so [`Barrier::wait`]
+    /// would wait).
+    pub async fn is_up(&self) -> Result<bool> {
         let resp = self.client.clone().get(self.key.as_str(), None).await?;
         Ok(!resp.kvs().is_empty())
     }

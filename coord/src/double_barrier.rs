@@ -48,15 +48,14 @@
 //! The usual lease caveat: a participant paused longer than its TTL is dropped from the
 //! barrier while it may still run.
 
-use etcd_client::{
-    Compare, CompareOp, GetOptions, KeyValue, SortOrder, SortTarget, Txn, TxnOp, TxnResponse,
-};
+use etcd_client::{GetOptions, KeyValue, SortOrder, SortTarget, Txn, TxnOp, TxnResponse};
 use tracing::{debug, field, info_span, Instrument, Span};
 
-use crate::internal::key::{dir_prefix, show, txn_get, txn_rev, unix_nanos};
-use crate::internal::owned::{create_unique, OwnedKey, PendingPut, Placed};
-use crate::internal::retry::retrying;
-use crate::internal::watch::{wait_deleted, wait_key};
+use crate::ownership::owned::{create_unique, OwnedKey, PendingPut, Placed};
+use crate::plumbing::key::{dir_prefix, show, txn_get, txn_rev, unix_nanos};
+use crate::plumbing::retry::retrying;
+use crate::plumbing::watch::{wait_deleted, wait_key};
+use crate::txn::{create_rev_is, mod_rev_is};
 use crate::{Error, Result, Session};
 
 /// A double barrier for `count` participants, bound to a session. Cheap to create.
@@ -220,11 +219,7 @@ impl DoubleBarrier {
         loop {
             let ready = self.ready_key.as_str();
             let txn = Txn::new()
-                .when([Compare::mod_revision(
-                    ready,
-                    CompareOp::Equal,
-                    seen.unwrap_or(0),
-                )])
+                .when([mod_rev_is(ready, seen.unwrap_or(0))])
                 .and_then([TxnOp::put(ready, "", None)])
                 .or_else([TxnOp::get(ready, None)]);
             let resp = client.txn(txn).await?;
@@ -348,18 +343,10 @@ impl DoubleBarrierGuard {
                     // Only we are left: take the ready key down (if it is still our
                     // round's) and leave, atomically.
                     let take_down_ready = Txn::new()
-                        .when([Compare::mod_revision(
-                            self.ready_key.as_str(),
-                            CompareOp::Equal,
-                            self.round,
-                        )])
+                        .when([mod_rev_is(self.ready_key.as_str(), self.round)])
                         .and_then([TxnOp::delete(self.ready_key.as_str(), None)]);
                     let txn = Txn::new()
-                        .when([Compare::create_revision(
-                            my_key.as_str(),
-                            CompareOp::Equal,
-                            my_rev,
-                        )])
+                        .when([create_rev_is(my_key.as_str(), my_rev)])
                         .and_then([
                             TxnOp::delete(my_key.as_str(), None),
                             TxnOp::txn(take_down_ready),

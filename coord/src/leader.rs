@@ -31,18 +31,18 @@
 //! Cancellation is local and prompt, not instantaneous: between etcd deleting our key
 //! (say the lease expired during a long GC pause) and our watch reporting it, another
 //! replica may already lead and run its job. The job's **writes** must be fenced with
-//! [`LeaderContext::is_leader`] (etcd) or [`LeaderContext::fencing_token`] (elsewhere).
+//! [`LeaderContext::is_owner`] (etcd) or [`LeaderContext::fencing_token`] (elsewhere).
 //! A job that blocks a thread without reaching an `.await` cannot be cancelled.
 
 use std::future::Future;
 use std::pin::Pin;
 
-use etcd_client::Compare;
 use tracing::{info, info_span, warn, Instrument};
 
-use crate::election::{Election, Leadership, Seat};
-use crate::internal::retry::Backoff;
+pub use crate::election::LeaderContext;
+use crate::election::{Election, Leadership};
 use crate::metrics;
+use crate::plumbing::retry::Backoff;
 use crate::{Error, Result, Session};
 
 /// How a leader job run ended.
@@ -57,60 +57,6 @@ pub enum LeaderOutcome<T> {
     LeadershipLost,
     /// The job future completed with this output; we resigned afterwards.
     JobFinished(T),
-}
-
-/// What a running job knows about its leadership. Cheap to clone, so a job can hand
-/// it to the tasks it spawns.
-#[derive(Clone, Debug)]
-pub struct LeaderContext {
-    seat: Seat,
-}
-
-impl LeaderContext {
-    /// The fencing token of this term (create revision of our election key). Store it
-    /// with every write made outside etcd; reject writes carrying a lower one.
-    pub fn fencing_token(&self) -> i64 {
-        self.seat.rev()
-    }
-
-    /// A txn comparison true only while this term lasts: put it in the `when` of every
-    /// etcd write the job makes.
-    pub fn is_leader(&self) -> Compare {
-        self.seat.is_leader()
-    }
-
-    /// Our election key, `<name>/<lease hex>`.
-    pub fn key(&self) -> &str {
-        self.seat.key()
-    }
-
-    /// The election's name.
-    pub fn election(&self) -> &str {
-        self.seat.election()
-    }
-
-    /// The session this term runs under.
-    pub fn session(&self) -> &Session {
-        self.seat.session()
-    }
-
-    /// Publishes progress (or anything else) as the election's value, seen by
-    /// `leader()`, observers and `etcdctl elect -l`. Fails with [`Error::NotLeader`] once
-    /// the term is over.
-    pub async fn proclaim(&self, value: impl Into<Vec<u8>>) -> Result<()> {
-        self.seat.proclaim(value).await
-    }
-
-    /// Asks etcd whether this term still lasts (stale on arrival; fence writes instead).
-    pub async fn still_leader(&self) -> Result<bool> {
-        self.seat.still_leader().await
-    }
-
-    /// Resolves when this term ends (key deleted or session lost). Useful for tasks the
-    /// job spawns: the runner cancels the job future itself, not what it spawned.
-    pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.seat.lost()
-    }
 }
 
 /// Runs `job` once as the leader of `election_name`, proclaiming `value`.
@@ -284,9 +230,7 @@ where
     async {
         info!("elected; starting the job");
         let lost = leadership.lost();
-        let ctx = LeaderContext {
-            seat: leadership.seat().clone(),
-        };
+        let ctx = leadership.context();
         let ended = {
             let running = job(ctx);
             tokio::select! {

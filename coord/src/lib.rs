@@ -9,25 +9,42 @@
 //! 100 ms catch-up loop.
 //!
 //! # Layout
-//! | module | what it is for |
-//! |---|---|
-//! | [`session`] | a lease kept alive in the background; the liveness every primitive uses |
-//! | [`mutex`] | distributed lock with a fencing token |
-//! | [`locker`] | a blocking lock/unlock over a Mutex for code that is not async (Go's `NewLocker`) |
-//! | [`election`] | leader election: campaign, proclaim, resign, observe leader changes |
-//! | [`leader`] | run a job on one replica at a time; cancel it when leadership is lost |
-//! | [`stm`] | software transactional memory: read, decide, write atomically, retried on conflict |
-//! | [`txn`] | a typed builder for plain etcd transactions, with named comparison helpers |
-//! | [`rwmutex`] | readers–writer lock: many readers or one writer, writer-fair |
-//! | [`barrier`] | hold processes at a point until the barrier is released |
-//! | [`double_barrier`] | `count` participants enter together and leave together |
-//! | [`semaphore`] | N permits shared by sessions, released when a holder dies |
-//! | [`queue`] | Queue and PriorityQueue with Go recipes' layouts (an item leaves the queue when dequeued) |
-//! | [`work_queue`] | reliable priority work queue: claim under a lease, ack/nack, redelivery when a consumer dies |
-//! | [`config`] | connecting to etcd (endpoints, credentials) from code or the environment |
-//! | [`error`] | the crate's one error type and the `timeout` helper |
-//! | [`metrics`] | what coord measures (lock wait/hold, STM retries, queue depth, leadership) through the `metrics` facade |
-//! | `internal` (private) | what the primitives share: key layout, retry, watches, the delete feeds, owned keys, the queue of waiters (its `mod.rs` lists the files) |
+//! | module | file(s) under `src/` | what it is for |
+//! |---|---|---|
+//! | [`session`] | `session.rs` | a lease kept alive in the background; the liveness every primitive uses |
+//! | [`mutex`] | `mutex.rs` | distributed lock with a fencing token |
+//! | [`locker`] | `locker.rs` | a blocking lock/unlock over a Mutex for code that is not async (Go's `NewLocker`) |
+//! | [`election`] | `election/`: `mod.rs` (campaign), `leadership.rs` ([`Leadership`], [`LeaderContext`]), `observer.rs` ([`ElectionObserver`]) | leader election: campaign, proclaim, resign, observe leader changes |
+//! | [`leader`] | `leader.rs` | run a job on one replica at a time; cancel it when leadership is lost |
+//! | [`stm`] | `stm/`: `mod.rs` (options, [`stm::run`]), `handle.rs` (the [`stm::Stm`] a closure uses), `commit.rs` (an attempt and its commit txn) | software transactional memory: read, decide, write atomically, retried on conflict |
+//! | [`txn`] | `txn.rs` | a typed builder for plain etcd transactions, with the named comparisons the primitives use too |
+//! | [`rwmutex`] | `rwmutex.rs` | readers–writer lock: many readers or one writer, writer-fair |
+//! | [`barrier`] | `barrier.rs` | hold processes at a point until the barrier is released |
+//! | [`double_barrier`] | `double_barrier.rs` | `count` participants enter together and leave together |
+//! | [`semaphore`] | `semaphore.rs` | N permits shared by sessions, released when a holder dies |
+//! | [`queue`] | `queue.rs` | Queue and PriorityQueue with Go recipes' layouts (an item leaves the queue when dequeued) |
+//! | [`work_queue`] | `work_queue/`: `mod.rs` (enqueue, stats), `claim.rs` (claiming, dead-lettering), `claimed.rs` ([`Claimed`]: ack/nack), `wire.rs` (the stored item format, crate-private) | reliable priority work queue: claim under a lease, ack/nack, redelivery when a consumer dies |
+//! | [`config`] | `config.rs` | connecting to etcd (endpoints, credentials) from code or the environment |
+//! | [`error`] | `error.rs` | the crate's one error type and the `timeout` helper |
+//! | [`metrics`] | `metrics.rs` | what coord measures (lock wait/hold, STM retries, queue depth, leadership) through the `metrics` facade |
+//! | `plumbing` (private) | `plumbing/`: `key.rs`, `retry.rs`, `watch.rs`, `delete_feed.rs` (its `mod.rs` says what each holds) | talking to etcd below any session: key layout, retries, watches, the shared delete watches a session keeps |
+//! | `ownership` (private) | `ownership/`: `owned.rs`, `waiters.rs` | keys a session holds for a primitive (created cancel-safely, released by compare-and-delete) and the queue of waiters Mutex and Election share |
+//!
+//! Uses between modules point one way, never back: `plumbing` ← [`session`] ←
+//! `ownership` ← the primitives; [`txn`] (on `plumbing`) ← the primitives and [`stm`];
+//! [`election`] ← [`leader`]; [`mutex`] ← [`locker`]; [`queue`] ← [`work_queue`]; [`error`] is used by all and
+//! uses nothing.
+//!
+//! # One vocabulary
+//! Whatever a primitive hands its holder (a [`MutexGuard`], an [`RwMutexGuard`], a
+//! [`Permit`], a [`Leadership`] or [`LeaderContext`], a [`Claimed`] item) answers the
+//! same questions with the same names:
+//! - `fencing_token()`: the create revision of the holder's key, larger for every new
+//!   holder;
+//! - `is_owner()`: an etcd `Compare` that holds only while it is still ours — put it in
+//!   the `when` of a txn;
+//! - `is_held()` (locks, permits, leadership): asks etcd now — stale on arrival, so
+//!   fence with the two above instead.
 //!
 //! # What every primitive states
 //! Each module opens with what it guarantees and what it does **not**. The short
@@ -40,14 +57,12 @@ pub mod config;
 pub mod double_barrier;
 pub mod election;
 pub mod error;
-#[cfg(any(test, feature = "fuzzing"))]
-#[doc(hidden)]
-pub mod fuzzing;
-mod internal;
 pub mod leader;
 pub mod locker;
 pub mod metrics;
 pub mod mutex;
+mod ownership;
+mod plumbing;
 pub mod queue;
 pub mod rwmutex;
 pub mod semaphore;
@@ -71,3 +86,18 @@ pub use semaphore::{Permit, Semaphore};
 pub use session::{Session, SessionBuilder};
 pub use txn::{Ops, Txn, TxnOutcome};
 pub use work_queue::{Claimed, Enqueued, WorkQueue};
+
+/// The decoders of stored queue data, for the fuzz target `queue_items` in `fuzz/`
+/// (which holds the checks). cargo-fuzz builds with `--cfg fuzzing`; no normal build
+/// has this module.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzz_entry {
+    pub use crate::work_queue::wire::{decode_item, encode_item, parse_slot, Envelope};
+    pub use crate::work_queue::MAX_PRIORITY;
+
+    /// The sequence number after a `PriorityQueue` key's (see `queue::next_sequence`).
+    pub fn next_sequence(key: &str) -> crate::Result<u64> {
+        crate::queue::next_sequence(key)
+    }
+}

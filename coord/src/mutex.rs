@@ -8,7 +8,7 @@
 //!   checks again (a waiter ahead may have given up, which does not make us owner if
 //!   someone is still ahead of it). How it waits is private to coord: it follows up
 //!   to 16 keys ahead through the session's shared delete watch, and in a longer line
-//!   watches its predecessor (see `internal::waiters`).
+//!   watches its predecessor (see `ownership::waiters`).
 //! - Unlock deletes the key — but only if it is still *our* incarnation of it
 //!   (compare create revision): a retried unlock whose first reply was lost can never
 //!   delete the same session's next lock on the name (etcd issue 22082), and a holder
@@ -37,10 +37,11 @@ use etcd_client::Compare;
 use tokio::sync::OwnedMutexGuard;
 use tracing::{field, info_span, Instrument, Span};
 
-use crate::internal::key::{dir_prefix, lease_key};
-use crate::internal::owned::compare_delete;
-use crate::internal::waiters::{release_in_background, wait_for_turn, PendingKey};
 use crate::metrics::{LockHold, LockWait};
+use crate::ownership::owned::{compare_delete, incarnation_exists};
+use crate::ownership::waiters::{release_in_background, wait_for_turn, PendingKey};
+use crate::plumbing::key::{dir_prefix, lease_key};
+use crate::txn::create_rev_is;
 use crate::{Error, Result, Session};
 
 /// A named distributed lock bound to a session. Cheap to create; one per name.
@@ -177,17 +178,13 @@ impl MutexGuard {
     /// A txn comparison that is true only while we still hold the lock. Put it in the
     /// `when` of every etcd write the lock protects.
     pub fn is_owner(&self) -> Compare {
-        Compare::create_revision(self.key.as_str(), etcd_client::CompareOp::Equal, self.rev)
+        create_rev_is(self.key.as_str(), self.rev)
     }
 
     /// Asks etcd whether our key is still there (the lock is still ours). A `true` is
     /// already stale when it arrives; use [`MutexGuard::is_owner`] in a txn to act on it.
     pub async fn is_held(&self) -> Result<bool> {
-        let resp = self.session.client().get(self.key.as_str(), None).await?;
-        Ok(resp
-            .kvs()
-            .first()
-            .is_some_and(|kv| kv.create_revision() == self.rev))
+        incarnation_exists(&self.session.client(), &self.key, self.rev).await
     }
 
     /// Releases the lock. Fails with [`Error::OwnershipLost`] if the key was no longer

@@ -30,17 +30,15 @@
 //!   item before the caller has processed it. Use [`crate::WorkQueue`] (claim, ack,
 //!   redelivery) when an item must survive its consumer.
 
-use etcd_client::{
-    Client, Compare, CompareOp, GetOptions, KeyValue, SortOrder, SortTarget, Txn, TxnOp,
-    WatchOptions,
-};
+use etcd_client::{Client, GetOptions, KeyValue, SortOrder, SortTarget, Txn, TxnOp, WatchOptions};
 use tokio::task::JoinHandle;
 use tracing::{debug, info_span, warn, Instrument};
 
-use crate::internal::key::{dir_prefix, header_rev, show, unix_nanos};
-use crate::internal::owned::{create_key, spawn_cleanup};
-use crate::internal::retry::{retrying, Backoff};
-use crate::internal::watch::watch_from_now;
+use crate::ownership::owned::{create_key, spawn_cleanup};
+use crate::plumbing::key::{dir_prefix, header_rev, show, unix_nanos};
+use crate::plumbing::retry::{retrying, Backoff};
+use crate::plumbing::watch::watch_from_now;
+use crate::txn::{key_missing, mod_rev_is, unchanged_since};
 use crate::{Error, Result};
 
 /// Largest priority a [`PriorityQueue`] accepts (five digits in the key).
@@ -146,11 +144,7 @@ impl PriorityQueue {
             // If the marker moved since our read, someone else allocated in between:
             // our "last + 1" may be stale (or even re-use a deleted number).
             let txn = Txn::new()
-                .when([Compare::mod_revision(
-                    marker.as_str(),
-                    CompareOp::Less,
-                    header_rev(last.header()) + 1,
-                )])
+                .when([unchanged_since(marker.as_str(), header_rev(last.header()))])
                 .and_then([
                     TxnOp::put(marker.as_str(), "", None),
                     TxnOp::put(key.as_str(), value.as_ref(), None),
@@ -188,9 +182,8 @@ impl PriorityQueue {
 
 /// The sequence number after the one that ends priority-queue key `key`
 /// (`<name>/<priority>/<seq>`). A key whose suffix is not a number, or is the largest
-/// one, is [`Error::Malformed`], never a panic. Public for the fuzz target
-/// `queue_items`.
-pub fn next_sequence(key: &str) -> Result<u64> {
+/// one, is [`Error::Malformed`], never a panic.
+pub(crate) fn next_sequence(key: &str) -> Result<u64> {
     let malformed = |reason: &str| Error::Malformed {
         key: key.to_owned(),
         reason: reason.to_owned(),
@@ -275,7 +268,7 @@ impl TakeItem {
             (client.clone(), item.key().to_vec(), item.mod_revision());
         let task = tokio::spawn(async move {
             let txn = Txn::new()
-                .when([Compare::mod_revision(key.clone(), CompareOp::Equal, rev)])
+                .when([mod_rev_is(key.clone(), rev)])
                 .and_then([TxnOp::delete(key, None)]);
             Ok(task_client.txn(txn).await?.succeeded())
         });
@@ -345,7 +338,7 @@ enum Order {
 async fn put_back(client: Client, prefix: String, kind: Order, item: &KeyValue) -> Result<String> {
     let key = show(item.key());
     let txn = Txn::new()
-        .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+        .when([key_missing(key.as_str())])
         .and_then([TxnOp::put(key.as_str(), item.value(), None)]);
     let restored = retrying(|| {
         let (mut client, txn) = (client.clone(), txn.clone());

@@ -41,11 +41,11 @@
 use etcd_client::{Compare, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
 use tracing::{debug, field, info_span, Instrument, Span};
 
-use crate::internal::key::{dir_prefix, show, txn_get, unix_nanos};
-use crate::internal::owned::{create_unique, OwnedKey, PendingPut, Placed};
-use crate::internal::retry::retrying;
-use crate::internal::watch::wait_deleted;
 use crate::metrics::{LockHold, LockWait};
+use crate::ownership::owned::{create_unique, OwnedKey, PendingPut, Placed};
+use crate::plumbing::key::{dir_prefix, show, txn_get, unix_nanos};
+use crate::plumbing::retry::retrying;
+use crate::plumbing::watch::wait_deleted;
 use crate::{Error, Result, Session};
 
 /// Which side of a [`RwMutex`] a guard holds.

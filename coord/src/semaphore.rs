@@ -44,16 +44,17 @@
 //! writes with [`Permit::is_owner`] or store [`Permit::fencing_token`] with them.
 
 use etcd_client::{
-    Compare, CompareOp, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
-    WatchFilterType, WatchOptions, WatchStream,
+    Compare, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn, TxnOp, WatchFilterType,
+    WatchOptions, WatchStream,
 };
 use tracing::{debug, field, info_span, Instrument, Span};
 
-use crate::internal::key::{dir_prefix, show, txn_get, unix_nanos};
-use crate::internal::owned::{create_unique, OwnedKey, PendingPut, Placed};
-use crate::internal::retry::{retrying, Backoff};
-use crate::internal::watch::watch_from_now;
 use crate::metrics::{LockHold, LockWait};
+use crate::ownership::owned::{create_unique, OwnedKey, PendingPut, Placed};
+use crate::plumbing::key::{dir_prefix, show, txn_get, unix_nanos};
+use crate::plumbing::retry::{retrying, Backoff};
+use crate::plumbing::watch::watch_from_now;
+use crate::txn::create_rev_is;
 use crate::{Error, Result, Session};
 
 /// A named counting semaphore with `permits` permits, bound to a session.
@@ -236,11 +237,7 @@ impl Semaphore {
             }
             // We became a holder: wake whoever watches our key from behind.
             let touch = Txn::new()
-                .when([Compare::create_revision(
-                    mine.key.as_str(),
-                    CompareOp::Equal,
-                    mine.rev,
-                )])
+                .when([create_rev_is(mine.key.as_str(), mine.rev)])
                 .and_then([TxnOp::put(
                     mine.key.as_str(),
                     self.value.as_str(),

@@ -30,7 +30,7 @@ use tokio::sync::{watch, Mutex as AsyncMutex, Notify};
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 use tracing::{debug, warn};
 
-use crate::internal::delete_feed::DeleteFeeds;
+use crate::plumbing::delete_feed::DeleteFeeds;
 use crate::{Error, Result};
 
 /// The TTL a session asks for when none is given, as in Go's client.
@@ -54,7 +54,7 @@ struct Inner {
     /// would map to the same etcd key and both believe they own it (Go's client has
     /// this trap). Serialising them here first makes a shared session safe.
     local_locks: StdMutex<HashMap<String, Weak<AsyncMutex<()>>>>,
-    /// Live watches its waiters share (see `internal::delete_feed`).
+    /// Live watches its waiters share (see `plumbing::delete_feed`).
     delete_feeds: DeleteFeeds,
 }
 
@@ -218,7 +218,7 @@ impl Session {
         }
     }
 
-    /// The session's shared watches for waiters (see `internal::delete_feed`).
+    /// The session's shared watches for waiters (see `plumbing::delete_feed`).
     pub(crate) fn delete_feeds(&self) -> &DeleteFeeds {
         &self.inner.delete_feeds
     }

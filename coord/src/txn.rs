@@ -13,7 +13,9 @@
 //! - **Comparison helpers named after what they check**: [`key_missing`],
 //!   [`key_exists`], [`value_is`], [`mod_rev_is`], [`create_rev_is`],
 //!   [`unchanged_since`]. They return plain [`etcd_client::Compare`]s, so they mix
-//!   with [`crate::MutexGuard::is_owner`] and anything else that produces one.
+//!   with [`crate::MutexGuard::is_owner`] and anything else that produces one. coord's
+//!   primitives state their own conditions with them (every guard's `is_owner` is a
+//!   [`create_rev_is`]).
 //! - **Accumulating calls**: [`Txn::when`], [`Txn::then`] and [`Txn::or_else`] may be
 //!   called any number of times and in any order (etcd-client's builder panics on a
 //!   second `when`).
@@ -38,6 +40,12 @@
 //! # Ok(()) }
 //! ```
 //!
+//! coord's primitives commit with this builder where one attempt is right (proclaim,
+//! ack, nack, enqueue, dead-lettering). A call that must be retried on transient
+//! failures (an idempotent read, a compare-and-delete, entering a queue of waiters)
+//! hands a plain `etcd_client::Txn` to the crate's retry helper instead, since
+//! [`Txn::commit`] never retries.
+//!
 //! # Guarantees and limits
 //! - A committed transaction is atomic and isolated (etcd's guarantee): the branch ran
 //!   entirely, at [`TxnOutcome::revision`], or not at all.
@@ -57,7 +65,7 @@ use etcd_client::{
     TxnOp, TxnOpResponse,
 };
 
-use crate::internal::key::{show, txn_rev};
+use crate::plumbing::key::{show, txn_rev};
 use crate::{Error, Result};
 
 /// True when `key` does not exist (its create revision is 0).

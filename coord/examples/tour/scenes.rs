@@ -381,37 +381,37 @@ async fn stm(scene: &mut Scene, p: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs one of a scene's commands with a real `etcdctl` against `endpoints` and returns
-/// what it printed. `etcdctl` is `$ETCDCTL`, else the one on `PATH`, else the one in
-/// the etcd image (run with Docker on the host network).
-pub async fn etcdctl(endpoints: &str, command: &str) -> anyhow::Result<String> {
+/// Ways to run `etcdctl`, tried in order until one is found: a program and the
+/// arguments that go before etcdctl's own (e.g. `docker run … etcdctl`).
+pub type Etcdctl = Vec<(String, Vec<String>)>;
+
+/// `$ETCDCTL`, else the `etcdctl` on `PATH` (`scripts/install-deps.sh --env` puts one
+/// there). The docs test adds the etcd image, run with Docker, as a last resort.
+pub fn local_etcdctl() -> Etcdctl {
+    let mut candidates: Etcdctl = Vec::new();
+    if let Ok(path) = std::env::var("ETCDCTL") {
+        candidates.push((path, Vec::new()));
+    }
+    candidates.push(("etcdctl".into(), Vec::new()));
+    candidates
+}
+
+/// Runs one of a scene's commands with the first of `candidates` that exists, against
+/// `endpoints`, and returns what it printed.
+pub async fn etcdctl(
+    candidates: &Etcdctl,
+    endpoints: &str,
+    command: &str,
+) -> anyhow::Result<String> {
     let args: Vec<&str> = command
         .strip_prefix("etcdctl ")
         .with_context(|| format!("not an etcdctl command: {command}"))?
         .split_whitespace()
         .collect();
     let endpoints = format!("--endpoints={endpoints}");
-    let mut candidates: Vec<(String, Vec<String>)> = Vec::new();
-    if let Ok(path) = std::env::var("ETCDCTL") {
-        candidates.push((path, Vec::new()));
-    }
-    candidates.push(("etcdctl".into(), Vec::new()));
-    candidates.push((
-        "docker".into(),
-        [
-            "run",
-            "--rm",
-            "--network",
-            "host",
-            testkit::DEFAULT_ETCD_IMAGE,
-            "etcdctl",
-        ]
-        .map(String::from)
-        .to_vec(),
-    ));
     for (program, prefix_args) in candidates {
-        let output = tokio::process::Command::new(&program)
-            .args(&prefix_args)
+        let output = tokio::process::Command::new(program)
+            .args(prefix_args)
             .arg(&endpoints)
             .args(&args)
             .output()
@@ -430,18 +430,24 @@ pub async fn etcdctl(endpoints: &str, command: &str) -> anyhow::Result<String> {
         }
     }
     anyhow::bail!(
-        "no etcdctl: set ETCDCTL, put it on PATH (eval \"$(scripts/install-deps.sh --env)\") or install Docker"
+        "no etcdctl (tried {}): set ETCDCTL or put it on PATH (eval \"$(scripts/install-deps.sh --env)\")",
+        candidates.iter().map(|(program, _)| program.as_str()).collect::<Vec<_>>().join(", ")
     )
 }
 
-/// What a person sees: each command after `$ `, then its output.
-pub async fn transcript(endpoints: &str, scene: &Scene) -> anyhow::Result<String> {
+/// What a person sees: each command after `$ `, then its output (`etcdctl_candidates`:
+/// see [`etcdctl`]).
+pub async fn transcript(
+    etcdctl_candidates: &Etcdctl,
+    endpoints: &str,
+    scene: &Scene,
+) -> anyhow::Result<String> {
     let mut out = String::new();
     for command in &scene.commands {
         out.push_str("$ ");
         out.push_str(command);
         out.push('\n');
-        out.push_str(&etcdctl(endpoints, command).await?);
+        out.push_str(&etcdctl(etcdctl_candidates, endpoints, command).await?);
     }
     Ok(out)
 }

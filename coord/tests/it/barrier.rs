@@ -13,7 +13,7 @@ const LIMIT: Duration = Duration::from_secs(10);
 async fn wait_on_an_absent_barrier_returns_at_once() {
     let barrier = Barrier::new(client().await, &unique("barrier-absent")).unwrap();
     coord::timeout(LIMIT, barrier.wait()).await.unwrap();
-    assert!(!barrier.is_held().await.unwrap());
+    assert!(!barrier.is_up().await.unwrap());
 }
 
 #[tokio::test]
@@ -61,7 +61,7 @@ async fn compaction_during_wait_is_not_a_release() {
     }
     admin.compact(rev, None).await.unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(holder.is_held().await.unwrap());
+    assert!(holder.is_up().await.unwrap());
     assert!(
         !waiter.is_finished(),
         "compaction must not release a waiter while the barrier key exists: {:?}",
@@ -125,7 +125,7 @@ async fn dropped_hold_does_not_leave_the_barrier_up() {
     let cl = client().await;
     eventually(LIMIT, "no barrier key is left behind", || {
         let b = Barrier::new(cl.clone(), &name).unwrap();
-        async move { !b.is_held().await.unwrap() }
+        async move { !b.is_up().await.unwrap() }
     })
     .await;
 }
@@ -139,7 +139,7 @@ async fn dropped_wait_leaves_nothing_and_invalid_names_are_rejected() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Timeout(_)));
-    assert!(barrier.is_held().await.unwrap());
+    assert!(barrier.is_up().await.unwrap());
     barrier.release().await.unwrap();
     assert!(matches!(
         Barrier::new(client().await, ""),

@@ -214,10 +214,21 @@ fn check_blocks(
 async fn the_key_dumps_in_the_docs_are_what_etcd_shows() {
     let endpoints = super::common::endpoints().join(",");
     let client = super::common::client().await;
+    // etcdctl as the tour finds it, else the one in the etcd image (Docker, host network).
+    let mut etcdctl = scenes::local_etcdctl();
+    let docker_run = [
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        testkit::DEFAULT_ETCD_IMAGE,
+        "etcdctl",
+    ];
+    etcdctl.push(("docker".into(), docker_run.map(String::from).to_vec()));
     let mut transcripts = HashMap::new();
     for name in scenes::SCENES {
         let scene = scenes::build(&client, name).await.expect("scene");
-        let transcript = scenes::transcript(&endpoints, &scene).await;
+        let transcript = scenes::transcript(&etcdctl, &endpoints, &scene).await;
         scene.finish().await.expect("scene ends");
         transcripts.insert(name.to_string(), transcript.expect("etcdctl"));
     }

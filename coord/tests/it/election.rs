@@ -64,9 +64,11 @@ async fn campaign_leader_proclaim_resign() {
     assert_eq!(leader.key, ea.key());
     assert_eq!(leader.value, b"a-1");
     assert_eq!(leader.rev, la.fencing_token());
-    assert_eq!(la.rev(), la.fencing_token());
+    // Go's `Election.Rev()`: the leader key's create revision, read from etcd itself.
+    let key = a.client().get(ea.key(), None).await.unwrap();
+    assert_eq!(key.kvs()[0].create_revision(), la.fencing_token());
     assert_eq!(leader.lease, a.lease());
-    assert!(la.still_leader().await.unwrap());
+    assert!(la.is_held().await.unwrap());
 
     la.proclaim("a-2").await.unwrap();
     assert_eq!(ea.leader().await.unwrap().value, b"a-2");
@@ -102,7 +104,7 @@ async fn campaign_leader_proclaim_resign() {
         Err(Error::NotLeader(_))
     ));
     la.resign().await.expect("resigning twice is a no-op");
-    assert!(!la.still_leader().await.unwrap());
+    assert!(!la.is_held().await.unwrap());
     assert_eq!(eb.leader().await.unwrap().value, b"b-1");
 
     lb.resign().await.unwrap();
@@ -146,7 +148,7 @@ async fn deposed_leader_cannot_proclaim_or_write_fenced() {
     assert!(matches!(err, Error::NotLeader(_)), "{err:?}");
     let stale = b
         .client()
-        .txn(Txn::new().when([la.is_leader()]).and_then([TxnOp::put(
+        .txn(Txn::new().when([la.is_owner()]).and_then([TxnOp::put(
             format!("{name}-data"),
             "from A",
             None,
@@ -189,7 +191,7 @@ async fn revoked_leader_is_replaced_and_observe_reports_it() {
     let seen = until_leader_value(&mut events, "b").await;
     assert_eq!(seen.key, lb.key());
     assert_eq!(seen.rev, lb.fencing_token());
-    assert!(!la.still_leader().await.unwrap());
+    assert!(!la.is_held().await.unwrap());
 }
 
 #[tokio::test]
@@ -264,7 +266,7 @@ async fn waiting_candidate_whose_session_expires_gets_an_error_not_leadership() 
         matches!(result, Err(Error::SessionExpired(_))),
         "expected SessionExpired, got {result:?}"
     );
-    assert!(la.still_leader().await.unwrap());
+    assert!(la.is_held().await.unwrap());
 }
 
 #[tokio::test]

@@ -48,15 +48,12 @@ async fn endless_job(
 ) {
     let _running = Running::start(&flag, &active);
     max_active.fetch_max(active.load(Ordering::SeqCst), Ordering::SeqCst);
-    assert!(
-        ctx.still_leader().await.unwrap(),
-        "job started without leading"
-    );
+    assert!(ctx.is_held().await.unwrap(), "job started without leading");
     let _ = started.send(ctx.clone());
     let progress = format!("{}-progress", ctx.election());
     let mut client = ctx.session().client();
     for step in 0u64.. {
-        let write = Txn::new().when([ctx.is_leader()]).and_then([TxnOp::put(
+        let write = Txn::new().when([ctx.is_owner()]).and_then([TxnOp::put(
             progress.as_str(),
             format!("{who}:{}:{step}", ctx.fencing_token()),
             None,
@@ -164,7 +161,7 @@ async fn job_runs_only_while_leader_and_is_cancelled_when_the_lease_is_revoked()
     // A's late fenced write is rejected; B's goes through.
     let mut cl = client().await;
     let stale = cl
-        .txn(Txn::new().when([ctx_a.is_leader()]).and_then([TxnOp::put(
+        .txn(Txn::new().when([ctx_a.is_owner()]).and_then([TxnOp::put(
             format!("{name}-progress"),
             "late A",
             None,

@@ -169,7 +169,7 @@ impl Sales {
             .get(sale)
             .await?
             .ok_or_else(|| SaleError::NotFound(sale.clone()))?;
-        if now.is_open() || !barrier.is_held().await? {
+        if now.is_open() || !barrier.is_up().await? {
             Ok(now)
         } else {
             Err(SaleError::NotOpen {

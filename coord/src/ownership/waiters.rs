@@ -13,7 +13,7 @@
 //! - the waiter reads *every* key ahead of it (up to [`FOLLOW_AHEAD`]) and counts them
 //!   off as their deletes arrive, instead of reading again after each delete;
 //! - the watch is not opened per wait: each session keeps one watch per prefix
-//!   ([`DeleteFeeds`](super::delete_feed::DeleteFeeds)) that consecutive waits share. Besides saving a round trip, this
+//!   ([`DeleteFeeds`](crate::plumbing::delete_feed::DeleteFeeds)) that consecutive waits share. Besides saving a round trip, this
 //!   sidesteps an etcd 3.5 race in which a watch "from now" that is registered while a
 //!   write commits lands in the 100 ms unsynced group after all.
 //!
@@ -22,15 +22,16 @@
 
 use std::collections::HashSet;
 
-use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp};
+use etcd_client::{GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp};
 use tokio::sync::OwnedMutexGuard;
 use tracing::debug;
 
-use super::delete_feed::Subscription;
-use super::key::{header_rev, show, txn_get, txn_rev};
 use super::owned::{compare_delete, spawn_cleanup, PendingPut, Placed};
-use super::retry::retrying;
-use super::watch::wait_deleted;
+use crate::plumbing::delete_feed::Subscription;
+use crate::plumbing::key::{header_rev, show, txn_get, txn_rev};
+use crate::plumbing::retry::retrying;
+use crate::plumbing::watch::wait_deleted;
+use crate::txn::key_missing;
 use crate::{Error, Result, Session};
 
 /// Where a freshly entered waiter stands.
@@ -56,7 +57,7 @@ pub(crate) async fn enter(
         .with_sort(SortTarget::Create, SortOrder::Ascend)
         .with_limit(1);
     let txn = Txn::new()
-        .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+        .when([key_missing(key)])
         .and_then([
             TxnOp::put(
                 key,
@@ -180,7 +181,7 @@ const FOLLOW_AHEAD: usize = 16;
 /// Also returns early with that error when the session is lost.
 ///
 /// How: subscribe to the session's feed of deletes under the prefix (see
-/// [`DeleteFeeds`](super::delete_feed::DeleteFeeds); a live etcd watch), then read our key and the keys ahead of it
+/// [`DeleteFeeds`](crate::plumbing::delete_feed::DeleteFeeds); a live etcd watch), then read our key and the keys ahead of it
 /// (created before it, newest first) at some revision R. Nothing can join ahead of us
 /// later — a new key gets a newer create revision — so the keys ahead can only leave.
 /// Each delete after R removes one of them; when none is left we are first, with no

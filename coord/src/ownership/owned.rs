@@ -3,12 +3,13 @@
 //! with a compare-and-delete on their create revision ([`compare_delete`]), explicitly
 //! or in the background from a destructor ([`spawn_cleanup`]).
 
-use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnResponse};
+use etcd_client::{Client, Compare, GetOptions, PutOptions, Txn, TxnOp, TxnResponse};
 use tokio::sync::OwnedMutexGuard;
 use tracing::debug;
 
-use super::key::{txn_get, txn_rev};
-use super::retry::retrying;
+use crate::plumbing::key::{txn_get, txn_rev};
+use crate::plumbing::retry::retrying;
+use crate::txn::{create_rev_is, key_missing};
 use crate::{Error, Result, Session};
 
 /// A key we created and the revision that created it (our place in line, and the
@@ -17,6 +18,32 @@ use crate::{Error, Result, Session};
 pub(crate) struct Placed {
     pub key: String,
     pub rev: i64,
+}
+
+impl Placed {
+    /// True while this incarnation of the key exists, inside a txn.
+    pub(crate) fn is_owner(&self) -> Compare {
+        create_rev_is(self.key.as_str(), self.rev)
+    }
+
+    /// Compare-and-deletes this incarnation in the background: what a destructor does
+    /// with a key it still owns.
+    pub(crate) fn delete_in_background(&self, client: &Client) {
+        let (mut client, placed) = (client.clone(), self.clone());
+        spawn_cleanup(async move {
+            let _ = compare_delete(&mut client, &placed.key, placed.rev).await;
+        });
+    }
+}
+
+/// Asks etcd whether `key` is still the incarnation created at revision `rev` (what a
+/// guard's `is_held` answers; stale on arrival).
+pub(crate) async fn incarnation_exists(client: &Client, key: &str, rev: i64) -> Result<bool> {
+    let resp = client.clone().get(key, None).await?;
+    Ok(resp
+        .kvs()
+        .first()
+        .is_some_and(|kv| kv.create_revision() == rev))
 }
 
 /// Puts `key` = `value` (attached to `lease` when given) only if it does not exist, and
@@ -34,9 +61,7 @@ pub(crate) async fn create_key(
     let options = lease.map(|id| PutOptions::new().with_lease(id));
     let mut ops = vec![TxnOp::put(key, value, options)];
     ops.extend(reads.iter().cloned());
-    let txn = Txn::new()
-        .when([Compare::create_revision(key, CompareOp::Equal, 0)])
-        .and_then(ops);
+    let txn = Txn::new().when([key_missing(key)]).and_then(ops);
     let resp = client.txn(txn).await.map_err(|e| match (lease, e) {
         (Some(id), etcd_client::Error::GRpcStatus(s))
             if s.message().contains("lease not found") =>
@@ -56,7 +81,7 @@ pub(crate) async fn create_key(
 }
 
 /// Creates a new key named by `name_key` (called again on a collision, so it must
-/// produce a fresh name each time, e.g. with [`unix_nanos`](super::key::unix_nanos)) under the session's
+/// produce a fresh name each time, e.g. with [`unix_nanos`](crate::plumbing::key::unix_nanos)) under the session's
 /// lease, with `reads` in the same transaction. Go's `newUniqueEphemeralKV`.
 pub(crate) async fn create_unique(
     session: &Session,
@@ -210,20 +235,12 @@ impl OwnedKey {
 
     /// True while our incarnation of the key exists, inside a txn.
     pub(crate) fn is_owner(&self) -> Compare {
-        Compare::create_revision(self.placed.key.as_str(), CompareOp::Equal, self.placed.rev)
+        self.placed.is_owner()
     }
 
     /// Asks etcd whether our incarnation of the key still exists.
     pub(crate) async fn exists(&self) -> Result<bool> {
-        let resp = self
-            .client
-            .clone()
-            .get(self.placed.key.as_str(), None)
-            .await?;
-        Ok(resp
-            .kvs()
-            .first()
-            .is_some_and(|kv| kv.create_revision() == self.placed.rev))
+        incarnation_exists(&self.client, &self.placed.key, self.placed.rev).await
     }
 
     /// Compare-and-deletes the key; returns whether it was still ours. After this call
@@ -264,13 +281,9 @@ impl std::fmt::Debug for OwnedKey {
 
 impl Drop for OwnedKey {
     fn drop(&mut self) {
-        if self.deleted {
-            return;
+        if !self.deleted {
+            self.placed.delete_in_background(&self.client);
         }
-        let (mut client, placed) = (self.client.clone(), self.placed.clone());
-        spawn_cleanup(async move {
-            let _ = compare_delete(&mut client, &placed.key, placed.rev).await;
-        });
     }
 }
 
@@ -282,7 +295,7 @@ impl Drop for OwnedKey {
 /// lets the caller report the lost ownership.
 pub(crate) async fn compare_delete(client: &mut Client, key: &str, rev: i64) -> Result<bool> {
     let txn = Txn::new()
-        .when([Compare::create_revision(key, CompareOp::Equal, rev)])
+        .when([create_rev_is(key, rev)])
         .and_then([TxnOp::delete(key, None)])
         .or_else([TxnOp::get(key, Some(GetOptions::new().with_count_only()))]);
     // Retried on transient failures (a call routed to a dead etcd member fails at once).

@@ -1,0 +1,318 @@
+//! Claiming: find the first deliverable item at the head of the queue, claim it under
+//! the consumer's lease (cancel-safely), dead-letter what used up its attempts or is
+//! not an item at all, and wait on a watch when nothing is deliverable.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use etcd_client::{
+    Client, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, WatchOptions,
+};
+use tracing::{debug, field, info_span, Instrument, Span};
+
+use super::wire::{decode_item, encode_item, parse_slot, Envelope};
+use super::{now_ms, Claimed, WorkQueue};
+use crate::metrics;
+use crate::ownership::owned::{PendingPut, Placed};
+use crate::plumbing::key::{show, txn_get, txn_rev};
+use crate::plumbing::retry::{retrying, Backoff};
+use crate::plumbing::watch::watch_from_now;
+use crate::txn::{self, key_missing, mod_rev_is, Ops};
+use crate::{Error, Result, Session};
+
+/// Items read per round when looking for a claimable one.
+const BATCH: i64 = 64;
+
+/// The smallest key greater than every key starting with `prefix`.
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// The first key after `key` (for paging through a range).
+fn kv_after(key: &[u8]) -> Vec<u8> {
+    let mut next = key.to_vec();
+    next.push(0);
+    next
+}
+
+impl WorkQueue {
+    /// Claims the next deliverable item for `session`'s consumer, waiting until there
+    /// is one. Cancel-safe: dropping the future leaves no claim behind.
+    pub async fn claim(&self, session: &Session) -> Result<Claimed> {
+        let span = info_span!("coord.queue.claim", queue = %self.prefix, id = field::Empty, attempt = field::Empty);
+        async {
+            session.check_alive()?;
+            let mut client = self.client.clone();
+            let lost = session.done();
+            tokio::pin!(lost);
+            let mut backoff = Backoff::default();
+            // Watch first, then look: whatever changes after the look is in the stream.
+            let mut stream = watch_from_now(
+                &mut client,
+                self.prefix.as_bytes(),
+                WatchOptions::new().with_prefix(),
+            )
+            .await?;
+            loop {
+                let (claimed, wake_at) = self.try_claim_round(session).await?;
+                if let Some(claimed) = claimed {
+                    Span::current().record("id", claimed.id());
+                    Span::current().record("attempt", claimed.attempt());
+                    return Ok(claimed);
+                }
+                let delay = wake_at
+                    .map(|ms| Duration::from_millis(ms.saturating_sub(now_ms())))
+                    .unwrap_or(Duration::from_secs(3600));
+                tokio::select! {
+                    message = stream.message() => match message {
+                        // Something under the queue changed (an item, a claim gone): look again.
+                        Ok(Some(resp)) if !resp.canceled() => {}
+                        // A broken, closed or canceled watch says nothing about the queue:
+                        // re-open it and look again.
+                        _ => {
+                            backoff.wait(&"queue watch broke; re-opening").await;
+                            stream = watch_from_now(
+                                &mut client,
+                                self.prefix.as_bytes(),
+                                WatchOptions::new().with_prefix(),
+                            )
+                            .await?;
+                        }
+                    },
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = &mut lost => return Err(Error::SessionExpired(session.lease())),
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Claims the next deliverable item if there is one, without waiting.
+    pub async fn try_claim(&self, session: &Session) -> Result<Option<Claimed>> {
+        session.check_alive()?;
+        Ok(self.try_claim_round(session).await?.0)
+    }
+
+    /// One pass over the head of the queue. Returns the claim, or when the earliest
+    /// delayed item becomes deliverable (ms since epoch), if any.
+    async fn try_claim_round(&self, session: &Session) -> Result<(Option<Claimed>, Option<u64>)> {
+        let client = self.client.clone();
+        let items_end = prefix_end(&self.items());
+        let mut from = self.items().into_bytes();
+        let mut wake_at: Option<u64> = None;
+        loop {
+            // Items and claims at one revision.
+            let page = Txn::new().and_then([
+                TxnOp::get(
+                    from.clone(),
+                    Some(
+                        GetOptions::new()
+                            .with_range(items_end.clone())
+                            .with_sort(SortTarget::Key, SortOrder::Ascend)
+                            .with_limit(BATCH),
+                    ),
+                ),
+                TxnOp::get(
+                    self.claims(),
+                    Some(GetOptions::new().with_prefix().with_keys_only()),
+                ),
+            ]);
+            let resp = retrying(|| {
+                let (mut c, t) = (client.clone(), page.clone());
+                async move { c.txn(t).await }
+            })
+            .await?;
+            let items = txn_get(&resp, 0)
+                .map(|g| g.kvs().to_vec())
+                .unwrap_or_default();
+            let claimed_slots: HashSet<String> = txn_get(&resp, 1)
+                .map(|g| {
+                    g.kvs()
+                        .iter()
+                        .map(|kv| show(kv.key())[self.claims().len()..].to_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let now = now_ms();
+            for kv in &items {
+                let item_key = show(kv.key());
+                let slot = self.slot_of(&item_key).to_owned();
+                if claimed_slots.contains(&slot) {
+                    continue;
+                }
+                let decoded = parse_slot(&slot).and_then(|(priority, _)| {
+                    decode_item(&item_key, kv.value()).map(|(e, p)| (e, p, priority))
+                });
+                let (envelope, payload, priority) = match decoded {
+                    Ok(decoded) => decoded,
+                    Err(e) => {
+                        // Not an item of ours: set it aside rather than let it block
+                        // every consumer of the queue.
+                        tracing::warn!(key = %item_key, error = %e, "malformed queue item dead-lettered");
+                        self.dead_letter(&client, &item_key, &slot, kv, None)
+                            .await?;
+                        continue;
+                    }
+                };
+                if envelope.not_before_ms > now {
+                    wake_at = Some(
+                        wake_at.map_or(envelope.not_before_ms, |w| w.min(envelope.not_before_ms)),
+                    );
+                    continue;
+                }
+                if envelope.attempts >= self.max_attempts {
+                    self.dead_letter(&client, &item_key, &slot, kv, Some(&envelope))
+                        .await?;
+                    continue;
+                }
+                if let Some(claimed) = self
+                    .claim_item(
+                        session,
+                        &item_key,
+                        &slot,
+                        kv.mod_revision(),
+                        (envelope, payload, priority),
+                    )
+                    .await?
+                {
+                    return Ok((Some(claimed), wake_at));
+                }
+            }
+            if (items.len() as i64) < BATCH {
+                return Ok((None, wake_at));
+            }
+            // Every item of this page is taken or delayed: look further down the queue.
+            from = kv_after(items.last().expect("a full page").key());
+        }
+    }
+
+    /// Claims one item: creates the claim key under the consumer's lease and raises the
+    /// item's attempt counter, only if the item is unchanged and unclaimed.
+    async fn claim_item(
+        &self,
+        session: &Session,
+        item_key: &str,
+        slot: &str,
+        item_rev: i64,
+        (mut envelope, payload, priority): (Envelope, Vec<u8>, u32),
+    ) -> Result<Option<Claimed>> {
+        envelope.attempts = envelope.attempts.saturating_add(1);
+        let claim_key = format!("{}{slot}", self.claims());
+        let claim_value = serde_json::json!({
+            "lease": format!("{:x}", session.lease()),
+            "attempt": envelope.attempts,
+            "claimed_ms": now_ms(),
+        })
+        .to_string();
+        let txn = Txn::new()
+            .when([
+                mod_rev_is(item_key, item_rev),
+                key_missing(claim_key.as_str()),
+            ])
+            .and_then([
+                TxnOp::put(
+                    claim_key.as_str(),
+                    claim_value,
+                    Some(PutOptions::new().with_lease(session.lease())),
+                ),
+                TxnOp::put(item_key, encode_item(&envelope, &payload), None),
+            ]);
+        let (mut client, lease, task_key) =
+            (self.client.clone(), session.lease(), claim_key.clone());
+        // The claim txn runs inline; if this future is dropped mid-flight, the pending
+        // guard finishes it in the background and undoes the claim (never left behind).
+        let mut pending = PendingPut::start(self.client.clone(), async move {
+            let resp = client.txn(txn).await.map_err(|e| match e {
+                etcd_client::Error::GRpcStatus(s) if s.message().contains("lease not found") => {
+                    Error::SessionExpired(lease)
+                }
+                other => other.into(),
+            })?;
+            if resp.succeeded() {
+                Ok((
+                    Placed {
+                        key: task_key,
+                        rev: txn_rev(&resp),
+                    },
+                    (),
+                ))
+            } else {
+                // Someone claimed or changed it first: not ours, nothing created.
+                Err(Error::Locked(task_key))
+            }
+        });
+        match pending.placed().await {
+            Ok(_) => {}
+            Err(Error::Locked(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let claim = pending.keep();
+        debug!(id = %envelope.id, attempt = envelope.attempts, "claimed");
+        metrics::queue_event(metrics::QUEUE_CLAIMS, &self.prefix);
+        Ok(Some(Claimed {
+            client: self.client.clone(),
+            item_key: item_key.to_owned(),
+            id_key: self.id_key(&envelope.id),
+            claim,
+            envelope,
+            payload,
+            priority,
+            settled: false,
+            queue: self.prefix.clone(),
+        }))
+    }
+
+    /// Moves an item that used up its attempts to the dead-letter area: the item and
+    /// its id key are deleted and the dead key written in **one** transaction, and only
+    /// if the item is unchanged and unclaimed — so an item is never lost between the
+    /// two areas, and a concurrent claim or nack wins over the move.
+    async fn dead_letter(
+        &self,
+        client: &Client,
+        item_key: &str,
+        slot: &str,
+        item: &etcd_client::KeyValue,
+        envelope: Option<&Envelope>,
+    ) -> Result<()> {
+        let claim_key = format!("{}{slot}", self.claims());
+        let dead_key = format!("{}{slot}", self.dead());
+        let mut moved = Ops::new()
+            .put(dead_key.as_str(), item.value())
+            .delete(item_key);
+        // A malformed item has no readable id; its id key (if any) is left behind.
+        if let Some(envelope) = envelope {
+            moved = moved.delete(self.id_key(&envelope.id));
+        }
+        let outcome = txn::Txn::new()
+            .when(mod_rev_is(item_key, item.mod_revision()))
+            .when(key_missing(claim_key.as_str()))
+            .then(moved)
+            .commit(client)
+            .await?;
+        if outcome.succeeded() {
+            if let Some(envelope) = envelope {
+                tracing::warn!(id = %envelope.id, attempts = envelope.attempts, "item dead-lettered");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_covers_the_prefix() {
+        assert_eq!(prefix_end("a/"), b"a0".to_vec());
+        assert_eq!(prefix_end("a\u{7f}"), b"a\x80".to_vec());
+    }
+}
