@@ -94,6 +94,12 @@ pub enum Error {
         source: etcd_client::Error,
     },
 
+    /// A blocking call (e.g. [`crate::Locker::lock`]) was made on a thread inside a Tokio
+    /// runtime, where blocking would stall or deadlock it. Nothing was done. Call it from
+    /// a plain thread; async code uses the async primitive ([`crate::Mutex`]).
+    #[error("{0} blocks its thread and was called inside a Tokio runtime; call it from a plain thread, or use the async API")]
+    BlockingInAsync(&'static str),
+
     /// The etcd client or server failed (unavailable, timeout at the transport, auth …).
     #[error("etcd: {0}")]
     Etcd(#[from] etcd_client::Error),
@@ -150,10 +156,13 @@ pub(crate) fn is_transient(e: &etcd_client::Error) -> bool {
         | etcd_client::Error::IoError(_)
         | etcd_client::Error::WatchError(_)
         | etcd_client::Error::LeaseKeepAliveError(_) => true,
-        etcd_client::Error::GRpcStatus(status) => matches!(
-            status.code(),
-            Code::Unavailable | Code::DeadlineExceeded | Code::Aborted | Code::Unknown
-        ),
+        etcd_client::Error::GRpcStatus(status) => match status.code() {
+            Code::Unavailable | Code::DeadlineExceeded | Code::Aborted | Code::Unknown => true,
+            // etcd's "too many requests" (its apply loop is behind): overload, which
+            // passes. Other ResourceExhausted (a message over the size limit) do not.
+            Code::ResourceExhausted => status.message().contains("too many requests"),
+            _ => false,
+        },
         _ => false,
     }
 }
@@ -170,5 +179,25 @@ pub async fn timeout<T>(
     match tokio::time::timeout(limit, fut).await {
         Ok(result) => result,
         Err(_) => Err(Error::Timeout(limit)),
+    }
+}
+
+#[cfg(test)]
+mod transient_tests {
+    use super::*;
+
+    /// Issue 16, defect 9: an overloaded etcd ("too many requests") is transient, so a
+    /// LeaderJob or a retried call waits it out instead of failing over; an oversized
+    /// request (also ResourceExhausted) is not.
+    #[test]
+    fn too_many_requests_is_transient_but_too_large_is_not() {
+        let status = |msg: &str| {
+            etcd_client::Error::GRpcStatus(tonic::Status::resource_exhausted(msg.to_owned()))
+        };
+        assert!(is_transient(&status("etcdserver: too many requests")));
+        assert!(Error::from(status("etcdserver: too many requests")).is_retryable());
+        assert!(!is_transient(&status(
+            "grpc: received message larger than max (4194305 vs. 2097152)"
+        )));
     }
 }

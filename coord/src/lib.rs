@@ -13,6 +13,7 @@
 //! |---|---|---|
 //! | [`session`] | `session.rs` | a lease kept alive in the background; the liveness every primitive uses |
 //! | [`mutex`] | `mutex.rs` | distributed lock with a fencing token |
+//! | [`locker`] | `locker.rs` | a blocking lock/unlock over a Mutex for code that is not async (Go's `NewLocker`) |
 //! | [`election`] | `election/`: `mod.rs` (campaign), `leadership.rs` ([`Leadership`], [`LeaderContext`]), `observer.rs` ([`ElectionObserver`]) | leader election: campaign, proclaim, resign, observe leader changes |
 //! | [`leader`] | `leader.rs` | run a job on one replica at a time; cancel it when leadership is lost |
 //! | [`stm`] | `stm/`: `mod.rs` (options, [`stm::run`]), `handle.rs` (the [`stm::Stm`] a closure uses), `commit.rs` (an attempt and its commit txn) | software transactional memory: read, decide, write atomically, retried on conflict |
@@ -31,7 +32,7 @@
 //!
 //! Uses between modules point one way, never back: `plumbing` ← [`session`] ←
 //! `ownership` ← the primitives; [`txn`] (on `plumbing`) ← the primitives and [`stm`];
-//! [`election`] ← [`leader`]; [`queue`] ← [`work_queue`]; [`error`] is used by all and
+//! [`election`] ← [`leader`]; [`mutex`] ← [`locker`]; [`queue`] ← [`work_queue`]; [`error`] is used by all and
 //! uses nothing.
 //!
 //! # One vocabulary
@@ -57,6 +58,7 @@ pub mod double_barrier;
 pub mod election;
 pub mod error;
 pub mod leader;
+pub mod locker;
 pub mod metrics;
 pub mod mutex;
 mod ownership;
@@ -76,6 +78,7 @@ pub use election::{Election, ElectionObserver, LeaderEvent, LeaderInfo, Leadersh
 pub use error::{timeout, Error, Result};
 pub use etcd_client;
 pub use leader::{run_as_leader, LeaderContext, LeaderJob, LeaderOutcome};
+pub use locker::Locker;
 pub use mutex::{Mutex, MutexGuard};
 pub use queue::{PriorityQueue, Queue};
 pub use rwmutex::{Access, RwMutex, RwMutexGuard};

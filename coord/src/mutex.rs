@@ -74,7 +74,11 @@ impl Mutex {
         let span = info_span!("coord.mutex.lock", key = %self.key, fencing_token = field::Empty);
         let timer = LockWait::start("mutex");
         let waited = async {
-            let local = self.session.local_lock(&self.key).lock_owned().await;
+            // Bounded by session loss: the same-session holder may never let go.
+            let local = self
+                .session
+                .until_lost(async { Ok(self.session.local_lock(&self.key).lock_owned().await) })
+                .await?;
             self.session.check_alive()?;
             let mut pending = self.enter(local);
             let entered = pending.entered().await?;
@@ -106,7 +110,10 @@ impl Mutex {
             if entered.first {
                 Ok((pending, entered.rev))
             } else {
-                // Dropping `pending` removes our key (compare-and-delete on our revision).
+                // Removed before we answer, not by a spawned task: a runtime that shuts
+                // down right after `Err(Locked)` must not leave our key for a TTL. If
+                // this is cancelled, dropping `pending` still removes it in the background.
+                pending.remove().await?;
                 Err(Error::Locked(self.prefix.clone()))
             }
         }
@@ -183,8 +190,10 @@ impl MutexGuard {
     /// Releases the lock. Fails with [`Error::OwnershipLost`] if the key was no longer
     /// ours (our lease expired and someone else may hold the lock now).
     pub async fn unlock(mut self) -> Result<()> {
-        self.released = true;
+        // Marked released only once the delete has answered: if it fails or this future
+        // is dropped first, `Drop` still releases the key in the background.
         let deleted = compare_delete(&mut self.session.client(), &self.key, self.rev).await?;
+        self.released = true;
         self.local.take();
         if deleted {
             Ok(())

@@ -20,7 +20,10 @@
 //! - Cancel-safe: a `dequeue` dropped while waiting takes nothing. One dropped after
 //!   its delete committed puts the item back instead of losing it: at the end of a
 //!   [`Queue`], at its old place (same priority, same sequence) in a
-//!   [`PriorityQueue`], which orders by key.
+//!   [`PriorityQueue`], which orders by key — unless a newer item took that key (a
+//!   drained priority restarts its sequence at 0): then it is enqueued again at its
+//!   priority, never written over the newer item. A put-back that fails is logged
+//!   (`warn`) with the item's key.
 //!
 //! # Not guaranteed
 //! - **A consumer that crashes after dequeue loses the item**: the recipe deletes the
@@ -29,13 +32,13 @@
 
 use etcd_client::{Client, GetOptions, KeyValue, SortOrder, SortTarget, Txn, TxnOp, WatchOptions};
 use tokio::task::JoinHandle;
-use tracing::{debug, info_span, Instrument};
+use tracing::{debug, info_span, warn, Instrument};
 
 use crate::ownership::owned::{create_key, spawn_cleanup};
 use crate::plumbing::key::{dir_prefix, header_rev, show, unix_nanos};
-use crate::plumbing::retry::Backoff;
+use crate::plumbing::retry::{retrying, Backoff};
 use crate::plumbing::watch::watch_from_now;
-use crate::txn::{mod_rev_is, unchanged_since};
+use crate::txn::{key_missing, mod_rev_is, unchanged_since};
 use crate::{Error, Result};
 
 /// Largest priority a [`PriorityQueue`] accepts (five digits in the key).
@@ -84,7 +87,7 @@ impl Queue {
             .with_prefix()
             .with_sort(SortTarget::Mod, SortOrder::Ascend)
             .with_limit(1);
-        take_first(&self.client, &self.prefix, oldest)
+        take_first(&self.client, &self.prefix, oldest, Order::Fifo)
             .instrument(info_span!("coord.queue.dequeue", queue = %self.prefix))
             .await
     }
@@ -161,7 +164,7 @@ impl PriorityQueue {
             .with_prefix()
             .with_sort(SortTarget::Key, SortOrder::Ascend)
             .with_limit(1);
-        take_first(&self.client, &self.prefix, lowest)
+        take_first(&self.client, &self.prefix, lowest, Order::Priority)
             .instrument(info_span!("coord.priority_queue.dequeue", queue = %self.prefix))
             .await
     }
@@ -209,7 +212,12 @@ pub(crate) async fn count(client: &Client, prefix: &str) -> Result<u64> {
 
 /// The dequeue loop both queues share: watch from now, read the first item by `order`,
 /// take it with a compare-and-delete; when empty, wait for the watch and read again.
-async fn take_first(client: &Client, prefix: &str, order: GetOptions) -> Result<Vec<u8>> {
+async fn take_first(
+    client: &Client,
+    prefix: &str,
+    order: GetOptions,
+    kind: Order,
+) -> Result<Vec<u8>> {
     let mut client = client.clone();
     let mut backoff = Backoff::default();
     let mut stream = watch_from_now(
@@ -221,7 +229,10 @@ async fn take_first(client: &Client, prefix: &str, order: GetOptions) -> Result<
     loop {
         let first = client.get(prefix, Some(order.clone())).await?;
         if let Some(kv) = first.kvs().first() {
-            if let Some(value) = TakeItem::start(&client, kv.clone()).finish().await? {
+            if let Some(value) = TakeItem::start(&client, prefix, kind, kv.clone())
+                .finish()
+                .await?
+            {
                 return Ok(value);
             }
             continue; // someone else took it: look again at once
@@ -245,12 +256,14 @@ async fn take_first(client: &Client, prefix: &str, order: GetOptions) -> Result<
 /// after the delete committed, the item is put back instead of being lost.
 struct TakeItem {
     client: Client,
+    prefix: String,
+    kind: Order,
     item: KeyValue,
     task: Option<JoinHandle<Result<bool>>>,
 }
 
 impl TakeItem {
-    fn start(client: &Client, item: KeyValue) -> TakeItem {
+    fn start(client: &Client, prefix: &str, kind: Order, item: KeyValue) -> TakeItem {
         let (mut task_client, key, rev) =
             (client.clone(), item.key().to_vec(), item.mod_revision());
         let task = tokio::spawn(async move {
@@ -261,6 +274,8 @@ impl TakeItem {
         });
         TakeItem {
             client: client.clone(),
+            prefix: prefix.to_owned(),
+            kind,
             item,
             task: Some(task),
         }
@@ -286,13 +301,67 @@ impl Drop for TakeItem {
         let Some(task) = self.task.take() else {
             return;
         };
-        let (mut client, item) = (self.client.clone(), self.item.clone());
+        let (client, prefix, kind, item) = (
+            self.client.clone(),
+            self.prefix.clone(),
+            self.kind,
+            self.item.clone(),
+        );
         spawn_cleanup(async move {
             if let Ok(Ok(true)) = task.await {
                 // We deleted it but nobody received it: put it back.
-                let _ = client.put(item.key(), item.value(), None).await;
-                debug!(key = %show(item.key()), "dequeue dropped after taking an item; re-queued");
+                match put_back(client, prefix, kind, &item).await {
+                    Ok(key) => {
+                        debug!(key = %key, "dequeue dropped after taking an item; re-queued")
+                    }
+                    Err(e) => warn!(
+                        key = %show(item.key()),
+                        error = %e,
+                        "dequeue dropped after taking an item, and putting it back failed: the item is lost"
+                    ),
+                }
             }
         });
+    }
+}
+
+/// Which queue an item came from, i.e. how to put it back.
+#[derive(Clone, Copy, Debug)]
+enum Order {
+    Fifo,
+    Priority,
+}
+
+/// Puts a taken item back: at its old key if that key is still free (so it keeps its
+/// place), else as a new item (a [`PriorityQueue`] restarts its sequence at 0 when a
+/// priority drains, so a newer item may hold the old key: it is never overwritten).
+async fn put_back(client: Client, prefix: String, kind: Order, item: &KeyValue) -> Result<String> {
+    let key = show(item.key());
+    let txn = Txn::new()
+        .when([key_missing(key.as_str())])
+        .and_then([TxnOp::put(key.as_str(), item.value(), None)]);
+    let restored = retrying(|| {
+        let (mut client, txn) = (client.clone(), txn.clone());
+        async move { client.txn(txn).await }
+    })
+    .await?;
+    if restored.succeeded() {
+        return Ok(key);
+    }
+    match kind {
+        Order::Fifo => Queue { client, prefix }.enqueue(item.value()).await,
+        Order::Priority => {
+            let priority = key
+                .strip_prefix(prefix.as_str())
+                .and_then(|rest| rest.split('/').next())
+                .and_then(|p| p.parse::<u32>().ok())
+                .ok_or_else(|| Error::Malformed {
+                    key: key.clone(),
+                    reason: "no priority after the queue prefix".into(),
+                })?;
+            PriorityQueue { client, prefix }
+                .enqueue(item.value(), priority)
+                .await
+        }
     }
 }

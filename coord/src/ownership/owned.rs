@@ -160,6 +160,16 @@ impl<T: Send + 'static> PendingPut<T> {
         Ok((placed, extra))
     }
 
+    /// Deletes the placed key inline (compare-and-delete on its revision), then frees
+    /// the local lock. On failure or cancellation `Drop` cleans up in the background.
+    pub(crate) async fn remove(mut self) -> Result<()> {
+        if let Some(placed) = &self.placed {
+            compare_delete(&mut self.client.clone(), &placed.key, placed.rev).await?;
+        }
+        self.kept = true; // settled: nothing left for `Drop` to undo
+        Ok(())
+    }
+
     /// Keeps the key: its owner is now a guard (or the key is meant to stay).
     pub(crate) fn keep(self) -> Placed {
         self.keep_with_local().0

@@ -138,6 +138,13 @@ impl PendingKey {
         Ok(self.0.placed().await?.1)
     }
 
+    /// Deletes the entered key now (compare-and-delete) and frees the local lock after.
+    /// If this is cancelled or fails, dropping `self` still removes the key in the
+    /// background.
+    pub(crate) async fn remove(self) -> Result<()> {
+        self.0.remove().await
+    }
+
     /// Keeps the key (it now belongs to a guard) and hands over the local lock, which
     /// the guard must hold until it releases the key.
     pub(crate) fn keep(self) -> Option<OwnedMutexGuard<()>> {

@@ -14,7 +14,9 @@ use etcd_client::{ResponseHeader, TxnOpResponse, TxnResponse};
 use crate::{Error, Result};
 
 /// Turns a primitive's name into the directory prefix its keys live under:
-/// `"/shop/locks/sku-1"` becomes `"/shop/locks/sku-1/"`. Empty names are rejected
+/// `"/shop/locks/sku-1"` becomes `"/shop/locks/sku-1/"`. Like Go's `name + "/"`, the
+/// name is used verbatim: `"/locks/"` becomes `"/locks//"`, so `etcdctl lock /locks/`
+/// and coord on `"/locks/"` share their keys. Empty names are rejected
 /// (they would make the primitive span the whole key space).
 pub(crate) fn dir_prefix(name: &str) -> Result<String> {
     if name.is_empty() {
@@ -25,7 +27,7 @@ pub(crate) fn dir_prefix(name: &str) -> Result<String> {
             "name {name:?} contains a NUL byte"
         )));
     }
-    Ok(format!("{}/", name.trim_end_matches('/')))
+    Ok(format!("{name}/"))
 }
 
 /// The key a session owns under `prefix` (which ends with `/`): the lease id in
@@ -73,9 +75,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn prefixes_get_exactly_one_trailing_slash() {
+    fn prefixes_append_one_slash_verbatim_like_go() {
         assert_eq!(dir_prefix("a/b").unwrap(), "a/b/");
-        assert_eq!(dir_prefix("a/b/").unwrap(), "a/b/");
+        assert_eq!(dir_prefix("a/b/").unwrap(), "a/b//");
         assert!(dir_prefix("").is_err());
         assert!(dir_prefix("a\0b").is_err());
     }

@@ -90,7 +90,9 @@ impl Claimed {
     pub async fn nack_after(mut self, delay: Duration) -> Result<()> {
         let span = info_span!("coord.queue.nack", id = %self.envelope.id, attempt = self.envelope.attempts, ?delay);
         let mut envelope = self.envelope.clone();
-        envelope.not_before_ms = now_ms() + delay.as_millis() as u64;
+        // Saturating: a huge delay (`Duration::MAX`) parks the item, never overflows.
+        let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        envelope.not_before_ms = now_ms().saturating_add(delay_ms);
         let give_back = Ops::new()
             .put(
                 self.item_key.as_str(),

@@ -11,6 +11,7 @@ mod docs;
 mod double_barrier;
 mod election;
 mod leader;
+mod locker;
 mod mutex;
 mod queue;
 mod rwmutex;

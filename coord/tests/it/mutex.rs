@@ -366,3 +366,107 @@ async fn a_long_line_is_served_in_order_one_at_a_time() {
     );
     assert!(keys_under(&cl, &name).await.is_empty());
 }
+
+/// Issue 16, defect 1: an `unlock` dropped while its delete is in flight must still
+/// release the key (in the background), not leave it for the session's whole life.
+#[tokio::test]
+async fn unlock_dropped_in_flight_still_releases_the_key() {
+    use futures::FutureExt;
+    let s = session(30).await;
+    let name = unique("mutex-unlock-dropped");
+    let m = Mutex::new(&s, &name).unwrap();
+    let guard = m.lock().await.unwrap();
+    // Poll once (the delete is started), then drop the future.
+    let mut unlock = Box::pin(guard.unlock());
+    assert!((&mut unlock).now_or_never().is_none());
+    drop(unlock);
+    eventually(
+        Duration::from_secs(5),
+        "the lock key is released",
+        || async { keys_under(&s.client(), &name).await.is_empty() },
+    )
+    .await;
+    // And the same session can take the lock again at once.
+    let again = tokio::time::timeout(Duration::from_secs(5), m.lock())
+        .await
+        .expect("relock does not hang")
+        .unwrap();
+    again.unlock().await.unwrap();
+}
+
+/// Issue 16, defect 6: the losing key of `try_lock` is gone when `Err(Locked)` is
+/// returned, even if the runtime shuts down right after.
+#[test]
+fn try_lock_loser_leaves_no_key_after_runtime_shutdown() {
+    let name = unique("mutex-try-lock-shutdown");
+    let holder_rt = tokio::runtime::Runtime::new().unwrap();
+    let (holder, _guard) = holder_rt.block_on(async {
+        let s = session(30).await;
+        let g = Mutex::new(&s, &name).unwrap().lock().await.unwrap();
+        (s, g)
+    });
+    let loser_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let loser_key = loser_rt.block_on(async {
+        let s = session(30).await;
+        let m = Mutex::new(&s, &name).unwrap();
+        assert!(matches!(m.try_lock().await, Err(Error::Locked(_))));
+        m.key().to_owned()
+    });
+    drop(loser_rt); // runtime shutdown right after Err(Locked)
+    let keys = holder_rt.block_on(keys_under(&holder.client(), &name));
+    assert!(
+        !keys.contains(&loser_key),
+        "loser's key left behind: {keys:?}"
+    );
+}
+
+/// Issue 16, defect 7: a task waiting for the session's local lock (another task of
+/// the same session holds the name) returns when the session is lost.
+#[tokio::test]
+async fn local_lock_wait_ends_when_the_session_is_lost() {
+    let s = session(30).await;
+    let name = unique("mutex-local-wait-lost");
+    let m = Mutex::new(&s, &name).unwrap();
+    let _held = m.lock().await.unwrap();
+    let waiter = tokio::spawn({
+        let m = m.clone();
+        async move { m.lock().await.map(|_| ()) }
+    });
+    client().await.lease_revoke(s.lease()).await.unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(20), waiter)
+        .await
+        .expect("the local wait ends when the session is lost")
+        .unwrap();
+    assert!(
+        matches!(result, Err(Error::SessionExpired(_))),
+        "{result:?}"
+    );
+}
+
+/// Issue 16, defect 4: Go uses `name + "/"` verbatim, so a name ending in `/` keeps
+/// its slash (etcdctl lock /x/ and coord's Mutex::new(s, "/x/") share keys).
+#[tokio::test]
+async fn trailing_slash_names_use_go_keys_and_exclude_etcdctl() {
+    let s = session(10).await;
+    let name = format!("{}/", unique("mutex-trailing-slash"));
+    let endpoints = crate::common::endpoints().join(",");
+    let m = Mutex::new(&s, &name).unwrap();
+    assert_eq!(m.key(), format!("{name}/{:x}", s.lease()));
+    let mut child = tokio::process::Command::new(etcdctl())
+        .args(["--endpoints", &endpoints, "lock", &name, "sleep", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("etcdctl");
+    let c = s.client();
+    eventually(Duration::from_secs(10), "etcdctl holds the lock", || {
+        let (c, p) = (c.clone(), format!("{name}/"));
+        async move { !keys_under(&c, &p).await.is_empty() }
+    })
+    .await;
+    assert!(matches!(m.try_lock().await, Err(Error::Locked(_))));
+    child.wait().await.unwrap();
+}

@@ -158,3 +158,70 @@ async fn compaction_and_prefix_neighbours_do_not_fool_a_waiting_dequeue() {
     assert_eq!(got, b"for jobs");
     assert_eq!(keys_under(&c, &format!("{base}/jobs2")).await.len(), 1);
 }
+
+/// Issue 16, defect 2: a PriorityQueue `dequeue` dropped after its delete committed
+/// puts the item back, but never over a newer item that took the same sequence number
+/// (sequences restart at 0 when a priority drains). Deterministic: the dequeue runs on
+/// a current-thread runtime that only moves when the test lets it.
+#[test]
+fn priority_put_back_never_overwrites_a_newer_item() {
+    use std::future::Future;
+    use std::task::Poll;
+    let main = tokio::runtime::Runtime::new().unwrap();
+    let name = unique("pq-put-back");
+    let pq = main.block_on(async { PriorityQueue::new(client().await, &name).unwrap() });
+    let first = main.block_on(pq.enqueue("A", 0)).unwrap();
+    let side = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let alive = || side.metrics().num_alive_tasks();
+    let baseline = alive();
+    // 1. Poll dequeue until it has spawned its delete task, then stop polling it.
+    let mut dequeue = Box::pin(pq.dequeue());
+    side.block_on(std::future::poll_fn(|cx| {
+        if dequeue.as_mut().poll(cx).is_ready() {
+            panic!("dequeue finished before its delete task ran");
+        }
+        if alive() > baseline {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }));
+    // 2. Let the delete task run to the end (the dequeue future is not polled).
+    side.block_on(async {
+        while alive() > baseline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    assert!(main
+        .block_on(keys_under(&client_on(&main), &name))
+        .is_empty());
+    // 3. Drop the dequeue (its put-back is spawned on `side`, not run yet); a newer
+    //    item takes the drained priority's sequence 0.
+    {
+        let _side = side.enter();
+        drop(dequeue);
+    }
+    let newer = main.block_on(pq.enqueue("B", 0)).unwrap();
+    assert_eq!(newer, first, "the sequence restarted at 0");
+    // 4. Let the put-back run; both items must be there.
+    side.block_on(async {
+        while alive() > baseline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let mut got = HashSet::new();
+    for _ in 0..2 {
+        let item = main
+            .block_on(coord::timeout(Duration::from_secs(5), pq.dequeue()))
+            .expect("both items are in the queue");
+        got.insert(String::from_utf8(item).unwrap());
+    }
+    assert_eq!(got, HashSet::from(["A".to_owned(), "B".to_owned()]));
+}
+
+fn client_on(rt: &tokio::runtime::Runtime) -> coord::etcd_client::Client {
+    rt.block_on(client())
+}

@@ -302,3 +302,17 @@ async fn a_malformed_item_is_set_aside_and_does_not_block_the_queue() {
         .unwrap();
     assert_eq!(dead.kvs()[0].value(), b"garbage", "kept unchanged");
 }
+
+/// Issue 16, defect 9: `nack_after(Duration::MAX)` means "not again for as long as can
+/// be said", not an overflow.
+#[tokio::test]
+async fn nack_after_duration_max_parks_the_item() {
+    let name = unique("wq-nack-max");
+    let q = queue(&name).await;
+    q.enqueue(b"later", 0).await.unwrap();
+    let s = session(10).await;
+    let item = q.try_claim(&s).await.unwrap().unwrap();
+    item.nack_after(Duration::MAX).await.unwrap();
+    assert!(q.try_claim(&s).await.unwrap().is_none(), "parked");
+    assert_eq!(q.depth().await.unwrap(), 1);
+}
