@@ -1,14 +1,9 @@
 //! `console`: the shop's live console (see the library's docs and docs/console.md).
 
-use tracing_subscriber::EnvFilter;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    // The shop's one logging setup (RUST_LOG; colours only on a terminal).
+    let _logs = shop_common::telemetry::init_logs();
     let settings = console::Settings::from_env()?;
     let console = console::Console::build(settings).await?;
     console
