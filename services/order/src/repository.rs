@@ -58,7 +58,7 @@ impl OrdersDb {
             .bind(new.idempotency_key.as_str())
             .bind(new.customer_id.as_str())
             .bind(new.customer_tier.as_str())
-            .bind(new.strategy.as_str())
+            .bind(new.strategy.map(Strategy::as_str))
             .bind(new.sale_id.as_ref().map(SaleId::as_str))
             .execute(&mut *tx)
             .await?
@@ -185,6 +185,21 @@ impl OrdersDb {
         Ok(self.get(id).await?.map(|order| (order, moved)))
     }
 
+    /// Records the strategy inventory reserved the order under (the SKUs'), if the
+    /// client named none.
+    pub async fn record_strategy(
+        &self,
+        id: OrderId,
+        strategy: Strategy,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE orders SET strategy = $2 WHERE order_id = $1 AND strategy IS NULL")
+            .bind(id.as_uuid())
+            .bind(strategy.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Records that inventory confirmed the Commit/Release of a PAID/CANCELLED order.
     pub async fn mark_stock_settled(&self, id: OrderId) -> Result<(), sqlx::Error> {
         sqlx::query(
@@ -221,7 +236,7 @@ fn order_from_row(row: &PgRow) -> Result<Order, sqlx::Error> {
     let key: String = row.try_get("idempotency_key")?;
     let customer: String = row.try_get("customer_id")?;
     let tier: String = row.try_get("customer_tier")?;
-    let strategy: String = row.try_get("strategy")?;
+    let strategy: Option<String> = row.try_get("strategy")?;
     let sale: Option<String> = row.try_get("sale_id")?;
     let status: String = row.try_get("status")?;
     let skus: Vec<String> = row.try_get("skus")?;
@@ -244,8 +259,8 @@ fn order_from_row(row: &PgRow) -> Result<Order, sqlx::Error> {
             customer_tier: CustomerTier::from_db(&tier).ok_or_else(|| bad("tier", &tier))?,
             cart,
             strategy: strategy
-                .parse::<Strategy>()
-                .map_err(|_| bad("strategy", &strategy))?,
+                .map(|s| s.parse::<Strategy>().map_err(|_| bad("strategy", &s)))
+                .transpose()?,
             sale_id: sale
                 .map(|s| SaleId::parse("sale_id", &s).map_err(|_| bad("sale id", &s)))
                 .transpose()?,

@@ -832,6 +832,7 @@ impl Probe {
             .set_stock(pb::SetStockRequest {
                 sku: sku.clone(),
                 available: 1_000_000,
+                strategy: strategy.to_proto() as i32,
             })
             .await?;
         let clients: Vec<Channel> = vec![

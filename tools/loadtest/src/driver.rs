@@ -162,7 +162,7 @@ async fn play(
 
     if config.cluster.is_coordinator() {
         bar.set_message("stocking SKUs");
-        set_up(config, &names, &mut inventory).await?;
+        set_up(config, &names, strategy, &mut inventory).await?;
     }
 
     bar.set_message(format!(
@@ -276,6 +276,7 @@ fn progress_bar(config: &RunConfig, strategy: Strategy) -> ProgressBar {
 async fn set_up(
     config: &RunConfig,
     names: &RunNames,
+    strategy: Strategy,
     inventory: &mut InventoryServiceClient<Channel>,
 ) -> anyhow::Result<()> {
     for sku in &names.skus {
@@ -294,6 +295,8 @@ async fn set_up(
             .set_stock(pb::SetStockRequest {
                 sku: sku.clone(),
                 available: config.stock,
+                // The strategy is the SKU's: each strategy plays on its own SKUs.
+                strategy: strategy.to_proto() as i32,
             })
             .await
             .map_err(|s| rpc_error("inventory SetStock", s))?;

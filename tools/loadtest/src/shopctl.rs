@@ -72,11 +72,15 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum StockCommand {
-    /// Sets the available units of a SKU (created if new).
+    /// Sets the available units of a SKU (created if new), and its strategy.
     Set {
         sku: String,
         #[arg(allow_negative_numbers = true)]
         available: String,
+        /// The SKU's guard: none, mutex-unfenced, mutex, stm or pg (default: keep the
+        /// SKU's; a new SKU gets the inventory's DEFAULT_STRATEGY).
+        #[arg(long)]
+        strategy: Option<String>,
     },
     /// Shows a SKU's counters.
     Get { sku: String },
@@ -94,7 +98,8 @@ pub enum OrderCommand {
         /// standard, gold or platinum (the payment queue's priority).
         #[arg(long, default_value = "standard")]
         tier: String,
-        /// none, mutex, stm or pg (default: the service's DEFAULT_STRATEGY).
+        /// Asserts the SKUs' strategy (none, mutex-unfenced, mutex, stm or pg): the
+        /// order is refused if theirs differs (default: whatever theirs is).
         #[arg(long)]
         strategy: Option<String>,
         /// The flash sale the order belongs to.
@@ -210,7 +215,11 @@ pub async fn run(args: Args, out: &mut impl Write) -> Result<(), ShopctlError> {
             let mut inventory =
                 InventoryServiceClient::new(connect("inventory", &args.inventory_addr).await?);
             let stock = match command {
-                StockCommand::Set { sku, available } => {
+                StockCommand::Set {
+                    sku,
+                    available,
+                    strategy,
+                } => {
                     let sku = Sku::parse("sku", &sku)?;
                     let available = available
                         .parse::<i64>()
@@ -225,6 +234,7 @@ pub async fn run(args: Args, out: &mut impl Write) -> Result<(), ShopctlError> {
                         .set_stock(pb::SetStockRequest {
                             sku: sku.as_str().to_owned(),
                             available,
+                            strategy: parse_strategy(strategy)? as i32,
                         })
                         .await
                 }
@@ -241,8 +251,13 @@ pub async fn run(args: Args, out: &mut impl Write) -> Result<(), ShopctlError> {
             .into_inner();
             writeln!(
                 out,
-                "{}: available {}, reserved {}, sold {} (fence token {})",
-                stock.sku, stock.available, stock.reserved, stock.sold, stock.fence_token
+                "{}: available {}, reserved {}, sold {} (strategy {}, fence token {})",
+                stock.sku,
+                stock.available,
+                stock.reserved,
+                stock.sold,
+                strategy_name(stock.strategy),
+                stock.fence_token
             )?;
         }
         Command::Order(command) => {
@@ -386,12 +401,7 @@ fn create_request(
             )))
         }
     };
-    let strategy = match strategy {
-        None => pb::Strategy::Unspecified,
-        Some(s) => Strategy::from_str(&s)
-            .map_err(|e| ShopctlError::Input(format!("strategy: {e}")))?
-            .to_proto(),
-    };
+    let strategy = parse_strategy(strategy)?;
     let sale_id = sale
         .map(|s| SaleId::parse("sale", &s).map(|s| s.as_str().to_owned()))
         .transpose()?;
@@ -545,6 +555,25 @@ async fn leaders(args: &Args, out: &mut impl Write) -> Result<(), ShopctlError> 
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// An optional `--strategy` as the protobuf enum (UNSPECIFIED if not given).
+fn parse_strategy(strategy: Option<String>) -> Result<pb::Strategy, ShopctlError> {
+    match strategy {
+        None => Ok(pb::Strategy::Unspecified),
+        Some(s) => Ok(Strategy::from_str(&s)
+            .map_err(|e| ShopctlError::Input(format!("strategy: {e}")))?
+            .to_proto()),
+    }
+}
+
+/// A strategy from the wire, by its configuration name.
+fn strategy_name(raw: i32) -> String {
+    match Strategy::from_proto("strategy", raw) {
+        Ok(Some(s)) => s.as_str().to_owned(),
+        Ok(None) => "unspecified".to_owned(),
+        Err(_) => format!("{raw}"),
+    }
 }
 
 #[cfg(test)]

@@ -14,3 +14,4 @@ mod reservations;
 mod sales;
 mod service;
 mod stm;
+mod strategies;

@@ -56,6 +56,8 @@ impl TestShop {
             &order_db,
             &etcd_prefix,
         ));
+        // Most tests here order with `pg`: the SKUs they stock get it.
+        inventory_settings.default_strategy = Strategy::Pg;
         adjust(&mut inventory_settings, &mut order_settings);
 
         let (inventory, inventory_addr) = start_inventory(inventory_settings.clone()).await;
@@ -99,12 +101,25 @@ impl TestShop {
         self.inventory = Some(inventory);
     }
 
+    /// Stocks a SKU (a new one gets the inventory's default strategy, `pg` here).
     pub async fn set_stock(&self, sku: &str, available: i64) {
+        self.set_stock_as(sku, available, None).await;
+    }
+
+    /// Changes a SKU's strategy, keeping its units.
+    pub async fn set_strategy(&self, sku: &str, strategy: Strategy) {
+        let available = self.truth(sku).await.level.available;
+        self.set_stock_as(sku, available, Some(strategy)).await;
+    }
+
+    /// Stocks a SKU and sets its strategy (`None`: keep it).
+    pub async fn set_stock_as(&self, sku: &str, available: i64, strategy: Option<Strategy>) {
         self.stock
             .clone()
             .set_stock(pb::SetStockRequest {
                 sku: sku.into(),
                 available,
+                strategy: strategy.map_or(0, |s| s.to_proto() as i32),
             })
             .await
             .expect("set stock");

@@ -67,8 +67,14 @@ impl Shop {
             .unwrap()
     }
 
+    /// Stocks a SKU under `pg` (what [`Self::buy`] orders with).
     pub async fn set_stock(&self, sku: &str, available: i64) {
-        set_stock(&self.stock, sku, available).await;
+        set_stock(&self.stock, sku, available, pb::Strategy::Pg).await;
+    }
+
+    /// Stocks a SKU under `strategy`.
+    pub async fn set_stock_as(&self, sku: &str, available: i64, strategy: pb::Strategy) {
+        set_stock(&self.stock, sku, available, strategy).await;
     }
 
     pub async fn stock_of(&self, sku: &str) -> pb::Stock {
@@ -296,13 +302,20 @@ impl CrashingWorker {
     }
 }
 
-/// Sets `sku`'s stock through the inventory service at the other end of `stock`.
-pub async fn set_stock(stock: &InventoryServiceClient<Channel>, sku: &str, available: i64) {
+/// Sets `sku`'s stock and strategy through the inventory service at the other end of
+/// `stock`.
+pub async fn set_stock(
+    stock: &InventoryServiceClient<Channel>,
+    sku: &str,
+    available: i64,
+    strategy: pb::Strategy,
+) {
     stock
         .clone()
         .set_stock(pb::SetStockRequest {
             sku: sku.into(),
             available,
+            strategy: strategy as i32,
         })
         .await
         .unwrap();
