@@ -229,6 +229,7 @@ async fn play(
                 &samples.accepted
             },
             per_customer_limit: config.per_customer_limit,
+            sale_id: config.use_sale.then(|| names.sale_id()),
         })
         .await
         .context("auditing the databases")?;

@@ -65,6 +65,9 @@ async fn loadtest_json_has_one_object_per_strategy_with_the_required_fields() {
             "oversold",
             "lost_orders",
             "duplicate_payments",
+            "conservation_violations",
+            "status_mismatches",
+            "limit_violations",
         ] {
             assert!(object[field].is_i64(), "{field} in {object}");
         }
@@ -77,6 +80,13 @@ async fn loadtest_json_has_one_object_per_strategy_with_the_required_fields() {
         );
         assert_eq!(object["orders_accepted"], 8);
         assert_eq!(object["oversold"], 0);
+        for field in [
+            "conservation_violations",
+            "status_mismatches",
+            "limit_violations",
+        ] {
+            assert_eq!(object[field], 0, "{field} in {object}");
+        }
         let base = format!("lt-jsontest-{strategy}-");
         assert_eq!(object["units_sold"].as_i64(), Some(shop.sold(&base).await));
     }
