@@ -403,11 +403,24 @@ impl SkuLocks {
         let session = self.session.get().await?;
         let mut held = Vec::new();
         for sku in skus {
-            let mutex = coord::Mutex::new(&session, &self.lock_name(sku))?;
+            let mutex = coord::Mutex::new(&session, &knockout_lock_name(self.lock_name(sku)))?;
             held.push((sku.clone(), mutex.lock().await?));
         }
         Ok(HeldLocks(held))
     }
+}
+
+/// The lock's name as taken.
+#[cfg(not(feature = "knockout-lock"))]
+fn knockout_lock_name(name: String) -> String {
+    name
+}
+
+/// Knockout (tests only): every acquisition locks a name of its own, so the lock
+/// excludes nobody (its fencing token still grows with every acquisition).
+#[cfg(feature = "knockout-lock")]
+fn knockout_lock_name(name: String) -> String {
+    format!("{name}/knockout-{}", uuid::Uuid::new_v4().simple())
 }
 
 /// The locks of one Reserve, with their fencing tokens.

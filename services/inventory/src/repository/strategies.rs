@@ -168,21 +168,31 @@ async fn stale<'e>(executor: impl sqlx::PgExecutor<'e>, sku: &Sku, token: i64) -
     }
 }
 
+/// `pg`'s one statement: take the units only if they are there.
+#[cfg(not(feature = "knockout-pg-condition"))]
+const CONDITIONAL_TAKE: &str =
+    "UPDATE stock SET available = available - $2, reserved = reserved + $2, updated_at = now()
+     WHERE sku = $1 AND available >= $2";
+
+/// Knockout (tests only): the condition removed; only the `available >= 0` CHECK is
+/// left.
+#[cfg(feature = "knockout-pg-condition")]
+const CONDITIONAL_TAKE: &str =
+    "UPDATE stock SET available = available - $2, reserved = reserved + $2, updated_at = now()
+     WHERE sku = $1 AND $2 > 0";
+
 /// `pg`: take the units only if they are there, in one statement.
 pub(super) async fn take_conditional(
     tx: &mut Transaction<'_, Postgres>,
     sku: &Sku,
     quantity: i32,
 ) -> Result<Result<(), Shortage>, sqlx::Error> {
-    let taken = sqlx::query(
-        "UPDATE stock SET available = available - $2, reserved = reserved + $2, updated_at = now()
-         WHERE sku = $1 AND available >= $2",
-    )
-    .bind(sku.as_str())
-    .bind(i64::from(quantity))
-    .execute(&mut **tx)
-    .await?
-    .rows_affected()
+    let taken = sqlx::query(CONDITIONAL_TAKE)
+        .bind(sku.as_str())
+        .bind(i64::from(quantity))
+        .execute(&mut **tx)
+        .await?
+        .rows_affected()
         == 1;
     if taken {
         Ok(Ok(()))

@@ -146,18 +146,18 @@ async fn a_current_token_writes_and_is_recorded() {
 }
 
 /// What happened in one run of the in-section pause.
-struct PausedRun {
-    app: TestInventory,
+pub(crate) struct PausedRun {
+    pub app: TestInventory,
     /// The paused holder's Reserve, once resumed.
-    first: Result<pb::ReserveResponse, tonic::Status>,
-    truth: Truth,
+    pub first: Result<pb::ReserveResponse, tonic::Status>,
+    pub truth: Truth,
 }
 
 /// One unit of a SKU guarded by `strategy`. Holder A's Reserve is held inside its
 /// critical section (it has read the one unit); its lease is revoked; holder B
 /// reserves (retrying while the service notices its session is gone and starts a
 /// new one) and gets the unit; then A resumes and makes its write.
-async fn pause_inside_the_critical_section(strategy: Strategy) -> PausedRun {
+pub(crate) async fn pause_inside_the_critical_section(strategy: Strategy) -> PausedRun {
     let app = TestInventory::spawn().await;
     app.set_stock_as("kiwi", 1, Some(strategy)).await;
 

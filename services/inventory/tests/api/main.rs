@@ -7,6 +7,7 @@ mod bad_input;
 mod catalog;
 mod fencing;
 mod helpers;
+mod knockouts;
 mod limits;
 mod properties;
 mod replicas;
