@@ -10,6 +10,8 @@
 #   - DejaVu Sans (Debian bookworm's fonts-dejavu-core): the text of the load
 #     tester's charts (loadtest --report) and of its test.
 #   - openssl (Debian bookworm), with which coord's TLS tests make throwaway certificates.
+#   - chromium and chromium-driver (Debian bookworm): the console's browser test drives
+#     headless Chromium through chromedriver (WebDriver).
 # Prints the PATH addition to use: eval "$(scripts/install-deps.sh --env)".
 set -euo pipefail
 DEPS=${COORD_SHOP_DEPS:-$HOME/.cache/coord-shop/deps}
@@ -25,6 +27,8 @@ if [ $env_only = 0 ]; then
   command -v openssl >/dev/null || need_apt+=(openssl)
   command -v pg_ctl >/dev/null || [ -x /usr/lib/postgresql/15/bin/pg_ctl ] || need_apt+=(postgresql)
   [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
+  command -v chromium >/dev/null || need_apt+=(chromium)
+  command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
   if [ ${#need_apt[@]} -gt 0 ]; then
     echo "install-deps: apt-get install ${need_apt[*]}" >&2
     quiet apt-get update

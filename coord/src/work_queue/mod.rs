@@ -50,10 +50,12 @@
 //! # Files
 //! `mod.rs`: [`WorkQueue`], enqueueing and the queue's counts; `claim.rs`: claiming
 //! (and dead-lettering on the way); `claimed.rs`: [`Claimed`], ack and nack; `wire.rs`:
-//! the stored form of an item and its slot (crate-private).
+//! the stored form of an item and its slot (crate-private); `inspect.rs`:
+//! [`StoredItem`], a read-only view of one stored item for tools that watch a queue.
 
 mod claim;
 mod claimed;
+mod inspect;
 pub(crate) mod wire;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -67,6 +69,7 @@ use crate::plumbing::retry::Backoff;
 use crate::txn::{key_missing, mod_rev_is, Ops, Txn};
 use crate::{Error, Result};
 pub use claimed::Claimed;
+pub use inspect::StoredItem;
 use wire::{decode_item, encode_item, Envelope};
 
 pub use crate::queue::MAX_PRIORITY;

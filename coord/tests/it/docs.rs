@@ -374,6 +374,10 @@ fn translated_pages() -> Vec<(String, String)> {
         ("README.md".to_owned(), "README.zh-CN.md".to_owned()),
         ("docs/why.md".to_owned(), "docs/zh-CN/why.md".to_owned()),
         (
+            "docs/console.md".to_owned(),
+            "docs/zh-CN/console.md".to_owned(),
+        ),
+        (
             "docs/primitives/README.md".to_owned(),
             "docs/zh-CN/primitives/README.md".to_owned(),
         ),

@@ -17,19 +17,18 @@
 //! | [`shell`] | [`ServiceShell`]: pool, etcd session, gRPC server and the stop sequence every service's `Application` wraps |
 //! | [`domain`] | parsed domain values: `Sku`, `Quantity`, `OrderId`, `Cart`, `Strategy` |
 //! | [`payments`] | the payment queue's contract: location, item format, tier priority |
-//! | `testing` (feature `test-harness`) | fresh database per test, servers on port 0 |
 //!
 //! Each module uses only modules above it in this table (never one below), so the
 //! crate reads top to bottom.
+//!
+//! Test support (a fresh database per test, servers on port 0, property generators)
+//! is not here: it is the dev-dependency `shop-test-support` (`testing/support/`).
 
 pub mod config;
 pub mod coordination;
 pub mod db;
 pub mod domain;
 pub mod env;
-#[cfg(any(test, feature = "fuzzing"))]
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod jobs;
 pub mod leaders;
 pub mod limits;
@@ -39,8 +38,6 @@ pub mod propagation;
 pub mod server;
 pub mod shell;
 pub mod telemetry;
-#[cfg(feature = "test-harness")]
-pub mod testing;
 
 pub use config::{CommonSettings, ConfigError, ServiceName};
 pub use server::{shutdown_signal, GrpcServer};

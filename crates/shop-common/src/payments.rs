@@ -124,4 +124,60 @@ mod tests {
         assert_eq!(tier_priority("gold"), 1);
         assert_eq!(tier_priority("standard"), 2);
     }
+
+    /// What the fuzz target `fuzz/fuzz_targets/payment_item.rs` checks on every input:
+    /// decoding never panics, and an item that decodes encodes back to itself.
+    fn decodes_or_refuses(data: &[u8]) {
+        if let Ok(item) = PaymentItem::decode(data) {
+            let again = PaymentItem::decode(&item.encode()).expect("a re-encoded item decodes");
+            assert_eq!(again, item, "payment item round trip");
+        }
+    }
+
+    /// The fuzz target's seeds (`fuzz/corpus/payment_item`), in normal CI.
+    #[test]
+    fn the_fuzz_corpus_decodes_without_panicking() {
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../fuzz/corpus/payment_item"
+        );
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).expect("fuzz/corpus/payment_item") {
+            decodes_or_refuses(&std::fs::read(entry.unwrap().path()).unwrap());
+            seen += 1;
+        }
+        assert!(seen >= 5, "the corpus has its seeds ({seen})");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, failure_persistence: None, ..Default::default() })]
+
+        #[test]
+        fn random_bytes_never_panic(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            decodes_or_refuses(&data);
+        }
+
+        /// Real items with one byte changed.
+        #[test]
+        fn damaged_items_never_panic(
+            order_id in "\\PC{0,12}",
+            amount_minor in proptest::prelude::any::<i64>(),
+            trace in proptest::collection::hash_map("\\PC{0,6}", "\\PC{0,6}", 0..3),
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            byte in proptest::prelude::any::<u8>(),
+        ) {
+            let item = PaymentItem {
+                order_id,
+                customer_id: "c".into(),
+                tier: "gold".into(),
+                amount_minor,
+                trace,
+            };
+            let mut stored = item.encode();
+            decodes_or_refuses(&stored);
+            let i = at.index(stored.len());
+            stored[i] = byte;
+            decodes_or_refuses(&stored);
+        }
+    }
 }

@@ -193,8 +193,9 @@ fn install(service: &str, provider: Option<SdkTracerProvider>) -> Telemetry {
 }
 
 /// The layer that turns `tracing` spans into OpenTelemetry spans of `provider`,
-/// filtered by [`TRACE_FILTER`].
-pub(crate) fn trace_layer<S>(
+/// filtered by [`TRACE_FILTER`]. Public for tests that capture spans in memory
+/// (`shop_test_support::capture_spans`) through the very layer the services use.
+pub fn trace_layer<S>(
     service: &str,
     provider: &SdkTracerProvider,
 ) -> impl tracing_subscriber::Layer<S>

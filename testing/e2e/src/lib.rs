@@ -24,7 +24,7 @@ use tonic::transport::Channel;
 pub const TTL: Duration = Duration::from_secs(2);
 
 /// Host-port variables compose.yaml publishes; set to 0 so Docker picks free ports.
-const HOST_PORTS: [&str; 8] = [
+const HOST_PORTS: [&str; 9] = [
     "ETCD_HOST_PORT",
     "ORDER_HOST_PORT",
     "ORDER2_HOST_PORT",
@@ -33,6 +33,7 @@ const HOST_PORTS: [&str; 8] = [
     "PAYMENT_HOST_PORT",
     "PAYMENT2_HOST_PORT",
     "JAEGER_HOST_PORT",
+    "CONSOLE_HOST_PORT",
 ];
 
 pub fn repo_root() -> PathBuf {

@@ -371,7 +371,7 @@ pub fn write_report(dir: &std::path::Path, reports: &[StrategyReport]) -> anyhow
         crate::charts::write_charts(dir, r)?;
     }
     let command = std::env::args().collect::<Vec<_>>().join(" ");
-    let summary = markdown_summary(reports, &command, true);
+    let summary = markdown_summary(reports, &command, &crate::charts::CHARTS);
     let path = dir.join("summary.md");
     std::fs::write(&path, summary).with_context(|| format!("writing {}", path.display()))?;
     Ok(())

@@ -1,6 +1,6 @@
 //! What one load-test run does and where it finds the shop: [`RunConfig`].
 //!
-//! The command line ([`crate::cli`]) builds one; tests build one directly. Every value
+//! The command line (module `cli`) builds one; tests build one directly. Every value
 //! here is already checked: a `RunConfig` that exists can be run.
 
 use std::time::Duration;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use shop_common::domain::Strategy;
 use sqlx::postgres::PgConnectOptions;
 
-/// Which traffic the buyers produce (see [`crate::scenario`]).
+/// Which traffic the buyers produce (module `scenario` draws it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scenario {

@@ -25,32 +25,34 @@
 //! scenario, strategies, run id); nothing checks it. The window start in a process
 //! other than 0 comes from the sale's `opened_at` (the inventory's wall clock), so its
 //! latencies assume clocks that agree (true on one host).
+//!
+//! The process's connections and clock are in `driver/shop.rs`, the buyers in
+//! `driver/buyers.rs`, the stock chart's sampler in `driver/stock.rs`.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex as StdMutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rand::rngs::StdRng;
-use rand::SeedableRng;
 use shop_common::domain::Strategy;
 use shop_proto::v1 as pb;
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
-use shop_proto::v1::order_service_client::OrderServiceClient;
 use tonic::transport::Channel;
 use tonic::Code;
-use uuid::Uuid;
 
-use crate::audit::{AuditScope, Auditor};
-use crate::config::{Amount, RunConfig, Scenario};
+mod buyers;
+mod shop;
+mod stock;
+
+use buyers::Buyers;
+use shop::{Clock, Shop};
+use stock::StockSampler;
+
+use crate::audit::AuditScope;
+use crate::config::{Amount, RunConfig};
 use crate::report::StrategyReport;
-use crate::scenario::{customer_of, CartPicker, RunNames};
-use crate::stats::{Measurements, Outcome, Sample, StockPoint};
+use crate::scenario::RunNames;
+use crate::stats::Measurements;
 
-/// Buyers per gRPC connection to the order service (HTTP/2 streams share one).
-const BUYERS_PER_CONNECTION: usize = 100;
 /// Longest wait for every process's first orders before the sale opens anyway (the
 /// waiting Reserves must not reach the order service's inventory deadline).
 const FILL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -71,84 +73,6 @@ pub async fn run(config: &RunConfig) -> anyhow::Result<Vec<StrategyReport>> {
     }
     shop.session.close().await.ok();
     Ok(reports)
-}
-
-/// Connections shared by the strategies of a run.
-struct Shop {
-    orders: Vec<OrderServiceClient<Channel>>,
-    inventory: InventoryServiceClient<Channel>,
-    auditor: Auditor,
-    session: coord::Session,
-}
-
-async fn channel(uri: &str, service: &str) -> anyhow::Result<Channel> {
-    Channel::from_shared(uri.to_owned())
-        .with_context(|| format!("{service} address {uri:?} is not a URI"))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach the {service} service at {uri}"))
-}
-
-impl Shop {
-    async fn connect(config: &RunConfig) -> anyhow::Result<Shop> {
-        let connections = config.buyers.div_ceil(BUYERS_PER_CONNECTION).max(1);
-        let mut orders = Vec::with_capacity(connections);
-        for _ in 0..connections {
-            orders.push(OrderServiceClient::new(
-                channel(&config.endpoints.order, "order").await?,
-            ));
-        }
-        let inventory =
-            InventoryServiceClient::new(channel(&config.endpoints.inventory, "inventory").await?);
-        let auditor = Auditor::connect(&config.databases).await?;
-        let etcd = config
-            .cluster
-            .etcd
-            .connect()
-            .await
-            .context("cannot reach etcd (ETCD_ENDPOINTS)")?;
-        let session = coord::Session::builder(etcd)
-            .ttl(10)
-            .build()
-            .await
-            .context("cannot create an etcd session")?;
-        Ok(Shop {
-            orders,
-            inventory,
-            auditor,
-            session,
-        })
-    }
-}
-
-/// The process's clock: `Instant`s become offsets from `origin`, and the sale's
-/// wall-clock opening time can be placed on the same axis.
-#[derive(Clone, Copy)]
-struct Clock {
-    origin: Instant,
-    origin_unix: Duration,
-}
-
-impl Clock {
-    fn start() -> Clock {
-        Clock {
-            origin: Instant::now(),
-            origin_unix: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default(),
-        }
-    }
-
-    fn now(&self) -> Duration {
-        self.origin.elapsed()
-    }
-
-    /// A wall-clock time (ms since the epoch) on this clock; None if unset (0).
-    fn at_unix_ms(&self, unix_ms: i64) -> Option<Duration> {
-        let at = Duration::from_millis(u64::try_from(unix_ms).ok().filter(|&ms| ms > 0)?);
-        Some(at.saturating_sub(self.origin_unix))
-    }
 }
 
 async fn play(
@@ -400,232 +324,5 @@ async fn wait_until_open(
             names.sale_id()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// What the buyers of one process recorded.
-struct BuyerResults {
-    samples: Vec<Sample>,
-    /// Orders answered RESERVED.
-    accepted: Vec<Uuid>,
-    /// Failed calls: "CODE: message" → how often.
-    errors: BTreeMap<String, usize>,
-}
-
-/// The buyers of one process, running.
-struct Buyers {
-    tasks: Vec<tokio::task::JoinHandle<(Vec<Sample>, Vec<Uuid>)>>,
-    errors: Arc<StdMutex<BTreeMap<String, usize>>>,
-}
-
-impl Buyers {
-    fn spawn(
-        config: &RunConfig,
-        shop: &Shop,
-        strategy: Strategy,
-        names: &RunNames,
-        clock: Clock,
-        bar: ProgressBar,
-    ) -> Buyers {
-        let picker = Arc::new(CartPicker::new(config, names));
-        let tickets = Arc::new(AtomicUsize::new(0));
-        let errors = Arc::new(StdMutex::new(BTreeMap::new()));
-        let sale_id = config.use_sale.then(|| names.sale_id().to_owned());
-        let tasks = (0..config.buyers)
-            .map(|buyer| {
-                let (customer_id, tier) = customer_of(config, buyer);
-                let template = pb::CreateOrderRequest {
-                    idempotency_key: String::new(),
-                    customer_id,
-                    customer_tier: tier as i32,
-                    items: Vec::new(),
-                    strategy: strategy.to_proto() as i32,
-                    sale_id: sale_id.clone(),
-                };
-                let mut client = shop.orders[buyer % shop.orders.len()].clone();
-                let mut inventory = config.direct_reserve.then(|| shop.inventory.clone());
-                let key_prefix = format!("{}b{buyer}-", names.process_key_prefix);
-                let global = (config.cluster.index * config.buyers + buyer) as u64;
-                let mut rng =
-                    StdRng::seed_from_u64(config.seed ^ global.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-                let (picker, tickets, errors, bar) =
-                    (picker.clone(), tickets.clone(), errors.clone(), bar.clone());
-                let amount = config.amount;
-                tokio::spawn(async move {
-                    let (mut samples, mut accepted) = (Vec::new(), Vec::new());
-                    for n in 0.. {
-                        let go_on = match amount {
-                            Amount::OnePerBuyer => n == 0,
-                            Amount::Orders(total) => {
-                                tickets.fetch_add(1, Ordering::Relaxed) < total
-                            }
-                            Amount::Duration(d) => n == 0 || clock.now() < d,
-                        };
-                        if !go_on {
-                            break;
-                        }
-                        let mut request = template.clone();
-                        request.idempotency_key = format!("{key_prefix}{n}");
-                        request.items = picker.cart(&mut rng);
-                        let submitted = clock.now();
-                        let reply = match &mut inventory {
-                            None => client.create_order(request).await.map(|order| {
-                                let order = order.into_inner();
-                                let reserved = matches!(
-                                    pb::OrderStatus::try_from(order.status),
-                                    Ok(pb::OrderStatus::Reserved | pb::OrderStatus::Paid)
-                                );
-                                (reserved, order.order_id)
-                            }),
-                            Some(inventory) => {
-                                let order_id = Uuid::new_v4().to_string();
-                                inventory
-                                    .reserve(reserve_request(request, order_id.clone()))
-                                    .await
-                                    .map(|r| {
-                                        let outcome = r.into_inner().outcome;
-                                        (outcome == pb::ReserveOutcome::Reserved as i32, order_id)
-                                    })
-                            }
-                        };
-                        let answered = clock.now();
-                        let outcome = match reply {
-                            Ok((true, order_id)) => {
-                                if let Ok(id) = Uuid::parse_str(&order_id) {
-                                    accepted.push(id);
-                                }
-                                Outcome::Accepted
-                            }
-                            Ok((false, _)) => Outcome::Rejected,
-                            Err(status) => {
-                                let key = format!("{:?}: {}", status.code(), status.message());
-                                *errors.lock().unwrap().entry(key).or_insert(0) += 1;
-                                Outcome::Failed
-                            }
-                        };
-                        samples.push(Sample {
-                            submitted,
-                            answered,
-                            outcome,
-                        });
-                        bar.inc(1);
-                    }
-                    (samples, accepted)
-                })
-            })
-            .collect();
-        Buyers { tasks, errors }
-    }
-
-    async fn finish(self) -> BuyerResults {
-        let mut results = BuyerResults {
-            samples: Vec::new(),
-            accepted: Vec::new(),
-            errors: BTreeMap::new(),
-        };
-        for task in self.tasks {
-            match task.await {
-                Ok((samples, accepted)) => {
-                    results.samples.extend(samples);
-                    results.accepted.extend(accepted);
-                }
-                Err(e) => {
-                    *results
-                        .errors
-                        .entry(format!("buyer task ended abnormally: {e}"))
-                        .or_insert(0) += 1
-                }
-            }
-        }
-        let errors = std::mem::take(&mut *self.errors.lock().unwrap());
-        for (message, n) in errors {
-            *results.errors.entry(message).or_insert(0) += n;
-        }
-        results
-    }
-}
-
-/// The Reserve the order service would send for `order`.
-fn reserve_request(order: pb::CreateOrderRequest, order_id: String) -> pb::ReserveRequest {
-    pb::ReserveRequest {
-        order_id,
-        items: order.items,
-        strategy: order.strategy,
-        customer_id: order.customer_id,
-        sale_id: order.sale_id,
-    }
-}
-
-/// Polls the run's SKUs' stock (GetStock) while the run lasts, for the stock chart.
-/// Only when the scenario's config asks for it (a report), so plain runs add no load.
-struct StockSampler {
-    /// Stops it; the task returns the points, `t_s` on the process's clock.
-    task: Option<(
-        tokio::sync::oneshot::Sender<()>,
-        tokio::task::JoinHandle<Vec<StockPoint>>,
-    )>,
-}
-
-impl StockSampler {
-    fn start(
-        config: &RunConfig,
-        names: &RunNames,
-        mut inventory: InventoryServiceClient<Channel>,
-        clock: Clock,
-    ) -> StockSampler {
-        if !config.sample_stock {
-            return StockSampler { task: None };
-        }
-        let skus = names.skus.clone();
-        let every = match config.scenario {
-            Scenario::CartMix => Duration::from_millis(100),
-            Scenario::FlashSale | Scenario::CustomerLimit => Duration::from_millis(25),
-        };
-        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let mut points = Vec::new();
-            loop {
-                let mut sum = (0, 0, 0);
-                for sku in &skus {
-                    if let Ok(stock) = inventory
-                        .get_stock(pb::GetStockRequest { sku: sku.clone() })
-                        .await
-                    {
-                        let stock = stock.into_inner();
-                        sum = (
-                            sum.0 + stock.available,
-                            sum.1 + stock.reserved,
-                            sum.2 + stock.sold,
-                        );
-                    }
-                }
-                points.push(StockPoint {
-                    t_s: clock.now().as_secs_f64(),
-                    available: sum.0,
-                    reserved: sum.1,
-                    sold: sum.2,
-                });
-                tokio::select! {
-                    _ = &mut stopped => break,
-                    _ = tokio::time::sleep(every) => {}
-                }
-            }
-            points
-        });
-        StockSampler {
-            task: Some((stop, task)),
-        }
-    }
-
-    async fn stop(self, window_start: Duration) -> Vec<StockPoint> {
-        let Some((stop, task)) = self.task else {
-            return Vec::new();
-        };
-        let _ = stop.send(());
-        let mut points = task.await.unwrap_or_default();
-        for p in &mut points {
-            p.t_s -= window_start.as_secs_f64();
-        }
-        points
     }
 }

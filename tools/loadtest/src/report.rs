@@ -381,8 +381,14 @@ pub fn markdown_table(reports: &[StrategyReport]) -> String {
     out
 }
 
-/// `summary.md` of `--report`: the table, then each strategy's details and charts.
-pub fn markdown_summary(reports: &[StrategyReport], command: &str, charts: bool) -> String {
+/// `summary.md` of `--report`: the table, then each strategy's details and links to
+/// its `charts` (name, title: `<strategy>-<name>.png` and `.svg`, see
+/// `CHARTS` of the charts module; none when empty).
+pub fn markdown_summary(
+    reports: &[StrategyReport],
+    command: &str,
+    charts: &[(&str, &str)],
+) -> String {
     let mut out = String::new();
     writeln!(out, "# Load test: {}\n", heading(reports)).unwrap();
     writeln!(out, "Command: `{command}`\n").unwrap();
@@ -396,15 +402,13 @@ pub fn markdown_summary(reports: &[StrategyReport], command: &str, charts: bool)
         if !broken.is_empty() {
             writeln!(out, "- **invariants broken**: {}", broken.join("; ")).unwrap();
         }
-        if charts {
-            for (chart, title) in crate::charts::CHARTS {
-                writeln!(
-                    out,
-                    "\n![{} {title}]({}-{chart}.png) ([SVG]({}-{chart}.svg))",
-                    r.strategy, r.strategy, r.strategy
-                )
-                .unwrap();
-            }
+        for (chart, title) in charts {
+            writeln!(
+                out,
+                "\n![{} {title}]({}-{chart}.png) ([SVG]({}-{chart}.svg))",
+                r.strategy, r.strategy, r.strategy
+            )
+            .unwrap();
         }
     }
     out

@@ -3,7 +3,7 @@
 use shop_proto::v1 as pb;
 use tonic::Code;
 
-use shop_common::testing::{assert_rejections, only_status};
+use shop_test_support::{assert_rejections, only_status};
 
 use crate::helpers::{lines, new_order_id, TestInventory};
 

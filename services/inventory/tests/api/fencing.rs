@@ -27,7 +27,7 @@ async fn a_stale_lock_holder_is_refused_by_its_read() {
 
     // Holder A takes the SKU's lock (the same name the service's mutex strategy uses);
     // then it "pauses" before it even reads.
-    let mut etcd = EtcdConfig::new(&shop_common::testing::etcd_endpoints())
+    let mut etcd = EtcdConfig::new(&shop_test_support::etcd_endpoints())
         .unwrap()
         .connect()
         .await

@@ -5,12 +5,12 @@
 use inventory_service::repository::{InventoryDb, StockAudit};
 use inventory_service::{Application, Settings};
 use shop_common::domain::{Sku, Strategy};
-use shop_common::testing::{
-    init_test_logging, test_settings, unique_etcd_prefix, RunningServer, TestDatabase,
-};
 use shop_common::ServiceName;
 use shop_proto::v1 as pb;
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
+use shop_test_support::{
+    init_test_logging, test_settings, unique_etcd_prefix, RunningServer, TestDatabase,
+};
 use sqlx::PgPool;
 use tonic::transport::Channel;
 
@@ -38,14 +38,7 @@ impl TestInventory {
         let mut settings =
             Settings::with_common(test_settings(ServiceName::Inventory, &db, &etcd_prefix));
         adjust(&mut settings);
-        let app = Application::build(settings)
-            .await
-            .expect("build the inventory service");
-        let server =
-            RunningServer::spawn(app.local_addr(), |shutdown| app.run_until_stopped(shutdown));
-        let client = InventoryServiceClient::connect(server.uri())
-            .await
-            .expect("connect to the inventory service");
+        let (server, client) = start(settings).await;
         let pool = db.pool().await;
         TestInventory {
             server,
@@ -73,15 +66,7 @@ impl TestInventory {
             &self.db,
             &self.etcd_prefix,
         ));
-        let app = Application::build(settings)
-            .await
-            .expect("build the replica");
-        let server =
-            RunningServer::spawn(app.local_addr(), |shutdown| app.run_until_stopped(shutdown));
-        let client = InventoryServiceClient::connect(server.uri())
-            .await
-            .expect("connect to the replica");
-        (server, client)
+        start(settings).await
     }
 
     pub fn client(&self) -> InventoryServiceClient<Channel> {
@@ -209,11 +194,7 @@ impl TestInventory {
 
     /// A direct etcd client: the coordination state itself, not the API's word.
     pub async fn etcd(&self) -> coord::etcd_client::Client {
-        coord::EtcdConfig::new(&shop_common::testing::etcd_endpoints())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
+        shop_test_support::etcd_client().await
     }
 
     /// The raw value of an etcd key under this service's prefix (`None` if absent).
@@ -266,6 +247,18 @@ impl TestInventory {
     pub async fn stop(self) {
         self.server.stop().await.expect("server ran cleanly");
     }
+}
+
+/// Builds the service from `settings` and runs it in the test, with a client of it.
+async fn start(settings: Settings) -> (RunningServer, InventoryServiceClient<Channel>) {
+    let app = Application::build(settings)
+        .await
+        .expect("build the inventory service");
+    let server = RunningServer::spawn(app.local_addr(), |shutdown| app.run_until_stopped(shutdown));
+    let client = InventoryServiceClient::connect(server.uri())
+        .await
+        .expect("connect to the inventory service");
+    (server, client)
 }
 
 /// A Reserve of `items` outside any sale.

@@ -1,5 +1,5 @@
 //! Property tests of bad input, one per RPC: arbitrary and adversarial requests (see
-//! `shop_common::testing::properties`) against one real inventory service per
+//! `shop_test_support::properties`) against one real inventory service per
 //! property. Each request is answered as its fields deserve — INVALID_ARGUMENT naming
 //! a wrong field, or for a valid one success or a refusal that names its reason —
 //! never INTERNAL, UNKNOWN or a broken connection; a refused request changes nothing
@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use inventory_service::catalog::{MAX_PRICES, MAX_PRICE_MINOR};
 use inventory_service::grpc::MAX_STOCK;
-use shop_common::testing::properties::{
+use shop_proto::v1 as pb;
+use shop_test_support::properties::{
     bounded_i64, check_requests, enum_value, id, id_from, keyed_list, lines, order_id,
     single_field, Case, Field, Snapshot,
 };
-use shop_common::testing::proptest::prelude::*;
-use shop_proto::v1 as pb;
+use shop_test_support::proptest::prelude::*;
 
 use crate::helpers::TestInventory;
 
@@ -94,7 +94,7 @@ async fn reserve_answers_every_request_cleanly() {
         order_id(),
         lines("items", skus()),
         enum_value(0..=4),
-        shop_common::testing::proptest::option::of(id_from(sales())),
+        shop_test_support::proptest::option::of(id_from(sales())),
         prop_oneof![Just(String::new()), "[a-z]{1,8}"],
         id(),
     )

@@ -12,9 +12,9 @@ use inventory_service::sales::Sales;
 use inventory_service::stm::{StmStock, Taken};
 use shop_common::coordination::SharedSession;
 use shop_common::domain::{Cart, OrderId, Strategy};
-use shop_common::testing::test_settings;
 use shop_common::ServiceName;
 use shop_proto::v1 as pb;
+use shop_test_support::test_settings;
 
 use crate::helpers::{new_order_id, outcome, reserve_request, TestInventory};
 

@@ -7,17 +7,12 @@ use std::time::Duration;
 
 use loadtest::config::{Amount, Cluster, Databases, Endpoints, RunConfig, Scenario};
 use shop_common::domain::Strategy;
-use shop_common::testing::{etcd_endpoints, TestDatabase};
 use shop_harness::Services;
-use sqlx::PgPool;
+use shop_test_support::etcd_endpoints;
 
-/// The three services ([`Services`], payment started) and direct pools to their data.
-///
-/// Field order matters: the pools close before `services` drops the databases.
+/// The three services ([`Services`], payment started; its pools are the truth the
+/// tests read behind the APIs), with what the load tester needs to find them.
 pub struct Shop {
-    /// Direct pools: the truth behind the APIs, read by the tests themselves.
-    pub inventory_pool: PgPool,
-    pub order_pool: PgPool,
     pub services: Services,
 }
 
@@ -33,12 +28,8 @@ impl Shop {
     /// and writing stock in `none`/`mutex`: longer makes `none`'s lost updates certain.
     pub async fn spawn(think_time: Duration) -> Shop {
         let services =
-            Services::spawn("loadtest", |s| s.think_time = think_time, |_| {}, true).await;
-        Shop {
-            inventory_pool: services.inventory_db.pool().await,
-            order_pool: services.order_db.pool().await,
-            services,
-        }
+            Services::spawn("loadtest", |s| s.inventory.think_time = think_time, true).await;
+        Shop { services }
     }
 
     /// A run of `scenario` with `buyers` buyers for `stock` units, one order each, in
@@ -66,7 +57,7 @@ impl Shop {
             direct_reserve: false,
             endpoints: Endpoints {
                 order: self.order.uri(),
-                inventory: self.inventory.uri(),
+                inventory: self.inventory().uri(),
             },
             databases: Databases {
                 order: self.order_db.settings().options,
@@ -92,7 +83,7 @@ impl Shop {
     pub fn binary_args(&self) -> Vec<String> {
         [
             ("--order-addr", self.order.uri()),
-            ("--inventory-addr", self.inventory.uri()),
+            ("--inventory-addr", self.inventory().uri()),
             ("--payment-addr", self.payment().uri()),
         ]
         .into_iter()
@@ -108,7 +99,7 @@ impl Shop {
             ("--inventory-db", &self.inventory_db),
             ("--payment-db", &self.payment_db),
         ] {
-            args.extend([flag.to_owned(), database_url(db)]);
+            args.extend([flag.to_owned(), db.url()]);
         }
         args.extend([
             "--etcd-endpoints".to_owned(),
@@ -155,21 +146,6 @@ impl Shop {
         .await
         .unwrap()
     }
-}
-
-/// `postgres://…/<db>` for a test database (the binaries take URLs).
-pub fn database_url(db: &TestDatabase) -> String {
-    let server = testkit::database_url();
-    let (base, query) = match server.split_once('?') {
-        Some((base, query)) => (base.to_owned(), format!("?{query}")),
-        None => (server.clone(), String::new()),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let root = match base[scheme_end..].find('/') {
-        Some(slash) => &base[..scheme_end + slash],
-        None => base.as_str(),
-    };
-    format!("{root}/{}{query}", db.name())
 }
 
 fn rand_u32() -> u32 {

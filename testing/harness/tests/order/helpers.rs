@@ -1,0 +1,155 @@
+//! A shop for the order suites: inventory + order services, their databases, clients.
+
+#![allow(dead_code)]
+
+use inventory_service::repository::{InventoryDb, StockAudit};
+use shop_common::domain::{Sku, Strategy};
+use shop_harness::Services;
+use shop_proto::v1 as pb;
+
+/// Inventory and order ([`Services`], payment not started: tests report payment
+/// results by hand), with what the order suites ask of them.
+pub struct TestShop {
+    pub services: Services,
+}
+
+impl std::ops::Deref for TestShop {
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        &self.services
+    }
+}
+
+impl std::ops::DerefMut for TestShop {
+    fn deref_mut(&mut self) -> &mut Services {
+        &mut self.services
+    }
+}
+
+impl TestShop {
+    pub async fn spawn() -> TestShop {
+        Self::spawn_with(|_, _| {}).await
+    }
+
+    /// Starts both services, with settings adjusted by `adjust`.
+    pub async fn spawn_with(
+        adjust: impl FnOnce(&mut inventory_service::Settings, &mut order_service::Settings),
+    ) -> TestShop {
+        let services = Services::spawn(
+            "order",
+            |s| {
+                // Most tests here order with `pg`: the SKUs they stock get it.
+                s.inventory.default_strategy = Strategy::Pg;
+                adjust(&mut s.inventory, &mut s.order)
+            },
+            false,
+        )
+        .await;
+        TestShop { services }
+    }
+
+    pub async fn create(
+        &self,
+        key: &str,
+        items: &[(&str, i32)],
+        strategy: Strategy,
+    ) -> Result<pb::Order, tonic::Status> {
+        self.orders
+            .clone()
+            .create_order(create_request(key, items, strategy))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn paid(&self, order_id: &str, payment_id: &str) -> Result<pb::Order, tonic::Status> {
+        self.payment_result(order_id, true, payment_id, "").await
+    }
+
+    pub async fn payment_failed(
+        &self,
+        order_id: &str,
+        reason: &str,
+    ) -> Result<pb::Order, tonic::Status> {
+        self.payment_result(order_id, false, "", reason).await
+    }
+
+    pub async fn payment_result(
+        &self,
+        order_id: &str,
+        ok: bool,
+        payment_id: &str,
+        reason: &str,
+    ) -> Result<pb::Order, tonic::Status> {
+        self.orders
+            .clone()
+            .payment_result(pb::PaymentResultRequest {
+                order_id: order_id.into(),
+                ok,
+                payment_id: payment_id.into(),
+                reason: reason.into(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn get(&self, order_id: &str) -> Result<pb::Order, tonic::Status> {
+        self.orders
+            .clone()
+            .get_order(pb::GetOrderRequest {
+                order_id: order_id.into(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Rows in the orders table.
+    pub async fn order_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM orders")
+            .fetch_one(&self.order_pool)
+            .await
+            .unwrap()
+    }
+
+    /// Stock counters and reservation rows of a SKU, from the inventory database.
+    pub async fn truth(&self, sku: &str) -> StockAudit {
+        let sku = Sku::parse("sku", sku).unwrap();
+        InventoryDb::new(self.inventory_pool.clone())
+            .audit(&sku)
+            .await
+            .unwrap()
+            .expect("known SKU")
+    }
+
+    pub async fn stop(self) {
+        self.services.stop().await;
+    }
+}
+
+pub fn create_request(
+    key: &str,
+    items: &[(&str, i32)],
+    strategy: Strategy,
+) -> pb::CreateOrderRequest {
+    pb::CreateOrderRequest {
+        idempotency_key: key.into(),
+        customer_id: "alice".into(),
+        customer_tier: pb::CustomerTier::Gold as i32,
+        items: items
+            .iter()
+            .map(|(sku, quantity)| pb::LineItem {
+                sku: (*sku).into(),
+                quantity: *quantity,
+            })
+            .collect(),
+        strategy: strategy.to_proto() as i32,
+        sale_id: None,
+    }
+}
+
+pub fn unique_key() -> String {
+    format!("key-{}", uuid::Uuid::new_v4())
+}
+
+pub fn status(order: &pb::Order) -> pb::OrderStatus {
+    pb::OrderStatus::try_from(order.status).expect("known status")
+}
