@@ -24,6 +24,8 @@ knockouts=(
   "knockout-sku-strategy knockouts::without_the_skus_strategy_mixed_requests_oversell"
   "knockout-pg-condition knockouts::without_the_conditional_update_pg_oversells"
   "knockout-stm-compare knockouts::without_the_revision_compare_stm_oversells"
+  "knockout-customer-limit knockouts::without_the_limit_one_customer_buys_past_it"
+  "knockout-tombstone knockouts::without_the_tombstone_a_late_reserve_hangs_on_to_stock"
 )
 
 uncaught=0

@@ -80,6 +80,14 @@ impl InventoryDb {
         order: OrderId,
         tokens: Option<&BTreeMap<Sku, i64>>,
     ) -> Result<Settled, SettleDbError> {
+        // Knockout (tests only): a Release before any Reserve leaves no tombstone.
+        #[cfg(feature = "knockout-tombstone")]
+        if self.reservation_state(order).await?.is_none() {
+            return Ok(Settled {
+                state: ReservationState::Released,
+                strategy: None,
+            });
+        }
         let mut tx = self.pool().begin().await?;
         let tombstone = sqlx::query(
             "INSERT INTO reservations (order_id, state) VALUES ($1, 'RELEASED')
@@ -164,6 +172,17 @@ async fn lock_reservation(
     .transpose()
 }
 
+/// The order's lines (SKU, quantity), in SKU order.
+async fn lines_in_sku_order(
+    tx: &mut Transaction<'_, Postgres>,
+    order: OrderId,
+) -> Result<Vec<(String, i32)>, sqlx::Error> {
+    sqlx::query_as("SELECT sku, quantity FROM reservation_lines WHERE order_id = $1 ORDER BY sku")
+        .bind(order.as_uuid())
+        .fetch_all(&mut **tx)
+        .await
+}
+
 /// Runs `update` (binds: sku, quantity) for each of the order's lines, in SKU order so
 /// that concurrent settlements lock stock rows in one global order (no deadlocks).
 async fn move_lines(
@@ -171,12 +190,7 @@ async fn move_lines(
     order: OrderId,
     update: &'static str,
 ) -> Result<(), sqlx::Error> {
-    let lines: Vec<(String, i32)> = sqlx::query_as(
-        "SELECT sku, quantity FROM reservation_lines WHERE order_id = $1 ORDER BY sku",
-    )
-    .bind(order.as_uuid())
-    .fetch_all(&mut **tx)
-    .await?;
+    let lines = lines_in_sku_order(tx, order).await?;
     for (sku, quantity) in lines {
         sqlx::query(update)
             .bind(sku)
@@ -195,12 +209,7 @@ async fn return_lines(
     order: OrderId,
     tokens: Option<&BTreeMap<Sku, i64>>,
 ) -> Result<(), SettleDbError> {
-    let lines: Vec<(String, i32)> = sqlx::query_as(
-        "SELECT sku, quantity FROM reservation_lines WHERE order_id = $1 ORDER BY sku",
-    )
-    .bind(order.as_uuid())
-    .fetch_all(&mut **tx)
-    .await?;
+    let lines = lines_in_sku_order(tx, order).await?;
     for (sku, quantity) in lines {
         let token = tokens.and_then(|t| t.iter().find(|(s, _)| s.as_str() == sku).map(|(_, t)| *t));
         let returned = sqlx::query(

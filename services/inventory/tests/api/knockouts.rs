@@ -57,6 +57,15 @@ async fn rush(
     app.truth(sku).await
 }
 
+/// Drops the `available >= 0` CHECK in this test's own database: the second guard of
+/// `pg` and `stm`, which would otherwise hide their first guard's knockout.
+async fn drop_the_available_check(app: &TestInventory) {
+    sqlx::query("ALTER TABLE stock DROP CONSTRAINT stock_available_check")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+}
+
 /// A think time that makes overlapping critical sections certain, not lucky.
 async fn spawn_slow() -> TestInventory {
     TestInventory::spawn_with(|s| s.think_time = Duration::from_millis(20)).await
@@ -124,10 +133,7 @@ async fn without_the_skus_strategy_mixed_requests_oversell() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_conditional_update_pg_oversells() {
     let app = spawn_slow().await;
-    sqlx::query("ALTER TABLE stock DROP CONSTRAINT stock_available_check")
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    drop_the_available_check(&app).await;
     let truth = rush(&app, "ko-pg", Strategy::Pg, 10, 40, |_| Strategy::Pg).await;
     report(
         "pg-conditional-update",
@@ -149,10 +155,7 @@ async fn without_the_conditional_update_pg_oversells() {
 async fn without_the_revision_compare_stm_oversells() {
     let app = spawn_slow().await;
     let (replica, replica_client) = app.spawn_replica().await;
-    sqlx::query("ALTER TABLE stock DROP CONSTRAINT stock_available_check")
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    drop_the_available_check(&app).await;
     app.set_stock_as("ko-stm", 10, Some(Strategy::Stm)).await;
     let clients = [app.client(), replica_client];
     futures::future::join_all((0..40).map(|i| {
@@ -195,5 +198,78 @@ async fn without_the_etcd_lock_mutex_is_still_safe_by_its_fencing() {
         violations(&truth, 10)
     );
     assert_eq!(violations(&truth, 10), 0, "{:?}", truth.check(10));
+    app.stop().await;
+}
+
+/// The per-customer limit (`pg`, `mutex`: the conditional upsert on the customer's
+/// count): one customer's concurrent orders in a sale with a limit of 2.
+#[cfg(feature = "knockout-customer-limit")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_limit_one_customer_buys_past_it() {
+    let app = spawn_slow().await;
+    app.set_stock_as("ko-limit", 100, Some(Strategy::Pg)).await;
+    app.create_sale("ko-sale", 2).await;
+    app.open_sale("ko-sale").await;
+    futures::future::join_all((0..10).map(|_| {
+        let app = &app;
+        async move {
+            app.reserve_in_sale(
+                &new_order_id(),
+                &[("ko-limit", 1)],
+                Strategy::Pg,
+                "ko-sale",
+                "greedy",
+            )
+            .await
+        }
+    }))
+    .await;
+    // The auditor's question, asked of inventory's reservations: customers holding
+    // more than the limit in the sale.
+    let over: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (
+             SELECT r.customer_id FROM reservations r JOIN reservation_lines l USING (order_id)
+             WHERE r.sale_id = 'ko-sale' AND r.state IN ('RESERVED', 'COMMITTED')
+             GROUP BY r.customer_id HAVING sum(l.quantity) > 2) over",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    eprintln!("KNOCKOUT guard=customer-limit scenario=\"10 concurrent orders of one customer, limit 2\" violations={over}");
+    assert!(
+        over > 0,
+        "the limit knocked out, yet no customer is over it"
+    );
+    app.stop().await;
+}
+
+/// The reservation tombstone: a Release that overtakes its Reserve must leave a
+/// RELEASED row, so the late Reserve takes nothing (no hanging reservation).
+#[cfg(feature = "knockout-tombstone")]
+#[tokio::test]
+async fn without_the_tombstone_a_late_reserve_hangs_on_to_stock() {
+    let app = TestInventory::spawn().await;
+    app.set_stock_as("ko-tomb", 20, Some(Strategy::Pg)).await;
+    let mut hanging = 0;
+    for _ in 0..10 {
+        let order = new_order_id();
+        let released = app.release(&order).await.unwrap();
+        assert_eq!(released.state, pb::ReservationState::Released as i32);
+        app.reserve(&order, &[("ko-tomb", 1)], Strategy::Pg)
+            .await
+            .unwrap();
+        // Status agreement: an order whose Release was answered RELEASED holds nothing.
+        let held: Option<String> =
+            sqlx::query_scalar("SELECT state FROM reservations WHERE order_id = $1::uuid")
+                .bind(&order)
+                .fetch_optional(&app.pool)
+                .await
+                .unwrap();
+        if held.as_deref() == Some("RESERVED") {
+            hanging += 1;
+        }
+    }
+    eprintln!("KNOCKOUT guard=reservation-tombstone scenario=\"10 Releases overtaking their Reserve\" violations={hanging}");
+    assert!(hanging > 0, "the tombstone knocked out, yet nothing hangs");
     app.stop().await;
 }
