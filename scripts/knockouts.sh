@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Knockouts: shows that every guard carries the weight. For each guard it builds the
-# inventory's test suite with the test-only feature that removes exactly that guard
+# suite (inventory's, or shop-harness's order suite) with the test-only feature that removes exactly that guard
 # (never part of a normal build), runs the test that puts the load the guard exists
 # for on it, and reads what the auditor saw (the test's `KNOCKOUT` line). A knockout
 # is caught when the test passes: the auditor reported a violation.
@@ -17,22 +17,24 @@ case "${1:-}" in
   *) echo "knockouts: unknown option $1 (only --json)" >&2; exit 2 ;;
 esac
 
-# feature (services/inventory/Cargo.toml) and test (services/inventory/tests/api/knockouts.rs)
+# package, test binary, feature (in the package's Cargo.toml) and test
+# (services/inventory/tests/api/knockouts.rs, testing/harness/tests/order/knockouts.rs)
 knockouts=(
-  "knockout-lock knockouts::without_the_etcd_lock_mutex_unfenced_oversells"
-  "knockout-fencing knockouts::without_the_fencing_token_a_paused_holder_oversells"
-  "knockout-sku-strategy knockouts::without_the_skus_strategy_mixed_requests_oversell"
-  "knockout-pg-condition knockouts::without_the_conditional_update_pg_oversells"
-  "knockout-stm-compare knockouts::without_the_revision_compare_stm_oversells"
-  "knockout-customer-limit knockouts::without_the_limit_one_customer_buys_past_it"
-  "knockout-tombstone knockouts::without_the_tombstone_a_late_reserve_hangs_on_to_stock"
+  "inventory-service api knockout-lock knockouts::without_the_etcd_lock_mutex_unfenced_oversells"
+  "inventory-service api knockout-fencing knockouts::without_the_fencing_token_a_paused_holder_oversells"
+  "inventory-service api knockout-sku-strategy knockouts::without_the_skus_strategy_mixed_requests_oversell"
+  "inventory-service api knockout-pg-condition knockouts::without_the_conditional_update_pg_oversells"
+  "inventory-service api knockout-stm-compare knockouts::without_the_revision_compare_stm_oversells"
+  "inventory-service api knockout-customer-limit knockouts::without_the_limit_one_customer_buys_past_it"
+  "inventory-service api knockout-tombstone knockouts::without_the_tombstone_a_late_reserve_hangs_on_to_stock"
+  "shop-harness order knockout-idempotency-key knockouts::without_the_idempotency_key_one_key_makes_many_orders"
 )
 
 uncaught=0
 for entry in "${knockouts[@]}"; do
-  read -r feature test <<<"$entry"
+  read -r package binary feature test <<<"$entry"
   log=$(mktemp)
-  if cargo test -q -p inventory-service --features "$feature" --test api "$test" \
+  if cargo test -q -p "$package" --features "$feature" --test "$binary" "$test" \
     -- --exact --nocapture >"$log" 2>&1; then
     passed=1
   else

@@ -30,6 +30,22 @@ const ORDER_COLUMNS: &str = "order_id, idempotency_key, customer_id, customer_ti
      (SELECT COALESCE(array_agg(l.sku ORDER BY l.sku), '{}') FROM order_lines l WHERE l.order_id = o.order_id) AS skus, \
      (SELECT COALESCE(array_agg(l.quantity ORDER BY l.sku), '{}') FROM order_lines l WHERE l.order_id = o.order_id) AS quantities";
 
+/// The insert of a new order; a key that exists already inserts nothing.
+#[cfg(not(feature = "knockout-idempotency-key"))]
+const INSERT_PENDING: &str =
+    "INSERT INTO orders (order_id, idempotency_key, customer_id, customer_tier,
+                         strategy, sale_id, status)
+     VALUES ($1, $2, $3, $4, $5, $6, 'PENDING')
+     ON CONFLICT (idempotency_key) DO NOTHING";
+
+/// Knockout (tests only, with the unique index dropped by the test): every
+/// CreateOrder inserts an order, whatever its key.
+#[cfg(feature = "knockout-idempotency-key")]
+const INSERT_PENDING: &str =
+    "INSERT INTO orders (order_id, idempotency_key, customer_id, customer_tier,
+                         strategy, sale_id, status)
+     VALUES ($1, $2, $3, $4, $5, $6, 'PENDING')";
+
 impl OrdersDb {
     pub fn new(pool: PgPool) -> OrdersDb {
         OrdersDb { pool }
@@ -48,21 +64,16 @@ impl OrdersDb {
         for _ in 0..3 {
             let id = OrderId::new_random();
             let mut tx = self.pool.begin().await?;
-            let inserted = sqlx::query(
-                "INSERT INTO orders (order_id, idempotency_key, customer_id, customer_tier,
-                                     strategy, sale_id, status)
-                 VALUES ($1, $2, $3, $4, $5, $6, 'PENDING')
-                 ON CONFLICT (idempotency_key) DO NOTHING",
-            )
-            .bind(id.as_uuid())
-            .bind(new.idempotency_key.as_str())
-            .bind(new.customer_id.as_str())
-            .bind(new.customer_tier.as_str())
-            .bind(new.strategy.map(Strategy::as_str))
-            .bind(new.sale_id.as_ref().map(SaleId::as_str))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
+            let inserted = sqlx::query(INSERT_PENDING)
+                .bind(id.as_uuid())
+                .bind(new.idempotency_key.as_str())
+                .bind(new.customer_id.as_str())
+                .bind(new.customer_tier.as_str())
+                .bind(new.strategy.map(Strategy::as_str))
+                .bind(new.sale_id.as_ref().map(SaleId::as_str))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
                 == 1;
             if inserted {
                 let (skus, quantities) = new.cart.columns();
