@@ -270,24 +270,35 @@ impl Cart {
 pub enum Strategy {
     /// No coordination: oversells under concurrency (the counter-example).
     None,
-    /// A coord Mutex per SKU, writes fenced by the lock's token.
+    /// The same critical section as `None` under a coord Mutex per SKU, fenced by
+    /// the lock's token (the read announces it, the write requires it).
     Mutex,
     /// etcd STM over per-SKU counters and the customer's count in a sale (coord STM).
     Stm,
     /// One conditional UPDATE per SKU in one Postgres transaction.
     Pg,
+    /// `Mutex` without the fencing token: safe only while every holder's lock holds.
+    MutexUnfenced,
 }
 
 impl Strategy {
-    pub const ALL: [Strategy; 4] = [Strategy::None, Strategy::Mutex, Strategy::Stm, Strategy::Pg];
+    pub const ALL: [Strategy; 5] = [
+        Strategy::None,
+        Strategy::MutexUnfenced,
+        Strategy::Mutex,
+        Strategy::Stm,
+        Strategy::Pg,
+    ];
 
-    /// `none`, `mutex`, `stm`, `pg`: the name in configuration, logs and the database.
+    /// `none`, `mutex`, `stm`, `pg`, `mutex-unfenced`: the name in configuration, logs
+    /// and the database.
     pub fn as_str(self) -> &'static str {
         match self {
             Strategy::None => "none",
             Strategy::Mutex => "mutex",
             Strategy::Stm => "stm",
             Strategy::Pg => "pg",
+            Strategy::MutexUnfenced => "mutex-unfenced",
         }
     }
 
@@ -299,6 +310,7 @@ impl Strategy {
             Strategy::Mutex => P::Mutex,
             Strategy::Stm => P::Stm,
             Strategy::Pg => P::Pg,
+            Strategy::MutexUnfenced => P::MutexUnfenced,
         }
     }
 
@@ -311,9 +323,10 @@ impl Strategy {
             Ok(P::Mutex) => Ok(Some(Strategy::Mutex)),
             Ok(P::Stm) => Ok(Some(Strategy::Stm)),
             Ok(P::Pg) => Ok(Some(Strategy::Pg)),
+            Ok(P::MutexUnfenced) => Ok(Some(Strategy::MutexUnfenced)),
             Err(_) => Err(ValidationError::new(
                 field,
-                format!("{raw} is not a strategy (NONE=1, MUTEX=2, STM=3, PG=4)"),
+                format!("{raw} is not a strategy (NONE=1, MUTEX=2, STM=3, PG=4, MUTEX_UNFENCED=5)"),
             )),
         }
     }
@@ -331,7 +344,9 @@ impl std::str::FromStr for Strategy {
         Strategy::ALL
             .into_iter()
             .find(|st| st.as_str().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| format!("unknown strategy {s:?} (expected none, mutex, stm or pg)"))
+            .ok_or_else(|| {
+                format!("unknown strategy {s:?} (expected none, mutex-unfenced, mutex, stm or pg)")
+            })
     }
 }
 

@@ -57,9 +57,11 @@ impl InventoryService for InventoryApi {
             ))
             .into());
         }
+        let strategy =
+            Strategy::from_proto("strategy", request.strategy).map_err(StockError::Validation)?;
         let level = self
             .db
-            .set_stock(&sku, request.available)
+            .set_stock(&sku, request.available, strategy, self.default_strategy)
             .await
             .map_err(StockError::Database)?;
         Ok(Response::new(stock_to_proto(level)))
@@ -94,9 +96,8 @@ impl InventoryService for InventoryApi {
             request.items.iter().map(|l| (l.sku.as_str(), l.quantity)),
         )
         .map_err(ReserveRpcError::from)?;
-        let strategy = Strategy::from_proto("strategy", request.strategy)
-            .map_err(ReserveRpcError::from)?
-            .unwrap_or(self.default_strategy);
+        let requested =
+            Strategy::from_proto("strategy", request.strategy).map_err(ReserveRpcError::from)?;
         // The customer is required in a sale and checked whenever it is given.
         let customer = if request.sale_id.is_some() || !request.customer_id.is_empty() {
             Some(
@@ -113,18 +114,20 @@ impl InventoryService for InventoryApi {
             )),
             _ => None,
         };
-        tracing::Span::current().record("strategy", strategy.as_str());
-        let outcome = self
+        let (strategy, outcome) = self
             .reserver
             .reserve(&ReserveRequest {
                 order,
                 cart,
-                strategy,
+                strategy: requested,
                 sale,
             })
             .await
-            .inspect_err(|_| record_reservation(strategy.as_str(), "error"))
+            .inspect_err(|_| {
+                record_reservation(requested.map_or("unspecified", Strategy::as_str), "error")
+            })
             .map_err(ReserveRpcError::Reserve)?;
+        tracing::Span::current().record("strategy", strategy.as_str());
         let (outcome, reason) = match outcome {
             ReserveOutcome::Reserved => (pb::ReserveOutcome::Reserved, String::new()),
             ReserveOutcome::OutOfStock(shortage) => {

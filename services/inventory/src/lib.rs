@@ -5,7 +5,8 @@
 //! |---|---|
 //! | [`startup`] | `Settings` from the environment; `Application`: the shared `ServiceShell` plus the handlers and the reconcile job |
 //! | [`grpc`] | the `shop.v1.InventoryService` handlers; `grpc/proto.rs` protobuf ⇄ domain, `grpc/status.rs` errors ⇄ status |
-//! | [`reservation`] | Reserve with a strategy (`none`, `mutex`, `stm`, `pg`), SKU locks |
+//! | [`reservation`] | Reserve under the SKUs' strategy (`none`, `mutex-unfenced`, `mutex`, `stm`, `pg`), SKU locks |
+//! | `hooks` | feature `test-hooks` only (this crate's tests): hold a Reserve inside its critical section |
 //! | [`stm`] | the `stm` strategy's etcd side: counters, customer counts, holds |
 //! | [`sales`] | flash sales: a coord Barrier holds Reserves until the sale opens |
 //! | [`catalog`] | prices: SetPrices under a coord RwMutex's write side, Quote under its read side |
@@ -16,6 +17,8 @@
 
 pub mod catalog;
 pub mod grpc;
+#[cfg(feature = "test-hooks")]
+pub mod hooks;
 pub mod reconcile;
 pub mod repository;
 pub mod reservation;

@@ -5,7 +5,7 @@
 //! | `repository/model.rs` | the values the methods take and return (stock levels, audits, reservation states, Reserve input and outcomes, sale buyers, stm seeds) and the errors; no SQL |
 //! | `repository/stock.rs` | [`InventoryDb`] (the pool handle) and the stock rows: set/get a SKU, unknown SKUs, the lock-free snapshot |
 //! | `repository/reserve.rs` | Reserve: the per-order claim, all lines or none, a retry's same answer, the stm claim (`prepare`/`unprepare`) |
-//! | `repository/strategies.rs` | [`StockCheck`]: how each strategy takes one line (`take_unguarded`, `take_fenced`, `take_conditional`, `take_decided`) and counts a sale limit |
+//! | `repository/strategies.rs` | [`StockCheck`]: how each strategy takes one line (the critical section `read_in_section`/`write_in_section` under a [`Guard`], `take_conditional`, `take_decided`) and counts a sale limit |
 //! | `repository/settle.rs` | Commit and Release (tombstones included) |
 //! | `repository/audit.rs` | drift, per-SKU audit, a customer's units in a sale, states of many orders |
 //!
@@ -23,7 +23,10 @@
 //! - **Commit** moves the lines' units from `reserved` to `sold`, once.
 //!
 //! Every stock change here is relative (`available = available - q`), except the
-//! `none` strategy's deliberate lost update, so releases and commits never need a lock.
+//! critical section of `none`, `mutex-unfenced` and `mutex`, which writes the new
+//! absolute `available` it computed from its read. So the lock is what keeps those
+//! strategies' writes apart, and a Release of their units takes the same locks
+//! (`reservation::Reserver::release`); commits never touch `available`.
 //! SKUs are always touched in sorted order (a `Cart` is sorted), so two transactions
 //! can never wait for each other's rows in a cycle.
 
@@ -39,4 +42,4 @@ pub use model::{
     SaleBuyer, Seed, SettleDbError, Settled, Shortage, StockAudit, StockLevel,
 };
 pub use stock::InventoryDb;
-pub use strategies::StockCheck;
+pub use strategies::{Guard, StockCheck};

@@ -1,9 +1,15 @@
-//! Reserve with a strategy: the part of the inventory the load tester compares.
+//! Reserve under the SKUs' strategy: the part of the inventory the load tester compares.
+//!
+//! The strategy is the SKU's (SetStock sets it): a request may name one only to
+//! assert it, and one that names another is refused ([`ReserveError::StrategyMismatch`]),
+//! as is a cart whose SKUs have different strategies ([`ReserveError::MixedStrategies`]):
+//! no client can reserve a SKU under a weaker guard than the shop chose.
 //!
 //! | strategy | what guards "enough stock?" (and a sale's per-customer limit) | oversells? |
 //! |---|---|---|
-//! | `none`  | nothing: read, think, write | yes, under concurrency (and exceeds limits) |
-//! | `mutex` | a coord Mutex per SKU (`<prefix>/locks/sku/<sku>`), taken in sorted order; the write is fenced by the lock's token | no |
+//! | `none`  | nothing: read, think, write the new value | yes, under concurrency (and exceeds limits) |
+//! | `mutex-unfenced` | the same section under a coord Mutex per SKU (`<prefix>/locks/sku/<sku>`), taken in sorted order | no, unless a holder outlives its lease inside the section |
+//! | `mutex` | the same lock; the read announces the lock's fencing token to the row, the write requires it | no |
 //! | `stm`   | one coord STM transaction over etcd counters (`<prefix>/stock/<sku>`) and the customer's count, see [`crate::stm`] | no |
 //! | `pg`    | one conditional UPDATE per SKU in one transaction | no |
 //!
@@ -21,7 +27,7 @@ use shop_common::coordination::SharedSession;
 use shop_common::domain::{Cart, CustomerId, OrderId, SaleId, Sku, Strategy};
 
 use crate::repository::{
-    InventoryDb, LimitExceeded, ReserveDbError, ReserveInput, ReserveOutcome, SaleBuyer,
+    Guard, InventoryDb, LimitExceeded, ReserveDbError, ReserveInput, ReserveOutcome, SaleBuyer,
     SettleDbError, Settled, StockCheck,
 };
 use crate::sales::{SaleError, Sales};
@@ -32,6 +38,16 @@ use crate::stm::{StmError, StmStock, Taken};
 pub enum ReserveError {
     #[error("unknown SKU(s): {}", list(.0))]
     UnknownSkus(Vec<Sku>),
+    /// The request named a strategy other than the SKU's; nothing was reserved.
+    #[error("SKU {sku} is guarded by strategy {actual}, the request asked for {requested}; a SKU's strategy is set with SetStock, leave it unspecified to use it; nothing was reserved")]
+    StrategyMismatch {
+        sku: Sku,
+        actual: Strategy,
+        requested: Strategy,
+    },
+    /// The cart's SKUs have different strategies; nothing was reserved.
+    #[error("the cart's SKUs have different strategies ({}); order them separately; nothing was reserved", .0.iter().map(|(sku, st)| format!("{sku}: {st}")).collect::<Vec<_>>().join(", "))]
+    MixedStrategies(Vec<(Sku, Strategy)>),
     /// The SKU locks could not be taken in time (etcd unreachable or slow, or a lock
     /// held for longer than the limit). Nothing was written.
     #[error("could not lock SKU(s) {} within {timeout:?} (etcd unreachable, slow, or the lock is held that long); nothing was reserved", list(.skus))]
@@ -60,6 +76,13 @@ impl From<sqlx::Error> for ReserveError {
 pub enum SettleError {
     #[error(transparent)]
     Db(#[from] SettleDbError),
+    /// The locks of the order's SKUs (strategies mutex, mutex-unfenced) could not be
+    /// taken in time; nothing was released.
+    #[error("could not lock SKU(s) {} within {timeout:?}; nothing was released, retry", list(.skus))]
+    LockTimeout { skus: Vec<Sku>, timeout: Duration },
+    /// etcd failed while locking the order's SKUs; nothing was released.
+    #[error("etcd: {0}; nothing was released, retry")]
+    Coordination(#[source] coord::Error),
     /// Postgres has settled; giving the stm units back in etcd failed. Retrying the
     /// Release repeats only the etcd part (it is idempotent).
     #[error("the reservation is released, but its units could not be given back in etcd ({0}); retry the release")]
@@ -75,7 +98,8 @@ fn list(skus: &[Sku]) -> String {
 pub struct ReserveRequest {
     pub order: OrderId,
     pub cart: Cart,
-    pub strategy: Strategy,
+    /// The strategy the client asserted (`None`: whatever the SKUs' is).
+    pub strategy: Option<Strategy>,
     /// The sale the order belongs to, with its buyer.
     pub sale: Option<(SaleId, CustomerId)>,
 }
@@ -116,18 +140,68 @@ impl Reserver {
         &self.stm
     }
 
-    /// Reserves every line of the cart for the order with the strategy, or nothing.
-    /// Idempotent on the order; a Reserve after the order's Release takes nothing.
-    pub async fn reserve(&self, request: &ReserveRequest) -> Result<ReserveOutcome, ReserveError> {
-        let (order, cart, strategy) = (request.order, &request.cart, request.strategy);
-        let unknown = self.db.unknown_skus(cart.skus()).await?;
+    /// The strategy a Reserve of `cart` runs under: its SKUs' one. Refuses unknown
+    /// SKUs, a cart whose SKUs disagree, and a request asserting another strategy.
+    pub async fn strategy_of(
+        &self,
+        cart: &Cart,
+        requested: Option<Strategy>,
+    ) -> Result<Strategy, ReserveError> {
+        let strategies = self.db.strategies(cart.skus()).await?;
+        let unknown: Vec<Sku> = cart
+            .skus()
+            .filter(|sku| !strategies.contains_key(*sku))
+            .cloned()
+            .collect();
         if !unknown.is_empty() {
             return Err(ReserveError::UnknownSkus(unknown));
         }
+        // Knockout (tests only): the request chooses the guard, as it did before.
+        #[cfg(feature = "knockout-sku-strategy")]
+        if let Some(requested) = requested {
+            return Ok(requested);
+        }
+        let mut all = strategies.iter();
+        let (first_sku, &strategy) = all.next().expect("a cart has a line");
+        if all.any(|(_, &other)| other != strategy) {
+            return Err(ReserveError::MixedStrategies(
+                strategies.into_iter().collect(),
+            ));
+        }
+        match requested {
+            Some(requested) if requested != strategy => Err(ReserveError::StrategyMismatch {
+                sku: first_sku.clone(),
+                actual: strategy,
+                requested,
+            }),
+            _ => Ok(strategy),
+        }
+    }
+
+    /// Reserves every line of the cart for the order under its SKUs' strategy, or
+    /// nothing; answers which strategy that was. Idempotent on the order; a Reserve
+    /// after the order's Release takes nothing.
+    pub async fn reserve(
+        &self,
+        request: &ReserveRequest,
+    ) -> Result<(Strategy, ReserveOutcome), ReserveError> {
+        let (order, cart) = (request.order, &request.cart);
+        let strategy = self.strategy_of(cart, request.strategy).await?;
         // A retry (or a Reserve after Release) is answered without waiting or locking.
         if let Some(outcome) = self.db.earlier_outcome(order, cart).await? {
-            return Ok(outcome);
+            return Ok((strategy, outcome));
         }
+        self.reserve_with(request, strategy)
+            .await
+            .map(|outcome| (strategy, outcome))
+    }
+
+    async fn reserve_with(
+        &self,
+        request: &ReserveRequest,
+        strategy: Strategy,
+    ) -> Result<ReserveOutcome, ReserveError> {
+        let (order, cart) = (request.order, &request.cart);
         let buyer = match &request.sale {
             None => None,
             Some((sale, customer)) => {
@@ -153,10 +227,16 @@ impl Reserver {
         match strategy {
             Strategy::None => Ok(self
                 .db
-                .reserve(input, StockCheck::Unguarded { think_time })
+                .reserve(
+                    input,
+                    StockCheck::Section {
+                        guard: Guard::Nothing,
+                        think_time,
+                    },
+                )
                 .await?),
             Strategy::Pg => Ok(self.db.reserve(input, StockCheck::Conditional).await?),
-            Strategy::Mutex => {
+            Strategy::Mutex | Strategy::MutexUnfenced => {
                 // Sold out already? Then say so without queueing for the lock: the
                 // read is a real observation of a moment at which the line could not
                 // be served, and answering from it takes nothing (stock only grows
@@ -165,7 +245,8 @@ impl Reserver {
                 if let Some(shortage) = self.db.short_line(cart).await? {
                     return Ok(ReserveOutcome::OutOfStock(shortage));
                 }
-                let held = match coord::timeout(self.lock_timeout, self.locks.lock_all(cart)).await
+                let held = match coord::timeout(self.lock_timeout, self.locks.lock_all(cart.skus()))
+                    .await
                 {
                     Ok(held) => held,
                     Err(coord::Error::Timeout(timeout)) => {
@@ -177,15 +258,13 @@ impl Reserver {
                     Err(e) => return Err(ReserveError::Coordination(e)),
                 };
                 let tokens = held.tokens();
+                let guard = match strategy {
+                    Strategy::Mutex => Guard::Fenced(&tokens),
+                    _ => Guard::Lock,
+                };
                 let reserved = self
                     .db
-                    .reserve(
-                        input,
-                        StockCheck::Fenced {
-                            tokens: &tokens,
-                            think_time,
-                        },
-                    )
+                    .reserve(input, StockCheck::Section { guard, think_time })
                     .await;
                 // Unlock only after the transaction has committed (or rolled back):
                 // the next holder must read what we wrote.
@@ -265,8 +344,32 @@ impl Reserver {
     }
 
     /// Releases an order's reservation; an stm reservation's etcd units go back too.
+    /// Units reserved under `mutex` or `mutex-unfenced` go back under the SKUs' locks
+    /// (fenced for `mutex`): their critical sections write absolute values, which an
+    /// unlocked return landing between a holder's read and write would be lost to.
     pub async fn release(&self, order: OrderId) -> Result<Settled, SettleError> {
-        let settled = self.db.release(order).await?;
+        let (strategy, skus) = self
+            .db
+            .locked_lines(order)
+            .await
+            .map_err(SettleDbError::Database)?;
+        let settled = if skus.is_empty() {
+            self.db.release(order, None).await?
+        } else {
+            let held =
+                match coord::timeout(self.lock_timeout, self.locks.lock_all(skus.iter())).await {
+                    Ok(held) => held,
+                    Err(coord::Error::Timeout(timeout)) => {
+                        return Err(SettleError::LockTimeout { skus, timeout })
+                    }
+                    Err(e) => return Err(SettleError::Coordination(e)),
+                };
+            let tokens = held.tokens();
+            let fenced = (strategy == Strategy::Mutex).then_some(&tokens);
+            let released = self.db.release(order, fenced).await;
+            held.unlock().await;
+            released?
+        };
         if settled.strategy == Some(Strategy::Stm) {
             self.stm
                 .give_back(order)
@@ -293,18 +396,31 @@ impl SkuLocks {
         format!("{}/locks/sku/{}", self.session.prefix(), sku)
     }
 
-    /// Locks every SKU of the cart, in sorted order, so two carts sharing SKUs can
-    /// never hold one each and wait for the other's. If this future is dropped or
-    /// fails half-way, the locks already taken are released (guards' `Drop`).
-    pub async fn lock_all(&self, cart: &Cart) -> coord::Result<HeldLocks> {
+    /// Locks every SKU (given in sorted order, as a cart's are), so two carts sharing
+    /// SKUs can never hold one each and wait for the other's. If this future is
+    /// dropped or fails half-way, the locks already taken are released (guards' `Drop`).
+    pub async fn lock_all(&self, skus: impl Iterator<Item = &Sku>) -> coord::Result<HeldLocks> {
         let session = self.session.get().await?;
-        let mut held = Vec::with_capacity(cart.lines().len());
-        for sku in cart.skus() {
-            let mutex = coord::Mutex::new(&session, &self.lock_name(sku))?;
+        let mut held = Vec::new();
+        for sku in skus {
+            let mutex = coord::Mutex::new(&session, &knockout_lock_name(self.lock_name(sku)))?;
             held.push((sku.clone(), mutex.lock().await?));
         }
         Ok(HeldLocks(held))
     }
+}
+
+/// The lock's name as taken.
+#[cfg(not(feature = "knockout-lock"))]
+fn knockout_lock_name(name: String) -> String {
+    name
+}
+
+/// Knockout (tests only): every acquisition locks a name of its own, so the lock
+/// excludes nobody (its fencing token still grows with every acquisition).
+#[cfg(feature = "knockout-lock")]
+fn knockout_lock_name(name: String) -> String {
+    format!("{name}/knockout-{}", uuid::Uuid::new_v4().simple())
 }
 
 /// The locks of one Reserve, with their fencing tokens.

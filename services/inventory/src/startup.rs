@@ -26,7 +26,7 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/inventory");
 ///
 /// | variable | meaning | default |
 /// |---|---|---|
-/// | `DEFAULT_STRATEGY` | strategy for requests that leave it UNSPECIFIED | `mutex` |
+/// | `DEFAULT_STRATEGY` | strategy of a SKU first stocked without one (a Reserve always runs under its SKUs' strategy) | `mutex` |
 /// | `THINK_TIME_MS` | pause between read and write in `none`/`mutex` | `2` |
 /// | `LOCK_TIMEOUT_MS` | longest wait for the SKU locks (or an stm decision, or the catalog lock) before UNAVAILABLE | `10000` |
 /// | `SALE_WAIT_MS` | longest a sale order's Reserve waits for the sale to open | `10000` |

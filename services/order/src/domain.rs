@@ -117,9 +117,24 @@ pub struct NewOrder {
     pub customer_id: CustomerId,
     pub customer_tier: CustomerTier,
     pub cart: Cart,
-    /// Resolved: never "unspecified".
-    pub strategy: Strategy,
+    /// The strategy the client asserted, `None` if it named none; once inventory
+    /// answered the Reserve, the strategy it applied (the SKUs').
+    pub strategy: Option<Strategy>,
     pub sale_id: Option<SaleId>,
+}
+
+impl NewOrder {
+    /// Whether a CreateOrder repeating this one's idempotency key asks for the same
+    /// order: the same request, where a strategy left unspecified matches the one the
+    /// stored order was reserved under.
+    pub fn same_as(&self, repeated: &NewOrder) -> bool {
+        let strategy = repeated.strategy.or(self.strategy);
+        *self
+            == NewOrder {
+                strategy,
+                ..repeated.clone()
+            }
+    }
 }
 
 /// A stored order.

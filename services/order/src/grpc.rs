@@ -17,21 +17,12 @@ use crate::saga::{CreateOrderError, PaymentResultError, Saga};
 /// The order service's gRPC handlers.
 pub struct OrderApi {
     saga: Arc<Saga>,
-    default_strategy: Strategy,
     leaders: Arc<dyn LeaderDirectory>,
 }
 
 impl OrderApi {
-    pub fn new(
-        saga: Arc<Saga>,
-        default_strategy: Strategy,
-        leaders: Arc<dyn LeaderDirectory>,
-    ) -> OrderApi {
-        OrderApi {
-            saga,
-            default_strategy,
-            leaders,
-        }
+    pub fn new(saga: Arc<Saga>, leaders: Arc<dyn LeaderDirectory>) -> OrderApi {
+        OrderApi { saga, leaders }
     }
 
     fn parse_new_order(&self, r: &pb::CreateOrderRequest) -> Result<NewOrder, ValidationError> {
@@ -59,8 +50,7 @@ impl OrderApi {
                 "items",
                 r.items.iter().map(|l| (l.sku.as_str(), l.quantity)),
             )?,
-            strategy: Strategy::from_proto("strategy", r.strategy)?
-                .unwrap_or(self.default_strategy),
+            strategy: Strategy::from_proto("strategy", r.strategy)?,
             sale_id: r
                 .sale_id
                 .as_deref()
@@ -145,7 +135,10 @@ pub fn order_to_proto(order: &Order) -> pb::Order {
         customer_id: order.request.customer_id.as_str().to_owned(),
         customer_tier: tier as i32,
         items: order.request.cart.to_proto(),
-        strategy: order.request.strategy.to_proto() as i32,
+        strategy: order
+            .request
+            .strategy
+            .map_or(pb::Strategy::Unspecified, Strategy::to_proto) as i32,
         sale_id: order
             .request
             .sale_id

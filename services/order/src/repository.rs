@@ -30,6 +30,22 @@ const ORDER_COLUMNS: &str = "order_id, idempotency_key, customer_id, customer_ti
      (SELECT COALESCE(array_agg(l.sku ORDER BY l.sku), '{}') FROM order_lines l WHERE l.order_id = o.order_id) AS skus, \
      (SELECT COALESCE(array_agg(l.quantity ORDER BY l.sku), '{}') FROM order_lines l WHERE l.order_id = o.order_id) AS quantities";
 
+/// The insert of a new order; a key that exists already inserts nothing.
+#[cfg(not(feature = "knockout-idempotency-key"))]
+const INSERT_PENDING: &str =
+    "INSERT INTO orders (order_id, idempotency_key, customer_id, customer_tier,
+                         strategy, sale_id, status)
+     VALUES ($1, $2, $3, $4, $5, $6, 'PENDING')
+     ON CONFLICT (idempotency_key) DO NOTHING";
+
+/// Knockout (tests only, with the unique index dropped by the test): every
+/// CreateOrder inserts an order, whatever its key.
+#[cfg(feature = "knockout-idempotency-key")]
+const INSERT_PENDING: &str =
+    "INSERT INTO orders (order_id, idempotency_key, customer_id, customer_tier,
+                         strategy, sale_id, status)
+     VALUES ($1, $2, $3, $4, $5, $6, 'PENDING')";
+
 impl OrdersDb {
     pub fn new(pool: PgPool) -> OrdersDb {
         OrdersDb { pool }
@@ -48,21 +64,16 @@ impl OrdersDb {
         for _ in 0..3 {
             let id = OrderId::new_random();
             let mut tx = self.pool.begin().await?;
-            let inserted = sqlx::query(
-                "INSERT INTO orders (order_id, idempotency_key, customer_id, customer_tier,
-                                     strategy, sale_id, status)
-                 VALUES ($1, $2, $3, $4, $5, $6, 'PENDING')
-                 ON CONFLICT (idempotency_key) DO NOTHING",
-            )
-            .bind(id.as_uuid())
-            .bind(new.idempotency_key.as_str())
-            .bind(new.customer_id.as_str())
-            .bind(new.customer_tier.as_str())
-            .bind(new.strategy.as_str())
-            .bind(new.sale_id.as_ref().map(SaleId::as_str))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
+            let inserted = sqlx::query(INSERT_PENDING)
+                .bind(id.as_uuid())
+                .bind(new.idempotency_key.as_str())
+                .bind(new.customer_id.as_str())
+                .bind(new.customer_tier.as_str())
+                .bind(new.strategy.map(Strategy::as_str))
+                .bind(new.sale_id.as_ref().map(SaleId::as_str))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
                 == 1;
             if inserted {
                 let (skus, quantities) = new.cart.columns();
@@ -185,6 +196,21 @@ impl OrdersDb {
         Ok(self.get(id).await?.map(|order| (order, moved)))
     }
 
+    /// Records the strategy inventory reserved the order under (the SKUs'), if the
+    /// client named none.
+    pub async fn record_strategy(
+        &self,
+        id: OrderId,
+        strategy: Strategy,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE orders SET strategy = $2 WHERE order_id = $1 AND strategy IS NULL")
+            .bind(id.as_uuid())
+            .bind(strategy.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Records that inventory confirmed the Commit/Release of a PAID/CANCELLED order.
     pub async fn mark_stock_settled(&self, id: OrderId) -> Result<(), sqlx::Error> {
         sqlx::query(
@@ -221,7 +247,7 @@ fn order_from_row(row: &PgRow) -> Result<Order, sqlx::Error> {
     let key: String = row.try_get("idempotency_key")?;
     let customer: String = row.try_get("customer_id")?;
     let tier: String = row.try_get("customer_tier")?;
-    let strategy: String = row.try_get("strategy")?;
+    let strategy: Option<String> = row.try_get("strategy")?;
     let sale: Option<String> = row.try_get("sale_id")?;
     let status: String = row.try_get("status")?;
     let skus: Vec<String> = row.try_get("skus")?;
@@ -244,8 +270,8 @@ fn order_from_row(row: &PgRow) -> Result<Order, sqlx::Error> {
             customer_tier: CustomerTier::from_db(&tier).ok_or_else(|| bad("tier", &tier))?,
             cart,
             strategy: strategy
-                .parse::<Strategy>()
-                .map_err(|_| bad("strategy", &strategy))?,
+                .map(|s| s.parse::<Strategy>().map_err(|_| bad("strategy", &s)))
+                .transpose()?,
             sale_id: sale
                 .map(|s| SaleId::parse("sale_id", &s).map_err(|_| bad("sale id", &s)))
                 .transpose()?,

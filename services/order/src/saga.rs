@@ -18,7 +18,7 @@
 
 use std::sync::Arc;
 
-use shop_common::domain::OrderId;
+use shop_common::domain::{OrderId, Strategy};
 use shop_common::propagation::TracedChannel;
 use shop_proto::v1 as pb;
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
@@ -105,7 +105,7 @@ impl Saga {
         let order = match self.db.insert_pending(&new).await? {
             Inserted::New(order) => order,
             Inserted::Existing(order) => {
-                if order.request != new {
+                if !order.request.same_as(&new) {
                     return Err(CreateOrderError::IdempotencyKeyReused {
                         key: new.idempotency_key.as_str().to_owned(),
                         existing: order.id,
@@ -127,7 +127,10 @@ impl Saga {
         let request = pb::ReserveRequest {
             order_id: id.to_string(),
             items: order.request.cart.to_proto(),
-            strategy: order.request.strategy.to_proto() as i32,
+            strategy: order
+                .request
+                .strategy
+                .map_or(pb::Strategy::Unspecified, Strategy::to_proto) as i32,
             customer_id: order.request.customer_id.as_str().to_owned(),
             sale_id: order
                 .request
@@ -139,6 +142,9 @@ impl Saga {
         let (to, reason) = match reserved {
             Ok(response) => {
                 let response = response.into_inner();
+                if let Ok(Some(applied)) = Strategy::from_proto("strategy", response.strategy) {
+                    self.db.record_strategy(id, applied).await?;
+                }
                 match pb::ReserveOutcome::try_from(response.outcome) {
                     Ok(pb::ReserveOutcome::Reserved) => (OrderStatus::Reserved, String::new()),
                     Ok(pb::ReserveOutcome::OutOfStock | pb::ReserveOutcome::LimitExceeded) => {

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shop_common::config::{env_var, parse_or, CommonSettings, ConfigError, ServiceName};
-use shop_common::domain::Strategy;
 use shop_common::propagation::traced_channel;
 use shop_common::ServiceShell;
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
@@ -27,14 +26,12 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/order");
 ///
 /// | variable | meaning | default |
 /// |---|---|---|
-/// | `DEFAULT_STRATEGY` | strategy for orders that leave it UNSPECIFIED | `mutex` |
 /// | `INVENTORY_TIMEOUT_MS` | deadline of each call to inventory | `15000` |
 /// | `RESERVATION_TTL_SECS` | how long an order may stay RESERVED (or PENDING) before the expiry job cancels it; more than `INVENTORY_TIMEOUT_MS` | `300` |
 /// | `PAYMENT_REDRIVE_SECS` | how long an order may stay RESERVED before the expiry job hands it to the payment queue again; less than `RESERVATION_TTL_SECS` | `60` |
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub common: CommonSettings,
-    pub default_strategy: Strategy,
     /// Longer than inventory's lock timeout, so inventory answers first.
     pub inventory_timeout: Duration,
     /// How long an order may stay RESERVED (or PENDING) before the expiry job cancels it.
@@ -49,11 +46,6 @@ impl Settings {
         let lookup = env_var;
         let settings = Settings {
             common: CommonSettings::from_env(ServiceName::Order)?,
-            default_strategy: parse_or(
-                "DEFAULT_STRATEGY",
-                lookup("DEFAULT_STRATEGY"),
-                Strategy::Mutex,
-            )?,
             inventory_timeout: Duration::from_millis(parse_or(
                 "INVENTORY_TIMEOUT_MS",
                 lookup("INVENTORY_TIMEOUT_MS"),
@@ -101,7 +93,6 @@ impl Settings {
     pub fn with_common(common: CommonSettings) -> Settings {
         Settings {
             common,
-            default_strategy: Strategy::Mutex,
             inventory_timeout: Duration::from_secs(15),
             reservation_ttl: Duration::from_secs(300),
             payment_redrive: Duration::from_secs(60),
@@ -140,11 +131,7 @@ impl Application {
         )?);
         let db = OrdersDb::new(shell.pool().clone());
         let saga = Arc::new(Saga::new(db.clone(), inventory, payments));
-        let api = OrderApi::new(
-            saga.clone(),
-            settings.default_strategy,
-            shell.leaders(vec![expiry::JOB]),
-        );
+        let api = OrderApi::new(saga.clone(), shell.leaders(vec![expiry::JOB]));
         let max_message = shell.max_message_bytes();
         shell
             .server()

@@ -86,6 +86,7 @@ async fn flash_sale_through_both_order_replicas(stack: &Stack, started: Instant)
         .set_stock(SetStockRequest {
             sku: sku.clone(),
             available: 40,
+            strategy: Strategy::Mutex as i32,
         })
         .await
         .expect("SetStock");
@@ -186,6 +187,7 @@ async fn paused_lock_holder_is_fenced(stack: &mut Stack, started: Instant) {
         .set_stock(SetStockRequest {
             sku: sku.clone(),
             available: 1,
+            strategy: Strategy::Mutex as i32,
         })
         .await
         .expect("SetStock");
@@ -296,6 +298,7 @@ async fn orders_continue_without_one_etcd_member(stack: &Stack, started: Instant
         .set_stock(SetStockRequest {
             sku: sku.clone(),
             available: 10,
+            strategy: Strategy::Mutex as i32,
         })
         .await
         .expect("SetStock");

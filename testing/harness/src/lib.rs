@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use payment_service::provider::SimulatedProvider;
+use shop_common::domain::Strategy;
 use shop_common::ServiceName;
 use shop_proto::v1 as pb;
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
@@ -165,9 +166,26 @@ impl Services {
         self.inventory = Some(start_inventory(self.inventory_settings.clone()).await);
     }
 
-    /// Sets `sku`'s stock through the inventory service.
+    /// Sets `sku`'s stock through the inventory service (a new SKU gets the
+    /// inventory's `default_strategy`).
     pub async fn set_stock(&self, sku: &str, available: i64) {
-        set_stock(&self.stock, sku, available).await;
+        self.set_stock_as(sku, available, None).await;
+    }
+
+    /// Sets `sku`'s stock and strategy (`None`: keep it).
+    pub async fn set_stock_as(&self, sku: &str, available: i64, strategy: Option<Strategy>) {
+        let strategy = strategy.map_or(pb::Strategy::Unspecified, Strategy::to_proto);
+        set_stock(&self.stock, sku, available, strategy).await;
+    }
+
+    /// Changes `sku`'s strategy, keeping its units.
+    pub async fn set_strategy(&self, sku: &str, strategy: Strategy) {
+        let available: i64 = sqlx::query_scalar("SELECT available FROM stock WHERE sku = $1")
+            .bind(sku)
+            .fetch_one(&self.inventory_pool)
+            .await
+            .expect("a stocked SKU");
+        self.set_stock_as(sku, available, Some(strategy)).await;
     }
 
     /// Stops every service that runs, checking each ran cleanly.
@@ -192,13 +210,20 @@ async fn start_inventory(settings: inventory_service::Settings) -> RunningServer
     RunningServer::spawn(app.local_addr(), |s| app.run_until_stopped(s))
 }
 
-/// Sets `sku`'s stock through the inventory service at the other end of `stock`.
-pub async fn set_stock(stock: &InventoryServiceClient<Channel>, sku: &str, available: i64) {
+/// Sets `sku`'s stock and strategy (UNSPECIFIED: keep it) through the inventory
+/// service at the other end of `stock`.
+pub async fn set_stock(
+    stock: &InventoryServiceClient<Channel>,
+    sku: &str,
+    available: i64,
+    strategy: pb::Strategy,
+) {
     stock
         .clone()
         .set_stock(pb::SetStockRequest {
             sku: sku.into(),
             available,
+            strategy: strategy as i32,
         })
         .await
         .expect("set stock");

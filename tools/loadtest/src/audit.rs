@@ -4,6 +4,9 @@
 //! | invariant | read from | how |
 //! |---|---|---|
 //! | nothing oversold | inventory | per SKU, units on RESERVED + COMMITTED reservation lines (what buyers were promised) minus the units stocked, if positive; the counters are compared with the rows too (drift), with inventory's own `InventoryDb::audit` |
+//! | conservation | inventory | per SKU, `available + reserved + sold` (the counters) equals the units stocked: a lost update (two holders writing values computed from one read) breaks it, and no CHECK can hide it (`conservation_violations`: SKUs that break it) |
+//! | status agreement | order + inventory | every order's status agrees with its reservation: RESERVED ↔ reserved, PAID ↔ committed, REJECTED/CANCELLED ↔ nothing held (no reservation, or released); a PAID/CANCELLED order whose stock is not settled yet may still be reserved (`status_mismatches`) |
+//! | per-customer limit, whatever the strategy | inventory | per sale, customers whose RESERVED + COMMITTED reservations exceed the limit (`limit_violations`) — read from inventory's reservations, so it also covers direct Reserves |
 //! | no lost order | order | every order of the run (by idempotency-key prefix) that is still PENDING or RESERVED after the settle timeout, plus every order this process was told was accepted that the database does not have |
 //! | stock settled | order | PAID/CANCELLED orders whose Commit/Release inventory has not confirmed (`stock_settled`) after the settle timeout |
 //! | one payment per order | payment | payment rows and provider charges beyond the first per order; and payments that disagree with the order (PAID without a captured payment, CANCELLED with one) |
@@ -44,6 +47,11 @@ pub struct SkuTruth {
     /// Units on COMMITTED lines.
     pub sold: i64,
     pub oversold: i64,
+    /// The counters: `available + reserved + counted_sold` must equal `stocked`.
+    pub available: i64,
+    pub reserved: i64,
+    pub counted_sold: i64,
+    pub conserved: bool,
 }
 
 /// What the databases say about one strategy's part of a run.
@@ -69,6 +77,13 @@ pub struct Audit {
     pub payment_mismatch_examples: Vec<String>,
     /// Units bought beyond the sale's per-customer limit (None: the sale has no limit).
     pub over_limit_units: Option<i64>,
+    /// SKUs whose counters do not add up to the units stocked.
+    pub conservation_violations: i64,
+    /// Orders whose status disagrees with their reservation in inventory.
+    pub status_mismatches: i64,
+    pub status_mismatch_examples: Vec<String>,
+    /// Customers holding more than the sale's per-customer limit, per inventory.
+    pub limit_violations: i64,
 }
 
 /// Which orders and SKUs to audit.
@@ -79,6 +94,8 @@ pub struct AuditScope<'a> {
     /// Orders this process was told were accepted (RESERVED).
     pub accepted: &'a [Uuid],
     pub per_customer_limit: i32,
+    /// The run's sale (None: `--no-sale`).
+    pub sale_id: Option<&'a str>,
 }
 
 fn read_only(options: &PgConnectOptions) -> PgConnectOptions {
@@ -160,8 +177,14 @@ impl Auditor {
         self.audit_stock(scope, &mut audit).await?;
         self.audit_orders(scope, &mut audit).await?;
         self.audit_payments(scope, &mut audit).await?;
+        self.audit_statuses(scope, &mut audit).await?;
         if scope.per_customer_limit > 0 {
             audit.over_limit_units = Some(self.over_limit(scope).await?);
+            if let Some(sale) = scope.sale_id {
+                audit.limit_violations = self
+                    .customers_over_limit(sale, scope.per_customer_limit)
+                    .await?;
+            }
         }
         Ok(audit)
     }
@@ -181,12 +204,21 @@ impl Auditor {
             audit.units_promised += promised;
             audit.units_sold += truth.lines_committed;
             audit.oversold += oversold;
+            let l = &truth.level;
+            let conserved = l.available + l.reserved + l.sold == scope.stock_per_sku;
+            if !conserved {
+                audit.conservation_violations += 1;
+            }
             audit.per_sku.push(SkuTruth {
                 sku: name.clone(),
                 stocked: scope.stock_per_sku,
                 promised,
                 sold: truth.lines_committed,
                 oversold,
+                available: l.available,
+                reserved: l.reserved,
+                counted_sold: l.sold,
+                conserved,
             });
         }
         Ok(())
@@ -293,6 +325,67 @@ impl Auditor {
             }
         }
         Ok(())
+    }
+
+    /// Compares every order's status with its reservation's state in inventory.
+    async fn audit_statuses(
+        &self,
+        scope: &AuditScope<'_>,
+        audit: &mut Audit,
+    ) -> anyhow::Result<()> {
+        let orders: Vec<(Uuid, String, bool)> = sqlx::query_as(
+            "SELECT order_id, status, stock_settled FROM orders
+             WHERE starts_with(idempotency_key, $1) AND status <> 'PENDING'",
+        )
+        .bind(scope.key_prefix)
+        .fetch_all(&self.order)
+        .await?;
+        let ids: Vec<Uuid> = orders.iter().map(|(id, _, _)| *id).collect();
+        let states: BTreeMap<Uuid, String> = sqlx::query_as::<_, (Uuid, String)>(
+            "SELECT order_id, state FROM reservations WHERE order_id = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_all(&self.inventory)
+        .await?
+        .into_iter()
+        .collect();
+        for (id, status, settled) in &orders {
+            let state = states.get(id).map(String::as_str);
+            let agrees = match (status.as_str(), state) {
+                ("RESERVED", Some("RESERVED")) => true,
+                ("PAID", Some("COMMITTED")) => true,
+                ("REJECTED", None | Some("RELEASED")) => true,
+                ("CANCELLED", None | Some("RELEASED")) => true,
+                ("PAID" | "CANCELLED", Some("RESERVED")) => !settled,
+                _ => false,
+            };
+            if !agrees {
+                audit.status_mismatches += 1;
+                if audit.status_mismatch_examples.len() < 5 {
+                    audit.status_mismatch_examples.push(format!(
+                        "{id}: order {status}, reservation {}",
+                        state.unwrap_or("absent")
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Customers whose reservations in the sale (RESERVED or COMMITTED) hold more
+    /// than `limit` units, per the inventory database.
+    async fn customers_over_limit(&self, sale: &str, limit: i32) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT count(*) FROM (
+                 SELECT r.customer_id FROM reservations r
+                 JOIN reservation_lines l USING (order_id)
+                 WHERE r.sale_id = $1 AND r.state IN ('RESERVED', 'COMMITTED')
+                 GROUP BY r.customer_id HAVING sum(l.quantity) > $2) over",
+        )
+        .bind(sale)
+        .bind(i64::from(limit))
+        .fetch_one(&self.inventory)
+        .await?)
     }
 
     async fn over_limit(&self, scope: &AuditScope<'_>) -> anyhow::Result<i64> {

@@ -406,7 +406,13 @@ mod tests {
             .unwrap();
         assert_eq!(
             config.strategies,
-            [Strategy::Pg, Strategy::None, Strategy::Mutex, Strategy::Stm]
+            [
+                Strategy::Pg,
+                Strategy::None,
+                Strategy::MutexUnfenced,
+                Strategy::Mutex,
+                Strategy::Stm
+            ]
         );
         let e = args(&["--strategy", "lock"]).unwrap_err().to_string();
         assert!(e.contains("lock"), "{e}");

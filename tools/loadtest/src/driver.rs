@@ -86,7 +86,7 @@ async fn play(
 
     if config.cluster.is_coordinator() {
         bar.set_message("stocking SKUs");
-        set_up(config, &names, &mut inventory).await?;
+        set_up(config, &names, strategy, &mut inventory).await?;
     }
 
     bar.set_message(format!(
@@ -153,6 +153,7 @@ async fn play(
                 &samples.accepted
             },
             per_customer_limit: config.per_customer_limit,
+            sale_id: config.use_sale.then(|| names.sale_id()),
         })
         .await
         .context("auditing the databases")?;
@@ -200,6 +201,7 @@ fn progress_bar(config: &RunConfig, strategy: Strategy) -> ProgressBar {
 async fn set_up(
     config: &RunConfig,
     names: &RunNames,
+    strategy: Strategy,
     inventory: &mut InventoryServiceClient<Channel>,
 ) -> anyhow::Result<()> {
     for sku in &names.skus {
@@ -218,6 +220,8 @@ async fn set_up(
             .set_stock(pb::SetStockRequest {
                 sku: sku.clone(),
                 available: config.stock,
+                // The strategy is the SKU's: each strategy plays on its own SKUs.
+                strategy: strategy.to_proto() as i32,
             })
             .await
             .map_err(|s| rpc_error("inventory SetStock", s))?;

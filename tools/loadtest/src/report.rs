@@ -115,12 +115,33 @@ impl StrategyReport {
     }
 
     /// The invariants this strategy promises and broke. `none` promises everything
-    /// but "nothing oversold" and the per-customer limit.
+    /// but "nothing oversold", conservation and the per-customer limit.
     pub fn violations(&self) -> Vec<String> {
         let mut broken = Vec::new();
         let uncoordinated = self.strategy == Strategy::None.as_str();
         if self.audit.oversold > 0 && !uncoordinated {
             broken.push(format!("{} units oversold", self.audit.oversold));
+        }
+        if !uncoordinated {
+            for sku in self.audit.per_sku.iter().filter(|s| !s.conserved) {
+                broken.push(format!(
+                    "{}: available {} + reserved {} + sold {} != {} stocked",
+                    sku.sku, sku.available, sku.reserved, sku.counted_sold, sku.stocked
+                ));
+            }
+        }
+        if self.audit.limit_violations > 0 && !uncoordinated {
+            broken.push(format!(
+                "{} customers over the per-customer limit (inventory)",
+                self.audit.limit_violations
+            ));
+        }
+        if self.audit.status_mismatches > 0 {
+            broken.push(format!(
+                "{} orders whose status disagrees with their reservation (e.g. {})",
+                self.audit.status_mismatches,
+                self.audit.status_mismatch_examples.join("; ")
+            ));
         }
         if let Some(over) = self
             .audit

@@ -32,7 +32,8 @@ impl RunNames {
         let skus = (0..config.skus).map(|k| format!("{base}-sku{k}")).collect();
         RunNames {
             skus,
-            key_prefix: format!("{base}-"),
+            // `-p`: a strategy's name may start another's (`mutex`, `mutex-unfenced`).
+            key_prefix: format!("{base}-p"),
             process_key_prefix: format!("{base}-p{}-", config.cluster.index),
             barrier: format!(
                 "{}/loadtest/{}/{}",

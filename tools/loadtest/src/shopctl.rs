@@ -49,7 +49,11 @@ pub async fn run(args: Args, out: &mut impl Write) -> Result<(), ShopctlError> {
             let mut inventory =
                 InventoryServiceClient::new(connect("inventory", &args.inventory_addr).await?);
             let stock = match command {
-                StockCommand::Set { sku, available } => {
+                StockCommand::Set {
+                    sku,
+                    available,
+                    strategy,
+                } => {
                     let sku = Sku::parse("sku", &sku)?;
                     let available = available
                         .parse::<i64>()
@@ -64,6 +68,7 @@ pub async fn run(args: Args, out: &mut impl Write) -> Result<(), ShopctlError> {
                         .set_stock(pb::SetStockRequest {
                             sku: sku.as_str().to_owned(),
                             available,
+                            strategy: orders::parse_strategy(strategy)? as i32,
                         })
                         .await
                 }
@@ -80,8 +85,13 @@ pub async fn run(args: Args, out: &mut impl Write) -> Result<(), ShopctlError> {
             .into_inner();
             writeln!(
                 out,
-                "{}: available {}, reserved {}, sold {} (fence token {})",
-                stock.sku, stock.available, stock.reserved, stock.sold, stock.fence_token
+                "{}: available {}, reserved {}, sold {} (strategy {}, fence token {})",
+                stock.sku,
+                stock.available,
+                stock.reserved,
+                stock.sold,
+                orders::strategy_name(stock.strategy),
+                stock.fence_token
             )?;
         }
         Command::Order(command) => {

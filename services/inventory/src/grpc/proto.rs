@@ -83,6 +83,7 @@ pub(super) fn stock_to_proto(level: StockLevel) -> pb::Stock {
         reserved: level.reserved,
         sold: level.sold,
         fence_token: level.fence_token,
+        strategy: level.strategy.to_proto() as i32,
     }
 }
 

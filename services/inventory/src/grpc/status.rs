@@ -50,6 +50,9 @@ impl From<ReserveRpcError> for Status {
         };
         match &e {
             ReserveError::UnknownSkus(_) => Status::not_found(e.to_string()),
+            ReserveError::StrategyMismatch { .. } | ReserveError::MixedStrategies(_) => {
+                Status::failed_precondition(e.to_string())
+            }
             ReserveError::LockTimeout { .. } | ReserveError::Coordination(_) => {
                 tracing::warn!(error = %error_chain(&e), "reserve: coordination failed");
                 Status::unavailable(e.to_string())
@@ -107,6 +110,18 @@ impl From<SettleRpcError> for Status {
             }
             SettleRpcError::Settle(SettleError::Db(SettleDbError::Database(e))) => {
                 status_for(&e, "settle")
+            }
+            SettleRpcError::Settle(
+                e @ SettleError::Db(SettleDbError::StaleFencingToken { .. }),
+            ) => {
+                tracing::warn!(error = %e, "release: fenced return rejected");
+                Status::aborted(e.to_string())
+            }
+            SettleRpcError::Settle(
+                e @ (SettleError::LockTimeout { .. } | SettleError::Coordination(_)),
+            ) => {
+                tracing::warn!(error = %error_chain(&e), "release: coordination failed");
+                Status::unavailable(e.to_string())
             }
             SettleRpcError::Settle(e @ SettleError::GiveBack(_)) => {
                 tracing::warn!(error = %error_chain(&e), "release: etcd give-back failed");

@@ -49,7 +49,7 @@ impl InventoryDb {
         // One statement, so the counters and the rows come from one snapshot: two reads
         // would let a Commit landing between them look like drift.
         let row = sqlx::query(
-            "SELECT s.sku, s.available, s.reserved, s.sold, s.fence_token,
+            "SELECT s.sku, s.available, s.reserved, s.sold, s.fence_token, s.strategy,
                     COALESCE(SUM(l.quantity) FILTER (WHERE r.state = 'RESERVED'), 0)::bigint
                         AS lines_reserved,
                     COALESCE(SUM(l.quantity) FILTER (WHERE r.state = 'COMMITTED'), 0)::bigint
@@ -58,7 +58,7 @@ impl InventoryDb {
              LEFT JOIN reservation_lines l ON l.sku = s.sku
              LEFT JOIN reservations r ON r.order_id = l.order_id
              WHERE s.sku = $1
-             GROUP BY s.sku, s.available, s.reserved, s.sold, s.fence_token",
+             GROUP BY s.sku, s.available, s.reserved, s.sold, s.fence_token, s.strategy",
         )
         .bind(sku.as_str())
         .fetch_optional(self.pool())

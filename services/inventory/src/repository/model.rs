@@ -11,6 +11,8 @@ pub struct StockLevel {
     pub reserved: i64,
     pub sold: i64,
     pub fence_token: i64,
+    /// The SKU's guard: every Reserve of it runs under this strategy.
+    pub strategy: Strategy,
 }
 
 /// A SKU whose counters disagree with its reservation rows (see `InventoryDb::drifted`).
@@ -238,7 +240,7 @@ pub enum ReserveDbError {
     /// A fenced write carried a token lower than one already accepted for the SKU: the
     /// lock it was made under had expired and another holder has written since.
     /// Nothing of this Reserve was written.
-    #[error("stale fencing token {token} for SKU {sku}: the lock was lost and a newer holder (token {current}) has written; nothing was written")]
+    #[error("stale fencing token {token} for SKU {sku}: the lock was lost and a newer holder (token {current}) has taken over; nothing was written")]
     StaleFencingToken { sku: Sku, token: i64, current: i64 },
     /// The order already holds a reservation for other lines.
     #[error(
@@ -269,6 +271,10 @@ pub enum SettleDbError {
         state: ReservationState,
         action: &'static str,
     },
+    /// A Release under the SKU's lock found a newer holder's token on the row: the
+    /// lock was lost while releasing. Nothing was released; retry.
+    #[error("stale fencing token {token} for SKU {sku}: the lock was lost while releasing; nothing was released, retry")]
+    StaleFencingToken { sku: String, token: i64 },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }

@@ -4,10 +4,13 @@
 
 use shop_common::domain::{Cart, OrderId};
 
-use super::model::{ReservationState, ReserveDbError, ReserveInput, ReserveOutcome};
+use shop_common::domain::Sku;
+
+use super::model::{shortage, ReservationState, ReserveDbError, ReserveInput, ReserveOutcome};
 use super::stock::InventoryDb;
 use super::strategies::{
-    count_purchase, take_conditional, take_decided, take_fenced, take_unguarded, StockCheck,
+    count_purchase, read_in_section, take_conditional, take_decided, write_in_section, Guard,
+    StockCheck,
 };
 
 impl InventoryDb {
@@ -118,6 +121,15 @@ impl InventoryDb {
             strategy,
             buyer,
         } = input;
+        // The critical section's read comes first, outside the transaction (see
+        // `read_in_section`): one value per line, in the cart's (sorted) order.
+        let mut section_reads = Vec::new();
+        if let StockCheck::Section { guard, .. } = check {
+            for line in cart.lines() {
+                let token = fencing_token(guard, &line.sku)?;
+                section_reads.push(read_in_section(self.pool(), &line.sku, token).await?);
+            }
+        }
         let mut tx = self.pool().begin().await?;
         // Claim the order. If its row exists (or appears while we wait on a concurrent
         // insert of it), an earlier Reserve or a Release decided already. An stm
@@ -160,17 +172,21 @@ impl InventoryDb {
                 .into()
             });
         }
-        for line in cart.lines() {
+        for (i, line) in cart.lines().iter().enumerate() {
             let (sku, quantity) = (&line.sku, line.quantity.get());
             let taken = match check {
-                StockCheck::Unguarded { think_time } => {
-                    take_unguarded(&mut tx, sku, quantity, think_time).await?
-                }
-                StockCheck::Fenced { tokens, think_time } => {
-                    let token = *tokens
-                        .get(sku)
-                        .ok_or_else(|| ReserveDbError::MissingToken(sku.clone()))?;
-                    take_fenced(&mut tx, sku, quantity, token, think_time).await?
+                StockCheck::Section { guard, think_time } => {
+                    let read = section_reads[i];
+                    if read < i64::from(quantity) {
+                        Err(shortage(sku, quantity, Some(read)))
+                    } else {
+                        #[cfg(feature = "test-hooks")]
+                        crate::hooks::in_section(order).await;
+                        tokio::time::sleep(think_time).await;
+                        let token = fencing_token(guard, sku)?;
+                        write_in_section(&mut tx, sku, quantity, read, token).await?;
+                        Ok(())
+                    }
                 }
                 StockCheck::Conditional => take_conditional(&mut tx, sku, quantity).await?,
                 StockCheck::Decided => take_decided(&mut tx, sku, quantity).await?,
@@ -199,5 +215,17 @@ impl InventoryDb {
         .await?;
         tx.commit().await?;
         Ok(ReserveOutcome::Reserved)
+    }
+}
+
+/// The SKU's fencing token under a fenced guard (`None` for the others).
+fn fencing_token(guard: Guard<'_>, sku: &Sku) -> Result<Option<i64>, ReserveDbError> {
+    match guard {
+        Guard::Fenced(tokens) => tokens
+            .get(sku)
+            .copied()
+            .map(Some)
+            .ok_or_else(|| ReserveDbError::MissingToken(sku.clone())),
+        Guard::Nothing | Guard::Lock => Ok(None),
     }
 }

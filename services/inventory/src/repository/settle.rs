@@ -2,7 +2,9 @@
 //! available (and out of the customer's count in its sale), once; a Release before any
 //! Reserve leaves a tombstone.
 
-use shop_common::domain::{OrderId, Strategy};
+use std::collections::BTreeMap;
+
+use shop_common::domain::{OrderId, Sku, Strategy};
 use sqlx::{Postgres, Transaction};
 
 use super::model::{ReservationState, SettleDbError, Settled};
@@ -40,10 +42,52 @@ impl InventoryDb {
         }
     }
 
+    /// The SKUs an order holds under a locked strategy (`mutex-unfenced`, `mutex`):
+    /// their critical sections write absolute values, so a Release of their units
+    /// must take the same locks. Empty for anything else.
+    pub async fn locked_lines(&self, order: OrderId) -> Result<(Strategy, Vec<Sku>), sqlx::Error> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT r.strategy, l.sku FROM reservations r
+             JOIN reservation_lines l USING (order_id)
+             WHERE r.order_id = $1 AND r.state = 'RESERVED'
+               AND r.strategy IN ('mutex', 'mutex-unfenced')
+             ORDER BY l.sku",
+        )
+        .bind(order.as_uuid())
+        .fetch_all(self.pool())
+        .await?;
+        let strategy = match rows.first() {
+            Some((s, _)) => s
+                .parse()
+                .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
+            None => Strategy::Pg,
+        };
+        let skus = rows
+            .into_iter()
+            .map(|(_, sku)| Sku::parse("sku", &sku).map_err(|e| sqlx::Error::Decode(e.into())))
+            .collect::<Result<_, _>>()?;
+        Ok((strategy, skus))
+    }
+
     /// Returns an order's reserved units (and the customer's allowance in its sale),
     /// or leaves a tombstone if it reserved nothing yet. Idempotent. The etcd side of
-    /// an stm reservation is the caller's to give back (`strategy` says so).
-    pub async fn release(&self, order: OrderId) -> Result<Settled, SettleDbError> {
+    /// an stm reservation is the caller's to give back (`strategy` says so). With
+    /// `tokens` (the caller holds the `mutex` locks of the lines' SKUs), each line's
+    /// return announces the token like a critical section's read, and is refused if
+    /// a newer holder's is on the row.
+    pub async fn release(
+        &self,
+        order: OrderId,
+        tokens: Option<&BTreeMap<Sku, i64>>,
+    ) -> Result<Settled, SettleDbError> {
+        // Knockout (tests only): a Release before any Reserve leaves no tombstone.
+        #[cfg(feature = "knockout-tombstone")]
+        if self.reservation_state(order).await?.is_none() {
+            return Ok(Settled {
+                state: ReservationState::Released,
+                strategy: None,
+            });
+        }
         let mut tx = self.pool().begin().await?;
         let tombstone = sqlx::query(
             "INSERT INTO reservations (order_id, state) VALUES ($1, 'RELEASED')
@@ -86,14 +130,7 @@ impl InventoryDb {
                 Ok(released)
             }
             ReservationState::Reserved => {
-                move_lines(
-                    &mut tx,
-                    order,
-                    "UPDATE stock SET available = available + $2, reserved = reserved - $2,
-                                      updated_at = now()
-                     WHERE sku = $1",
-                )
-                .await?;
+                return_lines(&mut tx, order, tokens).await?;
                 sqlx::query(
                     "UPDATE sale_purchases p SET units = p.units - l.units
                      FROM (SELECT r.sale_id, r.customer_id, SUM(rl.quantity)::bigint AS units
@@ -135,6 +172,17 @@ async fn lock_reservation(
     .transpose()
 }
 
+/// The order's lines (SKU, quantity), in SKU order.
+async fn lines_in_sku_order(
+    tx: &mut Transaction<'_, Postgres>,
+    order: OrderId,
+) -> Result<Vec<(String, i32)>, sqlx::Error> {
+    sqlx::query_as("SELECT sku, quantity FROM reservation_lines WHERE order_id = $1 ORDER BY sku")
+        .bind(order.as_uuid())
+        .fetch_all(&mut **tx)
+        .await
+}
+
 /// Runs `update` (binds: sku, quantity) for each of the order's lines, in SKU order so
 /// that concurrent settlements lock stock rows in one global order (no deadlocks).
 async fn move_lines(
@@ -142,18 +190,46 @@ async fn move_lines(
     order: OrderId,
     update: &'static str,
 ) -> Result<(), sqlx::Error> {
-    let lines: Vec<(String, i32)> = sqlx::query_as(
-        "SELECT sku, quantity FROM reservation_lines WHERE order_id = $1 ORDER BY sku",
-    )
-    .bind(order.as_uuid())
-    .fetch_all(&mut **tx)
-    .await?;
+    let lines = lines_in_sku_order(tx, order).await?;
     for (sku, quantity) in lines {
         sqlx::query(update)
             .bind(sku)
             .bind(i64::from(quantity))
             .execute(&mut **tx)
             .await?;
+    }
+    Ok(())
+}
+
+/// Puts each of the order's lines back into `available`, in SKU order; with
+/// `tokens`, only where the row's fence is not newer than the line's token (and
+/// raising it to that token).
+async fn return_lines(
+    tx: &mut Transaction<'_, Postgres>,
+    order: OrderId,
+    tokens: Option<&BTreeMap<Sku, i64>>,
+) -> Result<(), SettleDbError> {
+    let lines = lines_in_sku_order(tx, order).await?;
+    for (sku, quantity) in lines {
+        let token = tokens.and_then(|t| t.iter().find(|(s, _)| s.as_str() == sku).map(|(_, t)| *t));
+        let returned = sqlx::query(
+            "UPDATE stock SET available = available + $2, reserved = reserved - $2,
+                              fence_token = GREATEST(fence_token, COALESCE($3, 0)),
+                              updated_at = now()
+             WHERE sku = $1 AND ($3::bigint IS NULL OR fence_token <= $3)",
+        )
+        .bind(&sku)
+        .bind(i64::from(quantity))
+        .bind(token)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if returned == 0 {
+            return Err(SettleDbError::StaleFencingToken {
+                sku,
+                token: token.unwrap_or_default(),
+            });
+        }
     }
     Ok(())
 }

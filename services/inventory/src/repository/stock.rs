@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use shop_common::domain::{Cart, Sku};
+use shop_common::domain::{Cart, Sku, Strategy};
 use sqlx::{PgPool, Row};
 
 use super::model::{shortage, Seed, Shortage, StockLevel};
@@ -23,17 +23,28 @@ impl InventoryDb {
         &self.pool
     }
 
-    /// Sets a SKU's available units, creating the SKU if new.
-    pub async fn set_stock(&self, sku: &Sku, available: i64) -> Result<StockLevel, sqlx::Error> {
+    /// Sets a SKU's available units, creating the SKU if new, and its strategy:
+    /// `strategy`, else the SKU's own, else (a new SKU) `default`.
+    pub async fn set_stock(
+        &self,
+        sku: &Sku,
+        available: i64,
+        strategy: Option<Strategy>,
+        default: Strategy,
+    ) -> Result<StockLevel, sqlx::Error> {
         let row = sqlx::query(
-            "INSERT INTO stock (sku, available, total) VALUES ($1, $2, $2)
+            "INSERT INTO stock (sku, available, total, strategy)
+             VALUES ($1, $2, $2, COALESCE($3, $4))
              ON CONFLICT (sku) DO UPDATE SET available = EXCLUDED.available,
                  total = EXCLUDED.available + stock.reserved + stock.sold,
+                 strategy = COALESCE($3, stock.strategy),
                  stm_epoch = stock.stm_epoch + 1, updated_at = now()
-             RETURNING sku, available, reserved, sold, fence_token",
+             RETURNING sku, available, reserved, sold, fence_token, strategy",
         )
         .bind(sku.as_str())
         .bind(available)
+        .bind(strategy.map(Strategy::as_str))
+        .bind(default.as_str())
         .fetch_one(self.pool())
         .await?;
         stock_level(sku, &row)
@@ -41,12 +52,33 @@ impl InventoryDb {
 
     pub async fn get_stock(&self, sku: &Sku) -> Result<Option<StockLevel>, sqlx::Error> {
         let row = sqlx::query(
-            "SELECT sku, available, reserved, sold, fence_token FROM stock WHERE sku = $1",
+            "SELECT sku, available, reserved, sold, fence_token, strategy FROM stock WHERE sku = $1",
         )
         .bind(sku.as_str())
         .fetch_optional(self.pool())
         .await?;
         row.map(|row| stock_level(sku, &row)).transpose()
+    }
+
+    /// The strategy of each given SKU that exists (a SKU that does not is missing
+    /// from the map).
+    pub async fn strategies<'a>(
+        &self,
+        skus: impl IntoIterator<Item = &'a Sku>,
+    ) -> Result<BTreeMap<Sku, Strategy>, sqlx::Error> {
+        let skus: Vec<&Sku> = skus.into_iter().collect();
+        let wanted: Vec<&str> = skus.iter().map(|s| s.as_str()).collect();
+        let known: Vec<(String, String)> =
+            sqlx::query_as("SELECT sku, strategy FROM stock WHERE sku = ANY($1)")
+                .bind(&wanted)
+                .fetch_all(self.pool())
+                .await?;
+        skus.into_iter()
+            .filter_map(|sku| {
+                let (_, strategy) = known.iter().find(|(k, _)| k == sku.as_str())?;
+                Some(parse_strategy(strategy).map(|st| (sku.clone(), st)))
+            })
+            .collect()
     }
 
     /// The given SKUs that do not exist, in the order given.
@@ -55,14 +87,10 @@ impl InventoryDb {
         skus: impl IntoIterator<Item = &'a Sku>,
     ) -> Result<Vec<Sku>, sqlx::Error> {
         let skus: Vec<&Sku> = skus.into_iter().collect();
-        let wanted: Vec<&str> = skus.iter().map(|s| s.as_str()).collect();
-        let known: Vec<String> = sqlx::query_scalar("SELECT sku FROM stock WHERE sku = ANY($1)")
-            .bind(&wanted)
-            .fetch_all(self.pool())
-            .await?;
+        let known = self.strategies(skus.iter().copied()).await?;
         Ok(skus
             .into_iter()
-            .filter(|sku| !known.iter().any(|k| k == sku.as_str()))
+            .filter(|sku| !known.contains_key(*sku))
             .cloned()
             .collect())
     }
@@ -113,5 +141,11 @@ pub(super) fn stock_level(
         reserved: row.try_get("reserved")?,
         sold: row.try_get("sold")?,
         fence_token: row.try_get("fence_token")?,
+        strategy: parse_strategy(row.try_get("strategy")?)?,
     })
+}
+
+fn parse_strategy(raw: &str) -> Result<Strategy, sqlx::Error> {
+    raw.parse()
+        .map_err(|e: String| sqlx::Error::Decode(format!("stock.strategy: {e}").into()))
 }

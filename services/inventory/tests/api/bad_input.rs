@@ -35,6 +35,7 @@ async fn bad_input_is_rejected_with_a_clear_message() {
                     .set_stock(pb::SetStockRequest {
                         sku: "".into(),
                         available: 1,
+                        strategy: 0,
                     })
                     .await,
             ),
@@ -48,6 +49,7 @@ async fn bad_input_is_rejected_with_a_clear_message() {
                     .set_stock(pb::SetStockRequest {
                         sku: "a/b".into(),
                         available: 1,
+                        strategy: 0,
                     })
                     .await,
             ),
@@ -61,6 +63,7 @@ async fn bad_input_is_rejected_with_a_clear_message() {
                     .set_stock(pb::SetStockRequest {
                         sku: long_sku.clone(),
                         available: 1,
+                        strategy: 0,
                     })
                     .await,
             ),
@@ -74,6 +77,7 @@ async fn bad_input_is_rejected_with_a_clear_message() {
                     .set_stock(pb::SetStockRequest {
                         sku: "known".into(),
                         available: -1,
+                        strategy: 0,
                     })
                     .await,
             ),

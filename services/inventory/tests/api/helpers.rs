@@ -73,11 +73,23 @@ impl TestInventory {
         self.client.clone()
     }
 
+    /// Stocks a SKU (a new one gets the service's default strategy, `mutex`).
     pub async fn set_stock(&self, sku: &str, available: i64) -> pb::Stock {
+        self.set_stock_as(sku, available, None).await
+    }
+
+    /// Stocks a SKU and sets its strategy (`None`: keep it).
+    pub async fn set_stock_as(
+        &self,
+        sku: &str,
+        available: i64,
+        strategy: Option<Strategy>,
+    ) -> pb::Stock {
         self.client()
             .set_stock(pb::SetStockRequest {
                 sku: sku.into(),
                 available,
+                strategy: strategy.map_or(0, |s| s.to_proto() as i32),
             })
             .await
             .expect("set stock")
@@ -94,6 +106,15 @@ impl TestInventory {
             .await
     }
 
+    /// What GetStock answers about a SKU.
+    pub async fn get_stock(&self, sku: &str) -> pb::Stock {
+        self.client()
+            .get_stock(pb::GetStockRequest { sku: sku.into() })
+            .await
+            .expect("get stock")
+            .into_inner()
+    }
+
     /// Reserve of an order in a sale, for a customer.
     pub async fn reserve_in_sale(
         &self,
@@ -107,6 +128,19 @@ impl TestInventory {
             customer_id: customer.into(),
             sale_id: Some(sale.into()),
             ..reserve_request(order_id, items, strategy)
+        })
+        .await
+    }
+
+    /// Sends `request` with its strategy field replaced by `strategy` (e.g. UNSPECIFIED).
+    pub async fn send_raw_reserve(
+        &self,
+        request: pb::ReserveRequest,
+        strategy: pb::Strategy,
+    ) -> Result<pb::ReserveResponse, tonic::Status> {
+        self.send_reserve(pb::ReserveRequest {
+            strategy: strategy as i32,
+            ..request
         })
         .await
     }

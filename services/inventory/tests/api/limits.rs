@@ -16,6 +16,7 @@ async fn an_oversized_request_is_refused_with_the_limit_and_changes_nothing() {
     let huge = pb::SetStockRequest {
         sku: "x".repeat(10_000),
         available: 1,
+        strategy: 0,
     };
     let err = app.client().set_stock(huge).await.unwrap_err();
     assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
@@ -42,6 +43,7 @@ async fn an_oversized_request_is_refused_with_the_limit_and_changes_nothing() {
     let under = pb::SetStockRequest {
         sku: "x".repeat(3_000),
         available: 1,
+        strategy: 0,
     };
     let err = app.client().set_stock(under).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");

@@ -75,6 +75,7 @@ async fn set_stock_answers_every_request_cleanly() {
         let request = pb::SetStockRequest {
             sku: sku.note("sku", &mut invalid),
             available: available.note("available", &mut invalid),
+            strategy: 0,
         };
         Case { request, invalid }
     });

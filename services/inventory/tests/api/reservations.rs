@@ -13,7 +13,7 @@ async fn reserve_then_commit_moves_units_to_sold_once() {
     let app = TestInventory::spawn().await;
     for strategy in COORDINATED {
         let sku = format!("kiwi-{strategy}");
-        app.set_stock(&sku, 10).await;
+        app.set_stock_as(&sku, 10, Some(strategy)).await;
         let order = new_order_id();
         let r = app.reserve(&order, &[(&sku, 3)], strategy).await.unwrap();
         assert_eq!(outcome(&r), pb::ReserveOutcome::Reserved);
@@ -38,7 +38,7 @@ async fn reserve_then_commit_moves_units_to_sold_once() {
 #[tokio::test]
 async fn release_returns_units_once_and_blocks_a_later_commit() {
     let app = TestInventory::spawn().await;
-    app.set_stock("plum", 4).await;
+    app.set_stock_as("plum", 4, Some(Strategy::Pg)).await;
     let order = new_order_id();
     app.reserve(&order, &[("plum", 4)], Strategy::Pg)
         .await
@@ -64,7 +64,7 @@ async fn release_before_reserve_makes_the_late_reserve_take_nothing() {
     let app = TestInventory::spawn().await;
     for strategy in [Strategy::None, Strategy::Mutex, Strategy::Pg] {
         let sku = format!("fig-{strategy}");
-        app.set_stock(&sku, 5).await;
+        app.set_stock_as(&sku, 5, Some(strategy)).await;
         let order = new_order_id();
         // The compensation overtakes the action it compensates (a retry storm, a slow
         // network): it succeeds and leaves a tombstone.
@@ -93,7 +93,7 @@ async fn reserve_is_idempotent_also_when_duplicates_race() {
     let app = TestInventory::spawn().await;
     for strategy in [Strategy::None, Strategy::Mutex, Strategy::Pg] {
         let sku = format!("lime-{strategy}");
-        app.set_stock(&sku, 10).await;
+        app.set_stock_as(&sku, 10, Some(strategy)).await;
         let order = new_order_id();
         let duplicates = (0..8).map(|_| {
             let (app, order, sku) = (&app, order.clone(), sku.clone());
@@ -120,8 +120,8 @@ async fn a_short_line_reserves_nothing_of_the_whole_cart() {
     let app = TestInventory::spawn().await;
     for strategy in [Strategy::None, Strategy::Mutex, Strategy::Pg] {
         let (a, b) = (format!("a-{strategy}"), format!("b-{strategy}"));
-        app.set_stock(&a, 5).await;
-        app.set_stock(&b, 1).await;
+        app.set_stock_as(&a, 5, Some(strategy)).await;
+        app.set_stock_as(&b, 1, Some(strategy)).await;
         let order = new_order_id();
         let r = app
             .reserve(&order, &[(&a, 2), (&b, 3)], strategy)
@@ -154,7 +154,7 @@ async fn overlapping_multi_sku_carts_never_deadlock_or_oversell() {
     for strategy in COORDINATED {
         let skus: Vec<String> = skus.iter().map(|s| format!("{s}-{strategy}")).collect();
         for sku in &skus {
-            app.set_stock(sku, 20).await;
+            app.set_stock_as(sku, 20, Some(strategy)).await;
         }
         // 30 carts, each wanting two of the three SKUs in a different listed order.
         let buyers = (0..30).map(|i| {

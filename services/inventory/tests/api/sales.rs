@@ -12,7 +12,7 @@ use crate::helpers::{new_order_id, outcome, TestInventory};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sale_orders_wait_at_the_barrier_until_the_sale_opens() {
     let app = TestInventory::spawn().await;
-    app.set_stock("drop", 10).await;
+    app.set_stock_as("drop", 10, Some(Strategy::Pg)).await;
     let sale = app.create_sale("launch", 0).await;
     assert!(!sale.open);
     assert!(
@@ -93,7 +93,7 @@ async fn a_sale_that_does_not_open_in_time_refuses_and_takes_nothing() {
 #[tokio::test]
 async fn sales_are_idempotent_and_unknown_ones_are_not_found() {
     let app = TestInventory::spawn().await;
-    app.set_stock("drop", 1).await;
+    app.set_stock_as("drop", 1, Some(Strategy::Pg)).await;
     let first = app.create_sale("s1", 3).await;
     let again = app.create_sale("s1", 3).await;
     assert_eq!(first, again);
@@ -135,7 +135,7 @@ async fn greedy_customer(
 ) -> i64 {
     let sale = format!("limit-{strategy}");
     let sku = format!("capped-{strategy}");
-    app.set_stock(&sku, 100).await;
+    app.set_stock_as(&sku, 100, Some(strategy)).await;
     app.create_sale(&sale, limit).await;
     app.open_sale(&sale).await;
     let replies = futures::future::join_all((0..orders).map(|_| {
@@ -190,7 +190,7 @@ async fn releasing_an_order_gives_the_customer_their_allowance_back() {
     let app = TestInventory::spawn().await;
     for strategy in [Strategy::Pg, Strategy::Stm] {
         let (sku, sale) = (format!("gift-{strategy}"), format!("gifts-{strategy}"));
-        app.set_stock(&sku, 10).await;
+        app.set_stock_as(&sku, 10, Some(strategy)).await;
         app.create_sale(&sale, 2).await;
         app.open_sale(&sale).await;
         let first = new_order_id();

@@ -94,7 +94,8 @@ async fn the_reconcile_job_reports_the_drift_that_strategy_none_leaves() {
         s.common.jobs.replica_id = "inventory-under-test".into();
     })
     .await;
-    app.set_stock("tea", 10).await;
+    app.set_stock_as("tea", 10, Some(shop_common::domain::Strategy::None))
+        .await;
     // Lost updates: concurrent read-modify-write leaves counters that disagree with
     // the reservation rows.
     let racers = (0..20).map(|i| {
@@ -163,7 +164,9 @@ async fn etcd_unreachable_makes_mutex_unavailable_and_writes_nothing() {
         .await
         .unwrap();
     assert_eq!(rows, 0);
-    // The strategy that needs no etcd still works.
+    // The strategy that needs no etcd still works (the shop re-stocks the SKU under it).
+    app.set_stock_as("pear", 3, Some(shop_common::domain::Strategy::Pg))
+        .await;
     let ok = app
         .reserve(&order, &[("pear", 1)], shop_common::domain::Strategy::Pg)
         .await

@@ -21,7 +21,7 @@ use crate::helpers::{new_order_id, outcome, reserve_request, TestInventory};
 #[tokio::test]
 async fn stm_reserves_commits_and_releases_with_the_etcd_counter_in_step() {
     let app = TestInventory::spawn().await;
-    app.set_stock("kiwi", 5).await;
+    app.set_stock_as("kiwi", 5, Some(Strategy::Stm)).await;
 
     let a = new_order_id();
     let r = app
@@ -84,8 +84,8 @@ async fn stm_reserves_commits_and_releases_with_the_etcd_counter_in_step() {
 #[tokio::test]
 async fn a_multi_sku_stm_order_takes_every_line_or_none() {
     let app = TestInventory::spawn().await;
-    app.set_stock("fig", 3).await;
-    app.set_stock("lime", 1).await;
+    app.set_stock_as("fig", 3, Some(Strategy::Stm)).await;
+    app.set_stock_as("lime", 1, Some(Strategy::Stm)).await;
     let short = app
         .reserve(&new_order_id(), &[("fig", 2), ("lime", 2)], Strategy::Stm)
         .await
@@ -112,7 +112,8 @@ async fn stm_sells_exactly_the_stock_across_two_replicas() {
     const STOCK: i64 = 50;
     let app = TestInventory::spawn().await;
     let (replica, replica_client) = app.spawn_replica().await;
-    app.set_stock("hot-stm", STOCK).await;
+    app.set_stock_as("hot-stm", STOCK, Some(Strategy::Stm))
+        .await;
     let clients = [app.client(), replica_client];
     let replies = futures::future::join_all((0..BUYERS).map(|i| {
         let mut client = clients[i % 2].clone();
@@ -149,7 +150,7 @@ async fn stm_sells_exactly_the_stock_across_two_replicas() {
 #[tokio::test]
 async fn a_release_that_overtakes_an_stm_reserve_leaves_the_counter_alone() {
     let app = TestInventory::spawn().await;
-    app.set_stock("pear", 4).await;
+    app.set_stock_as("pear", 4, Some(Strategy::Stm)).await;
     let order = new_order_id();
     app.release(&order).await.unwrap();
     let late = app
@@ -165,7 +166,7 @@ async fn a_release_that_overtakes_an_stm_reserve_leaves_the_counter_alone() {
 #[tokio::test]
 async fn set_stock_reseeds_the_stm_counter() {
     let app = TestInventory::spawn().await;
-    app.set_stock("plum", 5).await;
+    app.set_stock_as("plum", 5, Some(Strategy::Stm)).await;
     let first = new_order_id();
     app.reserve(&first, &[("plum", 2)], Strategy::Stm)
         .await
@@ -173,7 +174,7 @@ async fn set_stock_reseeds_the_stm_counter() {
     assert_eq!(app.stm_counter("plum").await, Some(3));
     // Restock: Postgres now says 10 available (2 still reserved). The counter is from
     // the old stock setting and is re-seeded by the next Reserve.
-    app.set_stock("plum", 10).await;
+    app.set_stock_as("plum", 10, Some(Strategy::Stm)).await;
     app.reserve(&new_order_id(), &[("plum", 1)], Strategy::Stm)
         .await
         .unwrap();
@@ -234,7 +235,7 @@ async fn take_and_crash(parts: &Parts, order: OrderId, cart: &Cart) {
 #[tokio::test]
 async fn an_stm_reserve_cut_off_after_etcd_is_undone_by_release_or_finished_by_a_retry() {
     let app = TestInventory::spawn().await;
-    app.set_stock("date", 6).await;
+    app.set_stock_as("date", 6, Some(Strategy::Stm)).await;
     let parts = parts(&app).await;
     let cart = Cart::parse("items", [("date", 2)]).unwrap();
 
@@ -272,14 +273,14 @@ async fn an_stm_reserve_cut_off_after_etcd_is_undone_by_release_or_finished_by_a
 #[tokio::test]
 async fn the_reconcile_sweep_gives_back_holds_a_crash_left_behind() {
     let app = TestInventory::spawn().await;
-    app.set_stock("yuzu", 5).await;
+    app.set_stock_as("yuzu", 5, Some(Strategy::Stm)).await;
     let parts = parts(&app).await;
     let cart = Cart::parse("items", [("yuzu", 1)]).unwrap();
 
     // Released in Postgres, but the process died before giving the etcd units back.
     let orphan = OrderId::new_random();
     take_and_crash(&parts, orphan, &cart).await;
-    parts.db.release(orphan).await.unwrap();
+    parts.db.release(orphan, None).await.unwrap();
     // Committed, but the hold was never deleted.
     let sold = OrderId::new_random();
     let r = parts
@@ -287,12 +288,12 @@ async fn the_reconcile_sweep_gives_back_holds_a_crash_left_behind() {
         .reserve(&inventory_service::reservation::ReserveRequest {
             order: sold,
             cart: cart.clone(),
-            strategy: Strategy::Stm,
+            strategy: Some(Strategy::Stm),
             sale: None,
         })
         .await
         .unwrap();
-    assert_eq!(r, inventory_service::repository::ReserveOutcome::Reserved);
+    assert_eq!(r.1, inventory_service::repository::ReserveOutcome::Reserved);
     parts.db.commit(sold).await.unwrap();
     // Still reserving: must be left alone.
     let holding = OrderId::new_random();
@@ -331,7 +332,7 @@ async fn stm_refuses_when_etcd_is_unreachable_and_writes_nothing() {
         s.lock_timeout = Duration::from_millis(500);
     })
     .await;
-    app.set_stock("fig", 3).await;
+    app.set_stock_as("fig", 3, Some(Strategy::Stm)).await;
     let order = new_order_id();
     let err = app
         .reserve(&order, &[("fig", 1)], Strategy::Stm)

@@ -45,6 +45,7 @@ impl Probe {
             .set_stock(pb::SetStockRequest {
                 sku: sku.clone(),
                 available: 1_000_000,
+                strategy: strategy.to_proto() as i32,
             })
             .await?;
         let clients: Vec<Channel> = vec![
@@ -140,16 +141,26 @@ impl Probe {
                 stock_per_sku: 1_000_000,
                 accepted: &accepted,
                 per_customer_limit: 0,
+                sale_id: None,
             })
             .await
             .unwrap_or_else(|e| {
                 violations.push(format!("probe audit failed: {e:#}"));
                 loadtest::audit::Audit::default()
             });
-        if audit.oversold > 0 || audit.lost_orders > 0 || audit.duplicate_payments > 0 {
+        if audit.oversold > 0
+            || audit.lost_orders > 0
+            || audit.duplicate_payments > 0
+            || audit.conservation_violations > 0
+            || audit.status_mismatches > 0
+        {
             violations.push(format!(
-                "probe orders: oversold {}, lost {}, duplicate payments {}",
-                audit.oversold, audit.lost_orders, audit.duplicate_payments
+                "probe orders: oversold {}, lost {}, duplicate payments {}, conservation broken on {} SKU(s), {} statuses disagreeing with their reservation",
+                audit.oversold,
+                audit.lost_orders,
+                audit.duplicate_payments,
+                audit.conservation_violations,
+                audit.status_mismatches
             ));
         }
         ProbeResult {

@@ -60,7 +60,8 @@ async fn one_paid_order_is_one_trace_across_order_inventory_the_queue_and_paymen
     let exporter = capture_spans();
     let shop = Shop::spawn(|_| {}, true).await;
     let tea = sku("tea");
-    shop.set_stock(&tea, 3).await;
+    shop.set_stock_as(&tea, 3, Some(shop_common::domain::Strategy::Mutex))
+        .await;
     let order = shop
         .buy_with(
             pb::Strategy::Mutex,
@@ -187,7 +188,8 @@ async fn the_metrics_endpoint_reports_lock_waits_reservations_queue_depth_and_le
     .await;
     let metrics = shop.payment_metrics.expect("payment serves /metrics");
     let tea = sku("tea");
-    shop.set_stock(&tea, 10).await;
+    shop.set_stock_as(&tea, 10, Some(shop_common::domain::Strategy::Mutex))
+        .await;
     for i in 0..4 {
         let order = shop
             .buy_with(

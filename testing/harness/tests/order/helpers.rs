@@ -35,8 +35,16 @@ impl TestShop {
     pub async fn spawn_with(
         adjust: impl FnOnce(&mut inventory_service::Settings, &mut order_service::Settings),
     ) -> TestShop {
-        let services =
-            Services::spawn("order", |s| adjust(&mut s.inventory, &mut s.order), false).await;
+        let services = Services::spawn(
+            "order",
+            |s| {
+                // Most tests here order with `pg`: the SKUs they stock get it.
+                s.inventory.default_strategy = Strategy::Pg;
+                adjust(&mut s.inventory, &mut s.order)
+            },
+            false,
+        )
+        .await;
         TestShop { services }
     }
 

@@ -35,6 +35,7 @@ async fn the_same_key_from_twenty_racing_clients_is_one_order() {
     let shop = TestShop::spawn().await;
     shop.set_stock("tea", 100).await;
     for strategy in [Strategy::Mutex, Strategy::Pg] {
+        shop.set_strategy("tea", strategy).await;
         let key = unique_key();
         let racers = (0..20).map(|_| shop.create(&key, &[("tea", 2)], strategy));
         let orders: Vec<pb::Order> = futures::future::join_all(racers)

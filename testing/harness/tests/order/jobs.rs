@@ -85,7 +85,7 @@ async fn pending_order(shop: &TestShop, key: &str, quantity: i32) -> OrderId {
         customer_id: CustomerId::parse("customer", &request.customer_id).unwrap(),
         customer_tier: CustomerTier::Gold,
         cart: Cart::parse("items", [("tea", quantity)]).unwrap(),
-        strategy: Strategy::Pg,
+        strategy: Some(Strategy::Pg),
         sale_id: None,
     };
     match OrdersDb::new(shop.order_pool.clone())

@@ -8,6 +8,7 @@ mod buyers;
 mod helpers;
 mod idempotency;
 mod jobs;
+mod knockouts;
 mod orders;
 mod outages;
 mod payments;

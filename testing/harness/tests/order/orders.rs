@@ -26,20 +26,53 @@ async fn create_order_reserves_stock() {
 }
 
 #[tokio::test]
-async fn an_unspecified_strategy_uses_the_configured_default() {
-    let shop = TestShop::spawn_with(|_, order| order.default_strategy = Strategy::Mutex).await;
-    shop.set_stock("tea", 1).await;
+async fn an_unspecified_strategy_is_the_skus() {
+    let shop = TestShop::spawn().await;
+    shop.set_stock_as("tea", 1, Some(Strategy::Stm)).await;
     let mut request = crate::helpers::create_request(&unique_key(), &[("tea", 1)], Strategy::Pg);
     request.strategy = pb::Strategy::Unspecified as i32;
     let order = shop
+        .orders
+        .clone()
+        .create_order(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(order.strategy, pb::Strategy::Stm as i32);
+    assert_eq!(status(&order), pb::OrderStatus::Reserved);
+    // Repeating the request (strategy still unspecified) is the same order.
+    let again = shop
         .orders
         .clone()
         .create_order(request)
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(order.strategy, pb::Strategy::Mutex as i32);
-    assert_eq!(status(&order), pb::OrderStatus::Reserved);
+    assert_eq!(again.order_id, order.order_id);
+    shop.stop().await;
+}
+
+#[tokio::test]
+async fn an_order_asking_for_another_strategy_than_the_skus_is_refused() {
+    let shop = TestShop::spawn().await;
+    shop.set_stock_as("tea", 5, Some(Strategy::Mutex)).await;
+    let err = shop
+        .create(&unique_key(), &[("tea", 1)], Strategy::None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message()
+            .starts_with("SKU tea is guarded by strategy mutex, the request asked for none"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(shop.order_count().await, 0, "no order kept");
+    assert_eq!(
+        shop.truth("tea").await.level.available,
+        5,
+        "nothing reserved"
+    );
     shop.stop().await;
 }
 
@@ -49,6 +82,7 @@ async fn out_of_stock_is_a_rejected_order_with_a_reason() {
     shop.set_stock("tea", 1).await;
     let key = unique_key();
     for strategy in [Strategy::Mutex, Strategy::Pg] {
+        shop.set_strategy("tea", strategy).await;
         let key = format!("{key}-{strategy}");
         let order = shop.create(&key, &[("tea", 2)], strategy).await.unwrap();
         assert_eq!(status(&order), pb::OrderStatus::Rejected);
@@ -95,7 +129,7 @@ async fn an_unknown_sku_is_not_found_and_keeps_no_order() {
 #[tokio::test]
 async fn an_stm_order_is_reserved_like_any_other() {
     let shop = TestShop::spawn().await;
-    shop.set_stock("tea", 5).await;
+    shop.set_stock_as("tea", 5, Some(Strategy::Stm)).await;
     let order = shop
         .create(&unique_key(), &[("tea", 2)], Strategy::Stm)
         .await

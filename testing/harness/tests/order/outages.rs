@@ -49,7 +49,7 @@ async fn etcd_unavailable_is_unavailable_with_nothing_written() {
         inventory.lock_timeout = std::time::Duration::from_secs(1);
     })
     .await;
-    shop.set_stock("tea", 5).await;
+    shop.set_stock_as("tea", 5, Some(Strategy::Mutex)).await;
     let err = shop
         .create(&unique_key(), &[("tea", 1)], Strategy::Mutex)
         .await
@@ -140,6 +140,7 @@ async fn inventory_database_down_is_unavailable_and_a_retry_after_recovery_compl
     }
     proxy.restore();
     for strategy in [Strategy::Mutex, Strategy::Pg] {
+        shop.set_strategy("tea", strategy).await;
         let key = format!("{key}-{strategy}");
         let order = shop.create(&key, &[("tea", 1)], strategy).await.unwrap();
         assert_eq!(status(&order), pb::OrderStatus::Reserved, "{strategy}");

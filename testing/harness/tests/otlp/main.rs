@@ -284,7 +284,7 @@ async fn one_paid_order_reaches_an_otlp_collector_as_one_trace_from_three_proces
     let stock = InventoryServiceClient::connect(inventory.uri())
         .await
         .unwrap();
-    set_stock(&stock, &tea, 3).await;
+    set_stock(&stock, &tea, 3, pb::Strategy::Mutex).await;
     let orders = OrderServiceClient::connect(order.uri()).await.unwrap();
     let key = format!("otlp-{run}");
     let created = create_order(

@@ -41,7 +41,16 @@ impl Shop {
         adjust: impl FnOnce(&mut payment_service::Settings),
         start_payment: bool,
     ) -> Shop {
-        let services = Services::spawn("payment", |s| adjust(&mut s.payment), start_payment).await;
+        let services = Services::spawn(
+            "payment",
+            |s| {
+                // `buy` orders with `pg`: the SKUs the tests stock get it.
+                s.inventory.default_strategy = shop_common::domain::Strategy::Pg;
+                adjust(&mut s.payment)
+            },
+            start_payment,
+        )
+        .await;
         Shop { services }
     }
 

@@ -173,6 +173,12 @@ async fn the_page_shows_locks_leaders_the_queue_and_a_conservation_break_as_they
             .set_stock(SetStockRequest {
                 sku: sku.into(),
                 available: units,
+                // The strategy is the SKU's: the orders below buy rice with pg.
+                strategy: if sku == "rice" {
+                    Strategy::Pg
+                } else {
+                    Strategy::Mutex
+                } as i32,
             })
             .await
             .unwrap();

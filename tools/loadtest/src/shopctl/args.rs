@@ -57,11 +57,15 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum StockCommand {
-    /// Sets the available units of a SKU (created if new).
+    /// Sets the available units of a SKU (created if new), and its strategy.
     Set {
         sku: String,
         #[arg(allow_negative_numbers = true)]
         available: String,
+        /// The SKU's guard: none, mutex-unfenced, mutex, stm or pg (default: keep the
+        /// SKU's; a new SKU gets the inventory's DEFAULT_STRATEGY).
+        #[arg(long)]
+        strategy: Option<String>,
     },
     /// Shows a SKU's counters.
     Get { sku: String },
@@ -79,7 +83,8 @@ pub enum OrderCommand {
         /// standard, gold or platinum (the payment queue's priority).
         #[arg(long, default_value = "standard")]
         tier: String,
-        /// none, mutex, stm or pg (default: the service's DEFAULT_STRATEGY).
+        /// Asserts the SKUs' strategy (none, mutex-unfenced, mutex, stm or pg): the
+        /// order is refused if theirs differs (default: whatever theirs is).
         #[arg(long)]
         strategy: Option<String>,
         /// The flash sale the order belongs to.

@@ -12,6 +12,25 @@ use tonic::transport::Channel;
 
 use super::error::{rpc, ShopctlError};
 
+/// An optional `--strategy` as the protobuf enum (UNSPECIFIED if not given).
+pub(super) fn parse_strategy(strategy: Option<String>) -> Result<pb::Strategy, ShopctlError> {
+    match strategy {
+        None => Ok(pb::Strategy::Unspecified),
+        Some(s) => Ok(Strategy::from_str(&s)
+            .map_err(|e| ShopctlError::Input(format!("strategy: {e}")))?
+            .to_proto()),
+    }
+}
+
+/// A strategy from the wire, by its configuration name.
+pub(super) fn strategy_name(raw: i32) -> String {
+    match Strategy::from_proto("strategy", raw) {
+        Ok(Some(s)) => s.as_str().to_owned(),
+        Ok(None) => "unspecified".to_owned(),
+        Err(_) => format!("{raw}"),
+    }
+}
+
 pub(super) fn create_request(
     items: Vec<String>,
     customer: String,
@@ -50,12 +69,7 @@ pub(super) fn create_request(
             )))
         }
     };
-    let strategy = match strategy {
-        None => pb::Strategy::Unspecified,
-        Some(s) => Strategy::from_str(&s)
-            .map_err(|e| ShopctlError::Input(format!("strategy: {e}")))?
-            .to_proto(),
-    };
+    let strategy = parse_strategy(strategy)?;
     let sale_id = sale
         .map(|s| SaleId::parse("sale", &s).map(|s| s.as_str().to_owned()))
         .transpose()?;

@@ -65,6 +65,9 @@ async fn loadtest_json_has_one_object_per_strategy_with_the_required_fields() {
             "oversold",
             "lost_orders",
             "duplicate_payments",
+            "conservation_violations",
+            "status_mismatches",
+            "limit_violations",
         ] {
             assert!(object[field].is_i64(), "{field} in {object}");
         }
@@ -77,6 +80,13 @@ async fn loadtest_json_has_one_object_per_strategy_with_the_required_fields() {
         );
         assert_eq!(object["orders_accepted"], 8);
         assert_eq!(object["oversold"], 0);
+        for field in [
+            "conservation_violations",
+            "status_mismatches",
+            "limit_violations",
+        ] {
+            assert_eq!(object[field], 0, "{field} in {object}");
+        }
         let base = format!("lt-jsontest-{strategy}-");
         assert_eq!(object["units_sold"].as_i64(), Some(shop.sold(&base).await));
     }
@@ -104,11 +114,11 @@ async fn shopctl_sets_and_shows_stock_follows_an_order_and_lists_leaders() {
         async move { run(env!("CARGO_BIN_EXE_shopctl"), &args).await }
     };
 
-    let out = shopctl(&["stock", "set", "tea", "5"]).await;
+    let out = shopctl(&["stock", "set", "tea", "5", "--strategy", "pg"]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(
         out.stdout.trim(),
-        "tea: available 5, reserved 0, sold 0 (fence token 0)"
+        "tea: available 5, reserved 0, sold 0 (strategy pg, fence token 0)"
     );
 
     let out = shopctl(&[
@@ -136,7 +146,7 @@ async fn shopctl_sets_and_shows_stock_follows_an_order_and_lists_leaders() {
         out.stdout
     );
     // The order is PAID before inventory commits its stock; the commit follows.
-    let committed = "tea: available 3, reserved 0, sold 2 (fence token 0)";
+    let committed = "tea: available 3, reserved 0, sold 2 (strategy pg, fence token 0)";
     let mut shown = String::new();
     for _ in 0..100 {
         shown = shopctl(&["stock", "get", "tea"])
