@@ -32,6 +32,18 @@
 //! - writes to etcd: put them in a txn guarded by [`MutexGuard::is_owner`];
 //! - writes elsewhere (a database): store [`MutexGuard::fencing_token`] with the data and
 //!   reject a write whose token is lower than the last one accepted.
+//!
+//! # Go → coord
+//! | etcd's Go `clientv3/concurrency` | coord |
+//! |---|---|
+//! | `NewMutex(s, pfx)` | [`Mutex::new`]`(&s, pfx)` (same keys: `pfx + "/" + lease hex`) |
+//! | `Lock(ctx)` | [`Mutex::lock`] (cancel with a timeout or by dropping the future) |
+//! | `TryLock(ctx)` | [`Mutex::try_lock`] ([`Error::Locked`] for Go's `ErrLocked`) |
+//! | `Unlock(ctx)` | [`MutexGuard::unlock`] (or drop the guard) |
+//! | `IsOwner()` | [`MutexGuard::is_owner`] |
+//! | `Key()` | [`Mutex::key`], [`MutexGuard::key`] |
+//! | `Header().Revision` / the lock key's create revision | [`MutexGuard::fencing_token`] |
+//! | `NewLocker(s, pfx)` (`sync.Locker`: `Lock()`, `Unlock()`) | [`crate::Locker::new`], [`crate::Locker::lock`], [`crate::Locker::unlock`] (blocking, for code that is not async) |
 
 use etcd_client::Compare;
 use tokio::sync::OwnedMutexGuard;
