@@ -86,11 +86,7 @@ impl Mutex {
         let span = info_span!("coord.mutex.lock", key = %self.key, fencing_token = field::Empty);
         let timer = LockWait::start("mutex");
         let waited = async {
-            // Bounded by session loss: the same-session holder may never let go.
-            let local = self
-                .session
-                .until_lost(async { Ok(self.session.local_lock(&self.key).lock_owned().await) })
-                .await?;
+            let local = self.session.lock_locally(&self.key).await?;
             self.session.check_alive()?;
             let mut pending = self.enter(local);
             let entered = pending.entered().await?;

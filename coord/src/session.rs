@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex as StdMutex, Weak};
 use std::time::Duration;
 
 use etcd_client::{Client, LeaseTimeToLiveOptions};
-use tokio::sync::{watch, Mutex as AsyncMutex, Notify};
+use tokio::sync::{watch, Mutex as AsyncMutex, Notify, OwnedMutexGuard};
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 use tracing::{debug, warn};
 
@@ -247,6 +247,15 @@ impl Session {
             result = fut => result,
             _ = lost => Err(Error::SessionExpired(self.lease())),
         }
+    }
+
+    /// Waits for the local lock of `key` (see [`Session::local_lock`]), unless the
+    /// session is lost first ([`Error::SessionExpired`]): the same-session holder may
+    /// never let go, and a waiter must not outlive its session.
+    pub(crate) async fn lock_locally(&self, key: &str) -> Result<OwnedMutexGuard<()>> {
+        let local = self.local_lock(key);
+        self.until_lost(async { Ok(local.lock_owned().await) })
+            .await
     }
 
     /// The local lock that serialises same-name users of this session (see `Inner`).

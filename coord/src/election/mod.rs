@@ -142,7 +142,7 @@ impl Election {
             fencing_token = field::Empty
         );
         async {
-            let local = self.session.local_lock(&self.key).lock_owned().await;
+            let local = self.session.lock_locally(&self.key).await?;
             self.session.check_alive()?;
             let mut pending = PendingKey::start(
                 &self.session,
