@@ -16,7 +16,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::common::{client, endpoints, etcdctl, eventually, keys_under, session, unique};
+use crate::common::{
+    client, endpoints, etcdctl, eventually, keys_under, revoke_and_expect_expired, session, unique,
+};
 
 type Events = Pin<Box<dyn Stream<Item = Result<LeaderEvent>> + Send>>;
 
@@ -744,13 +746,5 @@ async fn local_campaign_wait_ends_when_the_session_is_lost() {
         let e = e.clone();
         async move { e.campaign("second").await.map(|_| ()) }
     });
-    client().await.lease_revoke(s.lease()).await.unwrap();
-    let result = tokio::time::timeout(Duration::from_secs(20), waiter)
-        .await
-        .expect("the local wait ends when the session is lost")
-        .unwrap();
-    assert!(
-        matches!(result, Err(Error::SessionExpired(_))),
-        "{result:?}"
-    );
+    revoke_and_expect_expired(&s, waiter).await;
 }

@@ -14,6 +14,15 @@ async fn queue(name: &str) -> WorkQueue {
     WorkQueue::new(client().await, name).unwrap()
 }
 
+/// Waits (bounded) until the queue `name` has no claim key.
+async fn no_claim_left(cl: &coord::etcd_client::Client, name: &str) {
+    eventually(Duration::from_secs(5), "no claim key is left", || {
+        let (cl, claims) = (cl.clone(), format!("{name}/claims"));
+        async move { keys_under(&cl, &claims).await.is_empty() }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn lower_priority_numbers_first_then_fifo() {
     let name = unique("wq-order");
@@ -101,12 +110,7 @@ async fn a_claim_dropped_while_its_transaction_is_in_flight_leaves_no_claim() {
     for micros in [10, 50, 100, 200, 400, 800, 1600] {
         let _ = tokio::time::timeout(Duration::from_micros(micros), q.claim(&s)).await;
     }
-    let cl = client().await;
-    eventually(Duration::from_secs(5), "no claim key is left", || {
-        let (cl, claims) = (cl.clone(), format!("{name}/claims"));
-        async move { keys_under(&cl, &claims).await.is_empty() }
-    })
-    .await;
+    no_claim_left(&client().await, &name).await;
     // A claim that is let finish gets the item, and its ack settles it.
     let claimed = coord::timeout(Duration::from_secs(5), q.claim(&s))
         .await
@@ -335,11 +339,7 @@ async fn a_claim_cancelled_in_flight_does_not_use_up_an_attempt() {
             delivered.unwrap().ack().await.unwrap();
             continue;
         }
-        eventually(Duration::from_secs(5), "no claim key is left", || {
-            let (cl, claims) = (cl.clone(), format!("{name}/claims"));
-            async move { keys_under(&cl, &claims).await.is_empty() }
-        })
-        .await;
+        no_claim_left(&cl, &name).await;
         let claimed = coord::timeout(Duration::from_secs(5), q.claim(&s))
             .await
             .unwrap_or_else(|e| {
