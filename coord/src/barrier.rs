@@ -26,6 +26,14 @@
 //!   If the barrier is released and held again quickly, a waiter whose watch was being
 //!   reopened at that moment may see only the second hold and keep waiting.
 //! - Waiters are not counted; use [`crate::DoubleBarrier`] to wait for a group size.
+//!
+//! # Go → coord
+//! | etcd's Go `contrib/recipes` | coord |
+//! |---|---|
+//! | `NewBarrier(client, key)` | [`Barrier::new`] |
+//! | `Hold()` | [`Barrier::hold`] (and [`Barrier::hold_while_alive`], not in Go) |
+//! | `Release()` | [`Barrier::release`] |
+//! | `Wait()` | [`Barrier::wait`] |
 
 use etcd_client::Client;
 use tracing::{info_span, Instrument};

@@ -47,6 +47,13 @@
 //! # Not guaranteed
 //! The usual lease caveat: a participant paused longer than its TTL is dropped from the
 //! barrier while it may still run.
+//!
+//! # Go → coord
+//! | etcd's Go `contrib/recipes` | coord |
+//! |---|---|
+//! | `NewDoubleBarrier(s, key, count)` | [`DoubleBarrier::new`] |
+//! | `Enter()` | [`DoubleBarrier::enter`] → [`DoubleBarrierGuard`] |
+//! | `Leave()` | [`DoubleBarrierGuard::leave`] |
 
 use etcd_client::{GetOptions, KeyValue, SortOrder, SortTarget, Txn, TxnOp, TxnResponse};
 use tracing::{debug, field, info_span, Instrument, Span};

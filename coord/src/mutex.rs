@@ -32,6 +32,18 @@
 //! - writes to etcd: put them in a txn guarded by [`MutexGuard::is_owner`];
 //! - writes elsewhere (a database): store [`MutexGuard::fencing_token`] with the data and
 //!   reject a write whose token is lower than the last one accepted.
+//!
+//! # Go → coord
+//! | etcd's Go `clientv3/concurrency` | coord |
+//! |---|---|
+//! | `NewMutex(s, pfx)` | [`Mutex::new`]`(&s, pfx)` (same keys: `pfx + "/" + lease hex`) |
+//! | `Lock(ctx)` | [`Mutex::lock`] (cancel with a timeout or by dropping the future) |
+//! | `TryLock(ctx)` | [`Mutex::try_lock`] ([`Error::Locked`] for Go's `ErrLocked`) |
+//! | `Unlock(ctx)` | [`MutexGuard::unlock`] (or drop the guard) |
+//! | `IsOwner()` | [`MutexGuard::is_owner`] |
+//! | `Key()` | [`Mutex::key`], [`MutexGuard::key`] |
+//! | `Header().Revision` / the lock key's create revision | [`MutexGuard::fencing_token`] |
+//! | `NewLocker(s, pfx)` (`sync.Locker`: `Lock()`, `Unlock()`) | [`crate::Locker::new`], [`crate::Locker::lock`], [`crate::Locker::unlock`] (blocking, for code that is not async) |
 
 use etcd_client::Compare;
 use tokio::sync::OwnedMutexGuard;
@@ -74,11 +86,7 @@ impl Mutex {
         let span = info_span!("coord.mutex.lock", key = %self.key, fencing_token = field::Empty);
         let timer = LockWait::start("mutex");
         let waited = async {
-            // Bounded by session loss: the same-session holder may never let go.
-            let local = self
-                .session
-                .until_lost(async { Ok(self.session.local_lock(&self.key).lock_owned().await) })
-                .await?;
+            let local = self.session.lock_locally(&self.key).await?;
             self.session.check_alive()?;
             let mut pending = self.enter(local);
             let entered = pending.entered().await?;

@@ -29,6 +29,16 @@
 //! - **A consumer that crashes after dequeue loses the item**: the recipe deletes the
 //!   item before the caller has processed it. Use [`crate::WorkQueue`] (claim, ack,
 //!   redelivery) when an item must survive its consumer.
+//!
+//! # Go → coord
+//! | etcd's Go `contrib/recipes` | coord |
+//! |---|---|
+//! | `NewQueue(client, keyPrefix)` | [`Queue::new`] |
+//! | `Queue.Enqueue(val)` | [`Queue::enqueue`] |
+//! | `Queue.Dequeue()` | [`Queue::dequeue`] |
+//! | `NewPriorityQueue(client, key)` | [`PriorityQueue::new`] |
+//! | `PriorityQueue.Enqueue(val, pr)` | [`PriorityQueue::enqueue`]`(val, pr)` |
+//! | `PriorityQueue.Dequeue()` | [`PriorityQueue::dequeue`] |
 
 use etcd_client::{Client, GetOptions, KeyValue, SortOrder, SortTarget, Txn, TxnOp, WatchOptions};
 use tokio::task::JoinHandle;

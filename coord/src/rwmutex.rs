@@ -37,6 +37,14 @@
 //! (elsewhere). A reader and a writer of the same session are *not* upgraded or
 //! downgraded into each other: taking the write lock while holding a read lock of the
 //! same name deadlocks until the read guard is released, as with any RW lock.
+//!
+//! # Go → coord
+//! | etcd's Go `contrib/recipes` | coord |
+//! |---|---|
+//! | `NewRWMutex(s, prefix)` | [`RwMutex::new`] |
+//! | `RLock()` | [`RwMutex::read_lock`] (and [`RwMutex::try_read_lock`], not in Go) |
+//! | `Lock()` | [`RwMutex::write_lock`] (and [`RwMutex::try_write_lock`], not in Go) |
+//! | `RUnlock()`, `Unlock()` | [`RwMutexGuard::unlock`] (or drop the guard) |
 
 use etcd_client::{Compare, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
 use tracing::{debug, field, info_span, Instrument, Span};

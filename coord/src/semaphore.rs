@@ -42,6 +42,10 @@
 //! The lease caveat of every lock: a holder paused longer than its TTL loses its permit
 //! while it still runs, so briefly `N + 1` processes may believe they hold one. Guard
 //! writes with [`Permit::is_owner`] or store [`Permit::fencing_token`] with them.
+//!
+//! # Go → coord
+//! etcd's Go client has no semaphore (neither `concurrency` nor the recipes): there is
+//! nothing to map; see the protocol above for the key layout.
 
 use etcd_client::{
     Compare, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget, Txn, TxnOp, WatchFilterType,

@@ -20,13 +20,23 @@
 //! - `Session` is a cheap `Clone` handle; the lease is kept alive until `close()`,
 //!   `orphan()`, or until the last handle is dropped (then the keepalive stops and
 //!   etcd expires the lease after its TTL — nothing is revoked from a destructor).
+//!
+//! # Go → coord
+//! | etcd's Go `clientv3/concurrency` | coord |
+//! |---|---|
+//! | `NewSession(client, WithTTL(t), WithLease(id))` | [`Session::builder`]`(client).ttl(t).lease(id).build()` ([`Session::new`] for the defaults) |
+//! | `Lease()` | [`Session::lease`] |
+//! | `Client()` | [`Session::client`] |
+//! | `Done()` | [`Session::done`] (and [`Session::is_expired`]) |
+//! | `Orphan()` | [`Session::orphan`] |
+//! | `Close()` | [`Session::close`] |
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex, Weak};
 use std::time::Duration;
 
 use etcd_client::{Client, LeaseTimeToLiveOptions};
-use tokio::sync::{watch, Mutex as AsyncMutex, Notify};
+use tokio::sync::{watch, Mutex as AsyncMutex, Notify, OwnedMutexGuard};
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 use tracing::{debug, warn};
 
@@ -96,7 +106,10 @@ impl SessionBuilder {
         }
         let mut client = self.client;
         let sent = Instant::now();
-        let (lease, ttl) = match self.lease {
+        // `remaining`: what etcd still gives the lease now. A resumed lease may be close
+        // to expiry, so the local deadline starts from its remaining TTL, not the
+        // granted one (else the session could believe it is alive after etcd expired it).
+        let (lease, ttl, remaining) = match self.lease {
             Some(id) => {
                 let resp = client
                     .lease_time_to_live(id, Option::<LeaseTimeToLiveOptions>::None)
@@ -104,11 +117,11 @@ impl SessionBuilder {
                 if resp.ttl() <= 0 {
                     return Err(Error::SessionExpired(id));
                 }
-                (id, resp.granted_ttl().max(1))
+                (id, resp.granted_ttl().max(1), resp.ttl())
             }
             None => {
                 let resp = client.lease_grant(self.ttl, None).await?;
-                (resp.id(), resp.ttl())
+                (resp.id(), resp.ttl(), resp.ttl())
             }
         };
         let (lost_tx, lost_rx) = watch::channel(false);
@@ -117,7 +130,7 @@ impl SessionBuilder {
             client.clone(),
             lease,
             ttl,
-            sent + Duration::from_secs(ttl as u64),
+            sent + Duration::from_secs(remaining as u64),
             lost_tx,
             stop.clone(),
         ));
@@ -234,6 +247,15 @@ impl Session {
             result = fut => result,
             _ = lost => Err(Error::SessionExpired(self.lease())),
         }
+    }
+
+    /// Waits for the local lock of `key` (see [`Session::local_lock`]), unless the
+    /// session is lost first ([`Error::SessionExpired`]): the same-session holder may
+    /// never let go, and a waiter must not outlive its session.
+    pub(crate) async fn lock_locally(&self, key: &str) -> Result<OwnedMutexGuard<()>> {
+        let local = self.local_lock(key);
+        self.until_lost(async { Ok(local.lock_owned().await) })
+            .await
     }
 
     /// The local lock that serialises same-name users of this session (see `Inner`).

@@ -57,6 +57,15 @@
 //!   by default, `--max-txn-ops`); a larger transaction fails with [`Error::Etcd`].
 //! - A key may be written at most once per branch (etcd rejects duplicate puts/deletes
 //!   of one key in a branch).
+//!
+//! # Go → coord
+//! | etcd's Go `clientv3` | coord |
+//! |---|---|
+//! | `client.Txn(ctx)` | [`Txn::new`] |
+//! | `.If(cmps...)` | [`Txn::when`], [`Txn::when_all`]; comparisons [`key_missing`], [`key_exists`], [`value_is`], [`mod_rev_is`], [`create_rev_is`], [`unchanged_since`] |
+//! | `.Then(ops...)` | [`Txn::then`]`(`[`Ops`]`::new().put(..).delete(..))` |
+//! | `.Else(ops...)` | [`Txn::or_else`] |
+//! | `.Commit()` | [`Txn::commit`]`(&client)` → [`TxnOutcome`] |
 
 use std::str::FromStr;
 

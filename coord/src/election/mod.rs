@@ -56,6 +56,19 @@
 //! `mod.rs`: [`Election`] and campaigning; `leadership.rs`: [`Leadership`] and the
 //! [`LeaderContext`] a leader acts through; `observer.rs`: [`ElectionObserver`], who
 //! leads and the stream of leader changes.
+//!
+//! # Go → coord
+//! | etcd's Go `clientv3/concurrency` | coord |
+//! |---|---|
+//! | `NewElection(s, pfx)` | [`Election::new`]`(&s, pfx)` |
+//! | `ResumeElection(s, pfx, key, rev)` | [`Election::new`] with a session resumed on the old lease ([`crate::SessionBuilder::lease`]), then [`Election::campaign`] adopts the existing key |
+//! | `Campaign(ctx, val)` | [`Election::campaign`] → [`Leadership`] |
+//! | `Proclaim(ctx, val)` | [`LeaderContext::proclaim`] (`leadership.proclaim(..)`) |
+//! | `Resign(ctx)` | [`Leadership::resign`] |
+//! | `Leader(ctx)` | [`Election::leader`], [`ElectionObserver::leader`] → [`LeaderInfo`] |
+//! | `Observe(ctx)` | [`Election::observe`], [`ElectionObserver::observe`] |
+//! | `Rev()` | [`LeaderContext::fencing_token`] (doc alias `Rev`) |
+//! | `Key()` | [`LeaderContext::key`], [`Election::key`] |
 
 mod leadership;
 mod observer;
@@ -129,7 +142,7 @@ impl Election {
             fencing_token = field::Empty
         );
         async {
-            let local = self.session.local_lock(&self.key).lock_owned().await;
+            let local = self.session.lock_locally(&self.key).await?;
             self.session.check_alive()?;
             let mut pending = PendingKey::start(
                 &self.session,

@@ -121,7 +121,12 @@ pub(crate) struct PendingPut<T: Send + 'static> {
     placed: Option<Placed>,
     local: Option<OwnedMutexGuard<()>>,
     kept: bool,
+    /// What undoes the put when its key is not kept, if more than deleting the key.
+    undo: Option<Undo>,
 }
+
+/// Builds the transaction that undoes a put (see [`PendingPut::with_undo`]).
+type Undo = Box<dyn FnOnce(&Placed) -> etcd_client::Txn + Send>;
 
 type PutFuture<T> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<(Placed, T)>> + Send>>;
@@ -140,7 +145,19 @@ impl<T: Send + 'static> PendingPut<T> {
             placed: None,
             local: None,
             kept: false,
+            undo: None,
         }
+    }
+
+    /// Undoes the put with `undo(placed)` instead of a plain compare-and-delete of the
+    /// key, when the put also changed other keys (a claim raises its item's attempt
+    /// counter). If that transaction's conditions fail, the key is compare-deleted.
+    pub(crate) fn with_undo(
+        mut self,
+        undo: impl FnOnce(&Placed) -> etcd_client::Txn + Send + 'static,
+    ) -> Self {
+        self.undo = Some(Box::new(undo));
+        self
     }
 
     /// Holds `local` until the key is kept or cleaned up.
@@ -188,8 +205,12 @@ impl<T: Send + 'static> Drop for PendingPut<T> {
         if self.kept {
             return;
         }
-        let (mut client, placed, local) =
-            (self.client.clone(), self.placed.take(), self.local.take());
+        let (mut client, placed, local, undo) = (
+            self.client.clone(),
+            self.placed.take(),
+            self.local.take(),
+            self.undo.take(),
+        );
         let put = self.put.take().filter(|_| self.started);
         if placed.is_none() && put.is_none() && local.is_none() {
             return; // nothing was sent, nothing to undo
@@ -201,7 +222,18 @@ impl<T: Send + 'static> Drop for PendingPut<T> {
                 (None, None) => None,
             };
             if let Some(placed) = placed {
-                let _ = compare_delete(&mut client, &placed.key, placed.rev).await;
+                let undone = match undo.map(|undo| undo(&placed)) {
+                    Some(txn) => retrying(|| {
+                        let (mut client, txn) = (client.clone(), txn.clone());
+                        async move { client.txn(txn).await }
+                    })
+                    .await
+                    .is_ok_and(|resp| resp.succeeded()),
+                    None => false,
+                };
+                if !undone {
+                    let _ = compare_delete(&mut client, &placed.key, placed.rev).await;
+                }
             }
             drop(local);
         });

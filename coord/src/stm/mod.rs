@@ -114,6 +114,18 @@
 //! `mod.rs`: [`Options`], [`Abort`] and [`run`], the retry loop; `handle.rs`: [`Stm`],
 //! the reads (pinned to a snapshot) and buffered writes of one attempt; `commit.rs`:
 //! what an attempt recorded and the one transaction that commits it.
+//!
+//! # Go → coord
+//! | etcd's Go `clientv3/concurrency` | coord |
+//! |---|---|
+//! | `NewSTM(client, apply, opts...)` | [`run`]`(&client, Options, |stm| async { .. })` |
+//! | `WithIsolation(SerializableSnapshot \| Serializable \| RepeatableReads \| ReadCommitted)` | [`Options::isolation`]`(`[`Isolation`]`::..)`, same four levels |
+//! | `WithPrefetch(keys...)` | [`Options::prefetch`] |
+//! | `WithAbortContext(ctx)` | drop the future, or return [`abort`] from the closure |
+//! | `stm.Get(keys...)` | [`Stm::get`], [`Stm::get_many`] (and typed `get_string`, `get_as`) |
+//! | `stm.Put(key, val, opts...)` | [`Stm::put`], [`Stm::put_with_lease`] |
+//! | `stm.Rev(key)` | [`Stm::rev`] |
+//! | `stm.Del(key)` | [`Stm::del`] |
 
 mod commit;
 mod handle;

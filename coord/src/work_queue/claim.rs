@@ -17,7 +17,7 @@ use crate::ownership::owned::{PendingPut, Placed};
 use crate::plumbing::key::{show, txn_get, txn_rev};
 use crate::plumbing::retry::{retrying, Backoff};
 use crate::plumbing::watch::watch_from_now;
-use crate::txn::{self, key_missing, mod_rev_is, Ops};
+use crate::txn::{self, create_rev_is, key_missing, mod_rev_is, Ops};
 use crate::{Error, Result, Session};
 
 /// Items read per round when looking for a claimable one.
@@ -204,6 +204,9 @@ impl WorkQueue {
         item_rev: i64,
         (mut envelope, payload, priority): (Envelope, Vec<u8>, u32),
     ) -> Result<Option<Claimed>> {
+        // What the item was before this claim: restored if the claim is cancelled in
+        // flight, so an undelivered claim does not use up an attempt.
+        let unclaimed_item = encode_item(&envelope, &payload);
         envelope.attempts = envelope.attempts.saturating_add(1);
         let claim_key = format!("{}{slot}", self.claims());
         let claim_value = serde_json::json!({
@@ -227,8 +230,11 @@ impl WorkQueue {
             ]);
         let (mut client, lease, task_key) =
             (self.client.clone(), session.lease(), claim_key.clone());
+        let (undo_claim, undo_item) = (claim_key.clone(), item_key.to_owned());
         // The claim txn runs inline; if this future is dropped mid-flight, the pending
-        // guard finishes it in the background and undoes the claim (never left behind).
+        // guard finishes it in the background and undoes the claim (never left behind),
+        // putting the item back as it was (attempt counter included) while nobody
+        // else changed it since the claim.
         let mut pending = PendingPut::start(self.client.clone(), async move {
             let resp = client.txn(txn).await.map_err(|e| match e {
                 etcd_client::Error::GRpcStatus(s) if s.message().contains("lease not found") => {
@@ -248,6 +254,17 @@ impl WorkQueue {
                 // Someone claimed or changed it first: not ours, nothing created.
                 Err(Error::Locked(task_key))
             }
+        })
+        .with_undo(move |placed| {
+            Txn::new()
+                .when([
+                    create_rev_is(undo_claim.as_str(), placed.rev),
+                    mod_rev_is(undo_item.as_str(), placed.rev),
+                ])
+                .and_then([
+                    TxnOp::delete(undo_claim, None),
+                    TxnOp::put(undo_item, unclaimed_item, None),
+                ])
         });
         match pending.placed().await {
             Ok(_) => {}

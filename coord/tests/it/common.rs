@@ -108,3 +108,20 @@ pub async fn read_counter(client: &Client, key: &str) -> i64 {
 pub fn etcdctl() -> String {
     std::env::var("ETCDCTL").unwrap_or_else(|_| "etcdctl".to_owned())
 }
+
+/// Revokes `session`'s lease from another client; `waiter` (a task blocked under that
+/// session) must then end, within a generous bound, with `Error::SessionExpired`.
+pub async fn revoke_and_expect_expired(
+    session: &Session,
+    waiter: tokio::task::JoinHandle<coord::Result<()>>,
+) {
+    client().await.lease_revoke(session.lease()).await.unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(20), waiter)
+        .await
+        .expect("the wait ends when the session is lost")
+        .unwrap();
+    assert!(
+        matches!(result, Err(coord::Error::SessionExpired(_))),
+        "{result:?}"
+    );
+}

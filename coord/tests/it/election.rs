@@ -16,7 +16,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::common::{client, endpoints, etcdctl, eventually, keys_under, session, unique};
+use crate::common::{
+    client, endpoints, etcdctl, eventually, keys_under, revoke_and_expect_expired, session, unique,
+};
 
 type Events = Pin<Box<dyn Stream<Item = Result<LeaderEvent>> + Send>>;
 
@@ -730,4 +732,19 @@ async fn campaigns_sharing_one_session_are_serialised() {
     );
     assert_eq!(e.leader().await.unwrap().value, b"second");
     second.resign().await.unwrap();
+}
+
+/// Issue 16, defect 7 (as for Mutex): a campaign waiting for the session's local lock
+/// (another task of the same session leads) returns when the session is lost.
+#[tokio::test]
+async fn local_campaign_wait_ends_when_the_session_is_lost() {
+    let s = session(30).await;
+    let name = unique("election-local-wait-lost");
+    let e = Election::new(&s, &name).unwrap();
+    let _leading = e.campaign("first").await.unwrap();
+    let waiter = tokio::spawn({
+        let e = e.clone();
+        async move { e.campaign("second").await.map(|_| ()) }
+    });
+    revoke_and_expect_expired(&s, waiter).await;
 }

@@ -6,7 +6,10 @@ use std::time::Duration;
 use coord::etcd_client::{Txn, TxnOp};
 use coord::{Error, Mutex};
 
-use crate::common::{client, etcdctl, eventually, keys_under, read_counter, session, unique};
+use crate::common::{
+    client, etcdctl, eventually, keys_under, read_counter, revoke_and_expect_expired, session,
+    unique,
+};
 
 #[tokio::test]
 async fn eight_tasks_times_100_unprotected_increments_end_exact() {
@@ -435,15 +438,7 @@ async fn local_lock_wait_ends_when_the_session_is_lost() {
         let m = m.clone();
         async move { m.lock().await.map(|_| ()) }
     });
-    client().await.lease_revoke(s.lease()).await.unwrap();
-    let result = tokio::time::timeout(Duration::from_secs(20), waiter)
-        .await
-        .expect("the local wait ends when the session is lost")
-        .unwrap();
-    assert!(
-        matches!(result, Err(Error::SessionExpired(_))),
-        "{result:?}"
-    );
+    revoke_and_expect_expired(&s, waiter).await;
 }
 
 /// Issue 16, defect 4: Go uses `name + "/"` verbatim, so a name ending in `/` keeps

@@ -14,6 +14,15 @@ async fn queue(name: &str) -> WorkQueue {
     WorkQueue::new(client().await, name).unwrap()
 }
 
+/// Waits (bounded) until the queue `name` has no claim key.
+async fn no_claim_left(cl: &coord::etcd_client::Client, name: &str) {
+    eventually(Duration::from_secs(5), "no claim key is left", || {
+        let (cl, claims) = (cl.clone(), format!("{name}/claims"));
+        async move { keys_under(&cl, &claims).await.is_empty() }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn lower_priority_numbers_first_then_fifo() {
     let name = unique("wq-order");
@@ -101,12 +110,7 @@ async fn a_claim_dropped_while_its_transaction_is_in_flight_leaves_no_claim() {
     for micros in [10, 50, 100, 200, 400, 800, 1600] {
         let _ = tokio::time::timeout(Duration::from_micros(micros), q.claim(&s)).await;
     }
-    let cl = client().await;
-    eventually(Duration::from_secs(5), "no claim key is left", || {
-        let (cl, claims) = (cl.clone(), format!("{name}/claims"));
-        async move { keys_under(&cl, &claims).await.is_empty() }
-    })
-    .await;
+    no_claim_left(&client().await, &name).await;
     // A claim that is let finish gets the item, and its ack settles it.
     let claimed = coord::timeout(Duration::from_secs(5), q.claim(&s))
         .await
@@ -315,4 +319,33 @@ async fn nack_after_duration_max_parks_the_item() {
     item.nack_after(Duration::MAX).await.unwrap();
     assert!(q.try_claim(&s).await.unwrap().is_none(), "parked");
     assert_eq!(q.depth().await.unwrap(), 1);
+}
+
+/// Issue 16, defect 8: a claim cancelled in flight does not use up a delivery attempt:
+/// with `max_attempts(1)` the item is still delivered (not dead-lettered undelivered).
+#[tokio::test]
+async fn a_claim_cancelled_in_flight_does_not_use_up_an_attempt() {
+    let s = session(10).await;
+    let cl = client().await;
+    // As above: some of these cancel before the claim commits, some after.
+    for micros in [50, 100, 200, 400, 800, 1600, 3200, 6400] {
+        let name = unique("wq-cancel-attempt");
+        let q = queue(&name).await.with_max_attempts(1).unwrap();
+        q.enqueue_with_id("order-1", b"pay", 0).await.unwrap();
+        if let Ok(delivered) =
+            tokio::time::timeout(Duration::from_micros(micros), q.claim(&s)).await
+        {
+            // Not cancelled: a delivery, which does use its attempt.
+            delivered.unwrap().ack().await.unwrap();
+            continue;
+        }
+        no_claim_left(&cl, &name).await;
+        let claimed = coord::timeout(Duration::from_secs(5), q.claim(&s))
+            .await
+            .unwrap_or_else(|e| {
+                panic!("cancelled after {micros} µs: the item is dead-lettered undelivered ({e})")
+            });
+        assert_eq!(claimed.attempt(), 1);
+        claimed.ack().await.unwrap();
+    }
 }
