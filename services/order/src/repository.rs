@@ -196,12 +196,13 @@ impl OrdersDb {
         Ok(())
     }
 
-    /// Deletes a PENDING order (and its lines): used when inventory reserved nothing
-    /// for it and the request failed, so nothing half-done stays behind and a retry
-    /// with the same key starts afresh.
-    pub async fn delete_pending(&self, id: OrderId) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM orders WHERE order_id = $1 AND status = 'PENDING'")
+    /// Deletes the order (and its lines) if it is in `status`: used for an order a
+    /// failed CreateOrder attempt claimed and released, so nothing half-done stays
+    /// behind and a retry with the same key starts afresh.
+    pub async fn delete_in(&self, id: OrderId, status: OrderStatus) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM orders WHERE order_id = $1 AND status = $2")
             .bind(id.as_uuid())
+            .bind(status.as_str())
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -5,8 +5,8 @@
 //!     RESERVED ──► order RESERVED ──► PaymentRequester (the payment WorkQueue)
 //!     OUT_OF_STOCK ──► order REJECTED (a normal answer, with the reason)
 //!     ALREADY_RELEASED ──► order CANCELLED (a Release overtook this Reserve)
-//!     refused (unknown SKU, bad input) ──► PENDING order deleted, error returned
-//!     failed / unreachable ──► compensate: inventory.Release (tombstone), delete PENDING
+//!     refused (unknown SKU, bad input) ──► claim, Release (tombstone), delete, error returned
+//!     failed / unreachable ──► claim, compensate: inventory.Release (tombstone), delete
 //! PaymentResult(ok)   ──► order PAID      ──► inventory.Commit
 //! PaymentResult(fail) ──► order CANCELLED ──► inventory.Release   (compensation)
 //! ```
@@ -15,6 +15,12 @@
 //! redelivered PaymentResult converges on the same end state. The order's status is
 //! written before the inventory call that follows from it, and the call is repeated
 //! by any duplicate until inventory confirms (`stock_settled`).
+//!
+//! Claim before compensate: an attempt whose Reserve failed first moves the order
+//! PENDING → CANCELLED (compare-and-set) and only then releases. If a concurrent
+//! attempt with the same key got there first (its Reserve succeeded and the order is
+//! RESERVED), the claim fails and the failed attempt answers with that order instead
+//! of releasing the other attempt's units.
 
 use std::sync::Arc;
 
@@ -75,6 +81,27 @@ pub enum PaymentResultError {
     Database(#[from] sqlx::Error),
 }
 
+/// The status reason of an order claimed by a failing CreateOrder attempt.
+const CLAIM_REASON: &str = "claimed by a failed CreateOrder attempt";
+
+/// Whether a failing attempt holds the order for its compensation right now (it
+/// deletes it or puts it back to PENDING in a moment): not an answer to give.
+fn claimed_by_another_attempt(order: &Order) -> bool {
+    order.status == OrderStatus::Cancelled
+        && !order.stock_settled
+        && order.status_reason.starts_with(CLAIM_REASON)
+}
+
+/// What [`Saga::claim_and_release`] did.
+enum Claim {
+    /// Another attempt moved the order first: this is where it is now.
+    Lost(Order),
+    /// Claimed, released and deleted.
+    Released,
+    /// Claimed, but inventory did not confirm the Release: back to PENDING.
+    Unconfirmed(tonic::Status),
+}
+
 /// The orchestrator. One per process.
 pub struct Saga {
     db: OrdersDb,
@@ -110,6 +137,9 @@ impl Saga {
                         key: new.idempotency_key.as_str().to_owned(),
                         existing: order.id,
                     });
+                }
+                if claimed_by_another_attempt(&order) {
+                    return Err(CreateOrderError::Raced(order.id));
                 }
                 if order.status != OrderStatus::Pending {
                     return Ok(order);
@@ -160,7 +190,9 @@ impl Saga {
                     }
                 }
             }
-            // Inventory looked at the request and reserved nothing: keep no order.
+            // Inventory looked at the request and reserved nothing: keep no order. A
+            // concurrent attempt with the same key may still reserve, so this one
+            // claims the order and leaves a tombstone before it deletes the order.
             Err(status)
                 if matches!(
                     status.code(),
@@ -170,8 +202,12 @@ impl Saga {
                         | Code::Unimplemented
                 ) =>
             {
-                self.db.delete_pending(id).await?;
-                return Err(CreateOrderError::Refused(status));
+                return match self.claim_and_release(id, status.message()).await? {
+                    Claim::Lost(order) => Ok(order),
+                    Claim::Released | Claim::Unconfirmed(_) => {
+                        Err(CreateOrderError::Refused(status))
+                    }
+                };
             }
             // Anything else may or may not have reserved: undo it to be sure.
             Err(status) => {
@@ -185,6 +221,9 @@ impl Saga {
             .transition(id, OrderStatus::Pending, to, &reason, None)
             .await?
             .ok_or(CreateOrderError::Raced(id))?;
+        if !moved && claimed_by_another_attempt(&order) {
+            return Err(CreateOrderError::Raced(id));
+        }
         // Only the attempt that moved the order to RESERVED asks for the payment.
         if moved && order.status == OrderStatus::Reserved {
             if let Err(e) = self
@@ -199,12 +238,53 @@ impl Saga {
         Ok(order)
     }
 
-    /// Reserve failed in a way that leaves its effect unknown: Release (which also
-    /// tombstones the order id, so a Reserve still in flight takes nothing), then drop
-    /// the PENDING order. If the Release cannot be confirmed, the order stays PENDING
-    /// for a retry (or the expiry job) to finish.
+    /// Reserve failed in a way that leaves its effect unknown: claim the order, Release
+    /// (which also tombstones the order id, so a Reserve still in flight takes nothing),
+    /// then drop the order. If the Release cannot be confirmed, the order goes back to
+    /// PENDING for a retry (or the expiry job) to finish. If a concurrent attempt moved
+    /// the order first, its answer is this attempt's answer.
     async fn compensate(&self, id: OrderId, message: String) -> Result<Order, CreateOrderError> {
         tracing::warn!(order_id = %id, %message, "reserve failed; compensating with release");
+        match self.claim_and_release(id, &message).await? {
+            Claim::Lost(order) => Ok(order),
+            Claim::Released => Err(CreateOrderError::InventoryUnavailable(message)),
+            Claim::Unconfirmed(status) => {
+                tracing::warn!(order_id = %id, error = %status.message(), "compensating release failed too");
+                Err(CreateOrderError::InventoryUnavailablePending { message, id })
+            }
+        }
+    }
+
+    /// The claim-before-compensate step shared by the failure paths of CreateOrder:
+    /// PENDING → CANCELLED (compare-and-set), and only if this attempt moved it,
+    /// Release. A confirmed Release deletes the claimed order (nothing is reserved, a
+    /// retry with the same key starts afresh); an unconfirmed one puts it back to
+    /// PENDING (only the claimant moves a claimed order, so this cannot race).
+    async fn claim_and_release(
+        &self,
+        id: OrderId,
+        reason: &str,
+    ) -> Result<Claim, CreateOrderError> {
+        let reason = format!("{CLAIM_REASON}: {reason}");
+        let claimed = self
+            .db
+            .transition(
+                id,
+                OrderStatus::Pending,
+                OrderStatus::Cancelled,
+                &reason,
+                None,
+            )
+            .await?;
+        let Some((order, moved)) = claimed else {
+            return Err(CreateOrderError::Raced(id));
+        };
+        if !moved && claimed_by_another_attempt(&order) {
+            return Err(CreateOrderError::Raced(id));
+        }
+        if !moved {
+            return Ok(Claim::Lost(order));
+        }
         let released = self
             .inventory
             .clone()
@@ -214,12 +294,14 @@ impl Saga {
             .await;
         match released {
             Ok(_) => {
-                self.db.delete_pending(id).await?;
-                Err(CreateOrderError::InventoryUnavailable(message))
+                self.db.delete_in(id, OrderStatus::Cancelled).await?;
+                Ok(Claim::Released)
             }
             Err(status) => {
-                tracing::warn!(order_id = %id, error = %status.message(), "compensating release failed too");
-                Err(CreateOrderError::InventoryUnavailablePending { message, id })
+                self.db
+                    .transition(id, OrderStatus::Cancelled, OrderStatus::Pending, "", None)
+                    .await?;
+                Ok(Claim::Unconfirmed(status))
             }
         }
     }
