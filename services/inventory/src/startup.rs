@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shop_common::config::JobSettings;
-use shop_common::config::{env_var, parse_or, CommonSettings, ConfigError, ServiceName};
+use shop_common::config::{
+    env_var, parse_or, parse_positive_or, CommonSettings, ConfigError, ServiceName,
+};
 use shop_common::coordination::SharedSession;
 use shop_common::db::connect_and_migrate;
 use shop_common::domain::Strategy;
@@ -59,7 +61,7 @@ impl Settings {
                 lookup("THINK_TIME_MS"),
                 2,
             )?),
-            lock_timeout: Duration::from_millis(parse_or(
+            lock_timeout: Duration::from_millis(parse_positive_or(
                 "LOCK_TIMEOUT_MS",
                 lookup("LOCK_TIMEOUT_MS"),
                 10_000,

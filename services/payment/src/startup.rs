@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shop_common::config::{env_var, parse_or, CommonSettings, ConfigError, ServiceName};
+use shop_common::config::{
+    env_var, parse_or, parse_positive_or, CommonSettings, ConfigError, ServiceName,
+};
 use shop_common::coordination::SharedSession;
 use shop_common::db::connect_and_migrate;
 use shop_common::jobs::{spawn_leader_job, ElectionDirectory};
@@ -66,7 +68,7 @@ impl Settings {
         }
         Ok(Settings {
             common: CommonSettings::from_env(ServiceName::Payment)?,
-            workers: parse_or("PAYMENT_WORKERS", lookup("PAYMENT_WORKERS"), 4)?,
+            workers: parse_positive_or("PAYMENT_WORKERS", lookup("PAYMENT_WORKERS"), 4)?,
             provider: ProviderSettings {
                 latency: Duration::from_millis(parse_or(
                     "PROVIDER_LATENCY_MS",
@@ -77,7 +79,7 @@ impl Settings {
                 seed: parse_or("PROVIDER_SEED", lookup("PROVIDER_SEED"), 0)?,
                 concurrency,
             },
-            settle_after: Duration::from_secs(parse_or(
+            settle_after: Duration::from_secs(parse_positive_or(
                 "SETTLE_AFTER_SECS",
                 lookup("SETTLE_AFTER_SECS"),
                 60,
