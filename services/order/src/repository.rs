@@ -185,6 +185,17 @@ impl OrdersDb {
         Ok(self.get(id).await?.map(|order| (order, moved)))
     }
 
+    /// Sets the order's `updated_at` to now, which moves it to the back of the jobs'
+    /// oldest-first views: an order whose repair keeps failing must not hide the ones
+    /// behind it.
+    pub async fn touch(&self, id: OrderId) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE orders SET updated_at = now() WHERE order_id = $1")
+            .bind(id.as_uuid())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Records that inventory confirmed the Commit/Release of a PAID/CANCELLED order.
     pub async fn mark_stock_settled(&self, id: OrderId) -> Result<(), sqlx::Error> {
         sqlx::query(
