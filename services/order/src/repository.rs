@@ -39,7 +39,7 @@ impl OrdersDb {
         &self.pool
     }
 
-    /// Inserts `new` as a PENDING order, unless its idempotency key exists: then the
+    /// Inserts `new` as a PENDING order, unless its customer used its idempotency key: then the
     /// existing order is returned instead. Two concurrent calls with one key get one
     /// order (the unique index makes the second insert wait for the first, then yield).
     pub async fn insert_pending(&self, new: &NewOrder) -> Result<Inserted, sqlx::Error> {
@@ -52,7 +52,7 @@ impl OrdersDb {
                 "INSERT INTO orders (order_id, idempotency_key, customer_id, customer_tier,
                                      strategy, sale_id, status)
                  VALUES ($1, $2, $3, $4, $5, $6, 'PENDING')
-                 ON CONFLICT (idempotency_key) DO NOTHING",
+                 ON CONFLICT (customer_id, idempotency_key) DO NOTHING",
             )
             .bind(id.as_uuid())
             .bind(new.idempotency_key.as_str())
@@ -80,7 +80,10 @@ impl OrdersDb {
                 return Ok(Inserted::New(order));
             }
             tx.rollback().await?;
-            if let Some(existing) = self.get_by_key(&new.idempotency_key).await? {
+            if let Some(existing) = self
+                .get_by_key(&new.customer_id, &new.idempotency_key)
+                .await?
+            {
                 return Ok(Inserted::Existing(existing));
             }
         }
@@ -146,10 +149,16 @@ impl OrdersDb {
         Ok(ids.into_iter().map(OrderId::from).collect())
     }
 
-    pub async fn get_by_key(&self, key: &IdempotencyKey) -> Result<Option<Order>, sqlx::Error> {
+    /// The order of `customer` with idempotency key `key` (keys are per customer).
+    pub async fn get_by_key(
+        &self,
+        customer: &CustomerId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Order>, sqlx::Error> {
         sqlx::query(&format!(
-            "SELECT {ORDER_COLUMNS} FROM orders o WHERE idempotency_key = $1"
+            "SELECT {ORDER_COLUMNS} FROM orders o WHERE customer_id = $1 AND idempotency_key = $2"
         ))
+        .bind(customer.as_str())
         .bind(key.as_str())
         .fetch_optional(&self.pool)
         .await?

@@ -73,3 +73,37 @@ async fn the_same_key_with_a_different_cart_is_refused() {
     assert_eq!(shop.truth("tea").await.level.reserved, 1);
     shop.stop().await;
 }
+
+#[tokio::test]
+async fn one_key_from_two_customers_is_two_orders_and_leaks_nothing() {
+    let shop = TestShop::spawn().await;
+    shop.set_stock("tea", 10).await;
+    let key = unique_key();
+    let alice = shop
+        .create(&key, &[("tea", 1)], Strategy::Pg)
+        .await
+        .unwrap();
+    let mut request = crate::helpers::create_request(&key, &[("tea", 2)], Strategy::Pg);
+    request.customer_id = "bob".into();
+    let bob = shop
+        .orders
+        .clone()
+        .create_order(request)
+        .await
+        .map(tonic::Response::into_inner);
+    let bob = match bob {
+        Ok(bob) => bob,
+        Err(err) => {
+            assert!(
+                !err.message().contains(&alice.order_id),
+                "bob's answer names alice's order: {err:?}"
+            );
+            panic!("bob's first order with his own key was refused: {err:?}");
+        }
+    };
+    assert_ne!(bob.order_id, alice.order_id);
+    assert_eq!(status(&bob), pb::OrderStatus::Reserved);
+    assert_eq!(shop.order_count().await, 2);
+    assert_eq!(shop.truth("tea").await.level.reserved, 3);
+    shop.stop().await;
+}
