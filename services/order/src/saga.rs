@@ -5,7 +5,7 @@
 //!     RESERVED ──► order RESERVED ──► PaymentRequester (the payment WorkQueue)
 //!     OUT_OF_STOCK ──► order REJECTED (a normal answer, with the reason)
 //!     ALREADY_RELEASED ──► order CANCELLED (a Release overtook this Reserve)
-//!     refused (unknown SKU, bad input) ──► claim, Release (tombstone), delete, error returned
+//!     refused (unknown SKU, bad input) ──► claim, delete, error returned
 //!     failed / unreachable ──► claim, compensate: inventory.Release (tombstone), delete
 //! PaymentResult(ok)   ──► order PAID      ──► inventory.Commit
 //! PaymentResult(fail) ──► order CANCELLED ──► inventory.Release   (compensation)
@@ -92,10 +92,8 @@ fn claimed_by_another_attempt(order: &Order) -> bool {
         && order.status_reason.starts_with(CLAIM_REASON)
 }
 
-/// What [`Saga::claim_and_release`] did.
+/// What [`Saga::release_claimed`] did.
 enum Claim {
-    /// Another attempt moved the order first: this is where it is now.
-    Lost(Order),
     /// Claimed, released and deleted.
     Released,
     /// Claimed, but inventory did not confirm the Release: back to PENDING.
@@ -202,12 +200,11 @@ impl Saga {
                         | Code::Unimplemented
                 ) =>
             {
-                return match self.claim_and_release(id, status.message()).await? {
-                    Claim::Lost(order) => Ok(order),
-                    Claim::Released | Claim::Unconfirmed(_) => {
-                        Err(CreateOrderError::Refused(status))
-                    }
-                };
+                if let Some(order) = self.claim(id, status.message()).await? {
+                    return Ok(order);
+                }
+                self.db.delete_in(id, OrderStatus::Cancelled).await?;
+                return Err(CreateOrderError::Refused(status));
             }
             // Anything else may or may not have reserved: undo it to be sure.
             Err(status) => {
@@ -216,14 +213,23 @@ impl Saga {
                     .await
             }
         };
-        let (order, moved) = self
+        let current = self
             .db
             .transition(id, OrderStatus::Pending, to, &reason, None)
-            .await?
-            .ok_or(CreateOrderError::Raced(id))?;
-        if !moved && claimed_by_another_attempt(&order) {
-            return Err(CreateOrderError::Raced(id));
-        }
+            .await?;
+        let (order, moved) = match current {
+            Some((order, moved)) if moved || !claimed_by_another_attempt(&order) => (order, moved),
+            // A failed attempt claimed the order (or already deleted it): the units this
+            // Reserve took belong to no order, so give them back.
+            _ => {
+                if to == OrderStatus::Reserved {
+                    if let Err(e) = self.release(id).await {
+                        tracing::warn!(order_id = %id, error = %e.message(), "releasing a reservation whose order was claimed failed");
+                    }
+                }
+                return Err(CreateOrderError::Raced(id));
+            }
+        };
         // Only the attempt that moved the order to RESERVED asks for the payment.
         if moved && order.status == OrderStatus::Reserved {
             if let Err(e) = self
@@ -245,8 +251,10 @@ impl Saga {
     /// the order first, its answer is this attempt's answer.
     async fn compensate(&self, id: OrderId, message: String) -> Result<Order, CreateOrderError> {
         tracing::warn!(order_id = %id, %message, "reserve failed; compensating with release");
-        match self.claim_and_release(id, &message).await? {
-            Claim::Lost(order) => Ok(order),
+        if let Some(order) = self.claim(id, &message).await? {
+            return Ok(order);
+        }
+        match self.release_claimed(id).await? {
             Claim::Released => Err(CreateOrderError::InventoryUnavailable(message)),
             Claim::Unconfirmed(status) => {
                 tracing::warn!(order_id = %id, error = %status.message(), "compensating release failed too");
@@ -255,16 +263,11 @@ impl Saga {
         }
     }
 
-    /// The claim-before-compensate step shared by the failure paths of CreateOrder:
-    /// PENDING → CANCELLED (compare-and-set), and only if this attempt moved it,
-    /// Release. A confirmed Release deletes the claimed order (nothing is reserved, a
-    /// retry with the same key starts afresh); an unconfirmed one puts it back to
-    /// PENDING (only the claimant moves a claimed order, so this cannot race).
-    async fn claim_and_release(
-        &self,
-        id: OrderId,
-        reason: &str,
-    ) -> Result<Claim, CreateOrderError> {
+    /// The claim-before-compensate step of CreateOrder's failure paths: PENDING →
+    /// CANCELLED (compare-and-set). `None`: this attempt holds the order now, and only
+    /// it moves the order on (deletes it, or puts it back to PENDING). `Some`: another
+    /// attempt moved the order first; that is the answer.
+    async fn claim(&self, id: OrderId, reason: &str) -> Result<Option<Order>, CreateOrderError> {
         let reason = format!("{CLAIM_REASON}: {reason}");
         let claimed = self
             .db
@@ -276,24 +279,19 @@ impl Saga {
                 None,
             )
             .await?;
-        let Some((order, moved)) = claimed else {
-            return Err(CreateOrderError::Raced(id));
-        };
-        if !moved && claimed_by_another_attempt(&order) {
-            return Err(CreateOrderError::Raced(id));
+        match claimed {
+            Some((_, true)) => Ok(None),
+            Some((order, false)) if !claimed_by_another_attempt(&order) => Ok(Some(order)),
+            _ => Err(CreateOrderError::Raced(id)),
         }
-        if !moved {
-            return Ok(Claim::Lost(order));
-        }
-        let released = self
-            .inventory
-            .clone()
-            .release(pb::ReleaseRequest {
-                order_id: id.to_string(),
-            })
-            .await;
-        match released {
-            Ok(_) => {
+    }
+
+    /// Release for a claimed order: confirmed, the order is deleted (nothing is
+    /// reserved, a retry with the same key starts afresh); unconfirmed, it goes back
+    /// to PENDING for a retry or the expiry job.
+    async fn release_claimed(&self, id: OrderId) -> Result<Claim, CreateOrderError> {
+        match self.release(id).await {
+            Ok(()) => {
                 self.db.delete_in(id, OrderStatus::Cancelled).await?;
                 Ok(Claim::Released)
             }
@@ -304,6 +302,16 @@ impl Saga {
                 Ok(Claim::Unconfirmed(status))
             }
         }
+    }
+
+    async fn release(&self, id: OrderId) -> Result<(), tonic::Status> {
+        self.inventory
+            .clone()
+            .release(pb::ReleaseRequest {
+                order_id: id.to_string(),
+            })
+            .await
+            .map(|_| ())
     }
 
     pub async fn get_order(&self, id: OrderId) -> Result<Option<Order>, sqlx::Error> {
