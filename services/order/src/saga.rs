@@ -100,11 +100,18 @@ enum Claim {
     Unconfirmed(tonic::Status),
 }
 
+/// A test hook: awaited when a Reserve has failed, before the compensation starts, so
+/// a test can make a concurrent attempt act at exactly that moment.
+#[doc(hidden)]
+pub type ReserveFailedHook =
+    Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
+
 /// The orchestrator. One per process.
 pub struct Saga {
     db: OrdersDb,
     inventory: InventoryServiceClient<TracedChannel>,
     payments: Arc<dyn PaymentRequester>,
+    reserve_failed: Option<ReserveFailedHook>,
 }
 
 impl Saga {
@@ -117,7 +124,15 @@ impl Saga {
             db,
             inventory,
             payments,
+            reserve_failed: None,
         }
+    }
+
+    /// Tests only: see [`ReserveFailedHook`].
+    #[doc(hidden)]
+    pub fn with_reserve_failed_hook(mut self, hook: ReserveFailedHook) -> Saga {
+        self.reserve_failed = Some(hook);
+        self
     }
 
     pub fn db(&self) -> &OrdersDb {
@@ -251,6 +266,9 @@ impl Saga {
     /// the order first, its answer is this attempt's answer.
     async fn compensate(&self, id: OrderId, message: String) -> Result<Order, CreateOrderError> {
         tracing::warn!(order_id = %id, %message, "reserve failed; compensating with release");
+        if let Some(hook) = &self.reserve_failed {
+            hook().await;
+        }
         if let Some(order) = self.claim(id, &message).await? {
             return Ok(order);
         }

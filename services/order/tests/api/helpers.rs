@@ -34,6 +34,11 @@ pub struct TestShop {
 }
 
 impl TestShop {
+    /// Where inventory listens (for a second saga, or a proxy in front of it).
+    pub fn inventory_addr(&self) -> SocketAddr {
+        self.inventory_addr
+    }
+
     pub async fn spawn() -> TestShop {
         Self::spawn_with(|_, _| {}).await
     }
