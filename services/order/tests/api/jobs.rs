@@ -265,23 +265,13 @@ async fn stock_inventory_never_confirmed_for_a_paid_order_is_committed_by_the_jo
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
     shop.restart_inventory().await;
     // The job repeats the Commit; the order records inventory's confirmation after it.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let settled: bool =
-            sqlx::query_scalar("SELECT stock_settled FROM orders WHERE order_id = $1::uuid")
-                .bind(&order.order_id)
-                .fetch_one(&shop.order_pool)
-                .await
-                .unwrap();
-        if settled {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the commit was never repeated"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_settled(
+        &shop,
+        &order.order_id,
+        Duration::from_secs(20),
+        "the commit was never repeated",
+    )
+    .await;
     let truth = shop.truth("tea").await;
     assert_eq!(
         (
@@ -328,23 +318,26 @@ async fn orders_whose_settle_keeps_failing_do_not_hide_later_ones() {
     .await
     .unwrap();
     shop.restart_inventory().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let behind = format!("the order behind {failing} failing ones was never settled");
+    wait_settled(&shop, &order.order_id, Duration::from_secs(30), &behind).await;
+    assert_eq!(shop.truth("tea").await.level.sold, 3);
+    shop.stop().await;
+}
+
+/// Waits until inventory's confirmation of the order's Commit/Release is recorded.
+async fn wait_settled(shop: &TestShop, order_id: &str, within: Duration, failure: &str) {
+    let deadline = tokio::time::Instant::now() + within;
     loop {
         let settled: bool =
             sqlx::query_scalar("SELECT stock_settled FROM orders WHERE order_id = $1::uuid")
-                .bind(&order.order_id)
+                .bind(order_id)
                 .fetch_one(&shop.order_pool)
                 .await
                 .unwrap();
         if settled {
-            break;
+            return;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the order behind {failing} failing ones was never settled"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "{failure}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(shop.truth("tea").await.level.sold, 3);
-    shop.stop().await;
 }
