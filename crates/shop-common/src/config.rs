@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use sqlx::postgres::PgConnectOptions;
 
-pub use crate::env::{env_var, parse_or, ConfigError};
+pub use crate::env::{env_var, parse_or, parse_positive_or, ConfigError};
 use crate::limits::ServerLimits;
 
 /// Which service is configuring itself; decides the defaults.
@@ -235,7 +235,7 @@ impl CommonSettings {
             metrics_addr,
             jobs: JobSettings {
                 replica_id: var("REPLICA_ID").unwrap_or_else(default_replica_id),
-                interval: Duration::from_millis(parse_or(
+                interval: Duration::from_millis(parse_positive_or(
                     "JOB_INTERVAL_MS",
                     var("JOB_INTERVAL_MS"),
                     2_000,
@@ -319,6 +319,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("DATABASE_URL"), "{e}");
+    }
+
+    #[test]
+    fn zero_is_refused_where_it_would_stall_or_spin() {
+        let err = settings(&[("JOB_INTERVAL_MS", "0")]).unwrap_err();
+        assert_eq!(err.0, "JOB_INTERVAL_MS must be more than 0");
+        for name in ["LOCK_TIMEOUT_MS", "PAYMENT_WORKERS", "SETTLE_AFTER_SECS"] {
+            let err = parse_positive_or(name, Some("0".into()), 1u64).unwrap_err();
+            assert!(
+                err.0.contains(name) && err.0.contains("more than 0"),
+                "{err}"
+            );
+            assert_eq!(parse_positive_or(name, Some("3".into()), 1u64).unwrap(), 3);
+            assert_eq!(parse_positive_or(name, None, 7u64).unwrap(), 7);
+        }
     }
 
     #[test]

@@ -30,3 +30,17 @@ where
             .map_err(|e| ConfigError(format!("{name}={raw:?} is not valid: {e}"))),
     }
 }
+
+/// [`parse_or`] for a setting that must be more than zero (a count, a timeout, an
+/// interval): zero is refused with an error naming the variable.
+pub fn parse_positive_or<T>(name: &str, value: Option<String>, default: T) -> Result<T, ConfigError>
+where
+    T: FromStr + PartialOrd + Default,
+    T::Err: std::fmt::Display,
+{
+    let parsed = parse_or(name, value, default)?;
+    if parsed <= T::default() {
+        return Err(ConfigError(format!("{name} must be more than 0")));
+    }
+    Ok(parsed)
+}

@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shop_common::config::{env_var, parse_or, CommonSettings, ConfigError, ServiceName};
+use shop_common::config::{
+    env_var, parse_or, parse_positive_or, CommonSettings, ConfigError, ServiceName,
+};
 use shop_common::domain::Strategy;
 use shop_common::ServiceShell;
 use shop_proto::v1::inventory_service_server::InventoryServiceServer;
@@ -54,7 +56,7 @@ impl Settings {
                 lookup("THINK_TIME_MS"),
                 2,
             )?),
-            lock_timeout: Duration::from_millis(parse_or(
+            lock_timeout: Duration::from_millis(parse_positive_or(
                 "LOCK_TIMEOUT_MS",
                 lookup("LOCK_TIMEOUT_MS"),
                 10_000,

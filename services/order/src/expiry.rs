@@ -133,7 +133,11 @@ async fn expiry_pass(
             Ok(order) if order.stock_settled => settled += 1,
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(order_id = %id, error = %e, "settling an order's stock failed; next pass retries")
+                tracing::warn!(order_id = %id, error = %e, "settling an order's stock failed; next pass retries");
+                // To the back of the queue: failing orders must not hide later ones.
+                if let Err(e) = db.touch(id).await {
+                    tracing::warn!(order_id = %id, error = %e, "moving a failing order to the back failed");
+                }
             }
         }
     }

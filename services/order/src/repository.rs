@@ -36,7 +36,7 @@ const INSERT_PENDING: &str =
     "INSERT INTO orders (order_id, idempotency_key, customer_id, customer_tier,
                          strategy, sale_id, status)
      VALUES ($1, $2, $3, $4, $5, $6, 'PENDING')
-     ON CONFLICT (idempotency_key) DO NOTHING";
+     ON CONFLICT (customer_id, idempotency_key) DO NOTHING";
 
 /// Knockout (tests only, with the unique index dropped by the test): every
 /// CreateOrder inserts an order, whatever its key.
@@ -55,7 +55,7 @@ impl OrdersDb {
         &self.pool
     }
 
-    /// Inserts `new` as a PENDING order, unless its idempotency key exists: then the
+    /// Inserts `new` as a PENDING order, unless its customer used its idempotency key: then the
     /// existing order is returned instead. Two concurrent calls with one key get one
     /// order (the unique index makes the second insert wait for the first, then yield).
     pub async fn insert_pending(&self, new: &NewOrder) -> Result<Inserted, sqlx::Error> {
@@ -91,7 +91,10 @@ impl OrdersDb {
                 return Ok(Inserted::New(order));
             }
             tx.rollback().await?;
-            if let Some(existing) = self.get_by_key(&new.idempotency_key).await? {
+            if let Some(existing) = self
+                .get_by_key(&new.customer_id, &new.idempotency_key)
+                .await?
+            {
                 return Ok(Inserted::Existing(existing));
             }
         }
@@ -157,10 +160,16 @@ impl OrdersDb {
         Ok(ids.into_iter().map(OrderId::from).collect())
     }
 
-    pub async fn get_by_key(&self, key: &IdempotencyKey) -> Result<Option<Order>, sqlx::Error> {
+    /// The order of `customer` with idempotency key `key` (keys are per customer).
+    pub async fn get_by_key(
+        &self,
+        customer: &CustomerId,
+        key: &IdempotencyKey,
+    ) -> Result<Option<Order>, sqlx::Error> {
         sqlx::query(&format!(
-            "SELECT {ORDER_COLUMNS} FROM orders o WHERE idempotency_key = $1"
+            "SELECT {ORDER_COLUMNS} FROM orders o WHERE customer_id = $1 AND idempotency_key = $2"
         ))
+        .bind(customer.as_str())
         .bind(key.as_str())
         .fetch_optional(&self.pool)
         .await?
@@ -211,6 +220,17 @@ impl OrdersDb {
         Ok(())
     }
 
+    /// Sets the order's `updated_at` to now, which moves it to the back of the jobs'
+    /// oldest-first views: an order whose repair keeps failing must not hide the ones
+    /// behind it.
+    pub async fn touch(&self, id: OrderId) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE orders SET updated_at = now() WHERE order_id = $1")
+            .bind(id.as_uuid())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Records that inventory confirmed the Commit/Release of a PAID/CANCELLED order.
     pub async fn mark_stock_settled(&self, id: OrderId) -> Result<(), sqlx::Error> {
         sqlx::query(
@@ -222,12 +242,13 @@ impl OrdersDb {
         Ok(())
     }
 
-    /// Deletes a PENDING order (and its lines): used when inventory reserved nothing
-    /// for it and the request failed, so nothing half-done stays behind and a retry
-    /// with the same key starts afresh.
-    pub async fn delete_pending(&self, id: OrderId) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM orders WHERE order_id = $1 AND status = 'PENDING'")
+    /// Deletes the order (and its lines) if it is in `status`: used for an order a
+    /// failed CreateOrder attempt claimed and released, so nothing half-done stays
+    /// behind and a retry with the same key starts afresh.
+    pub async fn delete_in(&self, id: OrderId, status: OrderStatus) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM orders WHERE order_id = $1 AND status = $2")
             .bind(id.as_uuid())
+            .bind(status.as_str())
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -5,8 +5,8 @@
 //!     RESERVED ──► order RESERVED ──► PaymentRequester (the payment WorkQueue)
 //!     OUT_OF_STOCK ──► order REJECTED (a normal answer, with the reason)
 //!     ALREADY_RELEASED ──► order CANCELLED (a Release overtook this Reserve)
-//!     refused (unknown SKU, bad input) ──► PENDING order deleted, error returned
-//!     failed / unreachable ──► compensate: inventory.Release (tombstone), delete PENDING
+//!     refused (unknown SKU, bad input) ──► claim, delete, error returned
+//!     failed / unreachable ──► claim, compensate: inventory.Release (tombstone), delete
 //! PaymentResult(ok)   ──► order PAID      ──► inventory.Commit
 //! PaymentResult(fail) ──► order CANCELLED ──► inventory.Release   (compensation)
 //! ```
@@ -15,6 +15,15 @@
 //! redelivered PaymentResult converges on the same end state. The order's status is
 //! written before the inventory call that follows from it, and the call is repeated
 //! by any duplicate until inventory confirms (`stock_settled`).
+//!
+//! Claim before compensate: an attempt whose Reserve failed first moves the order
+//! PENDING → CANCELLED (compare-and-set) and only then releases. If a concurrent
+//! attempt with the same key got there first (its Reserve succeeded and the order is
+//! RESERVED), the claim fails and the failed attempt answers with that order instead
+//! of releasing the other attempt's units.
+//!
+//! One file on purpose: the saga is one state machine, and its steps, their claims and
+//! their compensations read top to bottom here, each next to the step it undoes.
 
 use std::sync::Arc;
 
@@ -75,11 +84,37 @@ pub enum PaymentResultError {
     Database(#[from] sqlx::Error),
 }
 
+/// The status reason of an order claimed by a failing CreateOrder attempt.
+const CLAIM_REASON: &str = "claimed by a failed CreateOrder attempt";
+
+/// Whether a failing attempt holds the order for its compensation right now (it
+/// deletes it or puts it back to PENDING in a moment): not an answer to give.
+fn claimed_by_another_attempt(order: &Order) -> bool {
+    order.status == OrderStatus::Cancelled
+        && !order.stock_settled
+        && order.status_reason.starts_with(CLAIM_REASON)
+}
+
+/// What [`Saga::release_claimed`] did.
+enum Claim {
+    /// Claimed, released and deleted.
+    Released,
+    /// Claimed, but inventory did not confirm the Release: back to PENDING.
+    Unconfirmed(tonic::Status),
+}
+
+/// A test hook: awaited when a Reserve has failed, before the compensation starts, so
+/// a test can make a concurrent attempt act at exactly that moment.
+#[doc(hidden)]
+pub type ReserveFailedHook =
+    Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
+
 /// The orchestrator. One per process.
 pub struct Saga {
     db: OrdersDb,
     inventory: InventoryServiceClient<TracedChannel>,
     payments: Arc<dyn PaymentRequester>,
+    reserve_failed: Option<ReserveFailedHook>,
 }
 
 impl Saga {
@@ -92,7 +127,15 @@ impl Saga {
             db,
             inventory,
             payments,
+            reserve_failed: None,
         }
+    }
+
+    /// Tests only: see [`ReserveFailedHook`].
+    #[doc(hidden)]
+    pub fn with_reserve_failed_hook(mut self, hook: ReserveFailedHook) -> Saga {
+        self.reserve_failed = Some(hook);
+        self
     }
 
     pub fn db(&self) -> &OrdersDb {
@@ -110,6 +153,9 @@ impl Saga {
                         key: new.idempotency_key.as_str().to_owned(),
                         existing: order.id,
                     });
+                }
+                if claimed_by_another_attempt(&order) {
+                    return Err(CreateOrderError::Raced(order.id));
                 }
                 if order.status != OrderStatus::Pending {
                     return Ok(order);
@@ -166,7 +212,9 @@ impl Saga {
                     }
                 }
             }
-            // Inventory looked at the request and reserved nothing: keep no order.
+            // Inventory looked at the request and reserved nothing: keep no order. A
+            // concurrent attempt with the same key may still reserve, so this one
+            // claims the order and leaves a tombstone before it deletes the order.
             Err(status)
                 if matches!(
                     status.code(),
@@ -176,7 +224,10 @@ impl Saga {
                         | Code::Unimplemented
                 ) =>
             {
-                self.db.delete_pending(id).await?;
+                if let Some(order) = self.claim(id, status.message()).await? {
+                    return Ok(order);
+                }
+                self.db.delete_in(id, OrderStatus::Cancelled).await?;
                 return Err(CreateOrderError::Refused(status));
             }
             // Anything else may or may not have reserved: undo it to be sure.
@@ -186,11 +237,23 @@ impl Saga {
                     .await
             }
         };
-        let (order, moved) = self
+        let current = self
             .db
             .transition(id, OrderStatus::Pending, to, &reason, None)
-            .await?
-            .ok_or(CreateOrderError::Raced(id))?;
+            .await?;
+        let (order, moved) = match current {
+            Some((order, moved)) if moved || !claimed_by_another_attempt(&order) => (order, moved),
+            // A failed attempt claimed the order (or already deleted it): the units this
+            // Reserve took belong to no order, so give them back.
+            _ => {
+                if to == OrderStatus::Reserved {
+                    if let Err(e) = self.release(id).await {
+                        tracing::warn!(order_id = %id, error = %e.message(), "releasing a reservation whose order was claimed failed");
+                    }
+                }
+                return Err(CreateOrderError::Raced(id));
+            }
+        };
         // Only the attempt that moved the order to RESERVED asks for the payment.
         if moved && order.status == OrderStatus::Reserved {
             if let Err(e) = self
@@ -205,29 +268,77 @@ impl Saga {
         Ok(order)
     }
 
-    /// Reserve failed in a way that leaves its effect unknown: Release (which also
-    /// tombstones the order id, so a Reserve still in flight takes nothing), then drop
-    /// the PENDING order. If the Release cannot be confirmed, the order stays PENDING
-    /// for a retry (or the expiry job) to finish.
+    /// Reserve failed in a way that leaves its effect unknown: claim the order, Release
+    /// (which also tombstones the order id, so a Reserve still in flight takes nothing),
+    /// then drop the order. If the Release cannot be confirmed, the order goes back to
+    /// PENDING for a retry (or the expiry job) to finish. If a concurrent attempt moved
+    /// the order first, its answer is this attempt's answer.
     async fn compensate(&self, id: OrderId, message: String) -> Result<Order, CreateOrderError> {
         tracing::warn!(order_id = %id, %message, "reserve failed; compensating with release");
-        let released = self
-            .inventory
-            .clone()
-            .release(pb::ReleaseRequest {
-                order_id: id.to_string(),
-            })
-            .await;
-        match released {
-            Ok(_) => {
-                self.db.delete_pending(id).await?;
-                Err(CreateOrderError::InventoryUnavailable(message))
-            }
-            Err(status) => {
+        if let Some(hook) = &self.reserve_failed {
+            hook().await;
+        }
+        if let Some(order) = self.claim(id, &message).await? {
+            return Ok(order);
+        }
+        match self.release_claimed(id).await? {
+            Claim::Released => Err(CreateOrderError::InventoryUnavailable(message)),
+            Claim::Unconfirmed(status) => {
                 tracing::warn!(order_id = %id, error = %status.message(), "compensating release failed too");
                 Err(CreateOrderError::InventoryUnavailablePending { message, id })
             }
         }
+    }
+
+    /// The claim-before-compensate step of CreateOrder's failure paths: PENDING →
+    /// CANCELLED (compare-and-set). `None`: this attempt holds the order now, and only
+    /// it moves the order on (deletes it, or puts it back to PENDING). `Some`: another
+    /// attempt moved the order first; that is the answer.
+    async fn claim(&self, id: OrderId, reason: &str) -> Result<Option<Order>, CreateOrderError> {
+        let reason = format!("{CLAIM_REASON}: {reason}");
+        let claimed = self
+            .db
+            .transition(
+                id,
+                OrderStatus::Pending,
+                OrderStatus::Cancelled,
+                &reason,
+                None,
+            )
+            .await?;
+        match claimed {
+            Some((_, true)) => Ok(None),
+            Some((order, false)) if !claimed_by_another_attempt(&order) => Ok(Some(order)),
+            _ => Err(CreateOrderError::Raced(id)),
+        }
+    }
+
+    /// Release for a claimed order: confirmed, the order is deleted (nothing is
+    /// reserved, a retry with the same key starts afresh); unconfirmed, it goes back
+    /// to PENDING for a retry or the expiry job.
+    async fn release_claimed(&self, id: OrderId) -> Result<Claim, CreateOrderError> {
+        match self.release(id).await {
+            Ok(()) => {
+                self.db.delete_in(id, OrderStatus::Cancelled).await?;
+                Ok(Claim::Released)
+            }
+            Err(status) => {
+                self.db
+                    .transition(id, OrderStatus::Cancelled, OrderStatus::Pending, "", None)
+                    .await?;
+                Ok(Claim::Unconfirmed(status))
+            }
+        }
+    }
+
+    async fn release(&self, id: OrderId) -> Result<(), tonic::Status> {
+        self.inventory
+            .clone()
+            .release(pb::ReleaseRequest {
+                order_id: id.to_string(),
+            })
+            .await
+            .map(|_| ())
     }
 
     pub async fn get_order(&self, id: OrderId) -> Result<Option<Order>, sqlx::Error> {

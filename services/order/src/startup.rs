@@ -26,14 +26,18 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/order");
 ///
 /// | variable | meaning | default |
 /// |---|---|---|
-/// | `INVENTORY_TIMEOUT_MS` | deadline of each call to inventory | `15000` |
+/// | `INVENTORY_TIMEOUT_MS` | deadline of each call to inventory; more than inventory's `SALE_WAIT_MS` + `LOCK_TIMEOUT_MS` | `25000` |
+/// | `SALE_WAIT_MS`, `LOCK_TIMEOUT_MS` | inventory's settings (same defaults), read here only to check `INVENTORY_TIMEOUT_MS` against them | `10000`, `10000` |
 /// | `RESERVATION_TTL_SECS` | how long an order may stay RESERVED (or PENDING) before the expiry job cancels it; more than `INVENTORY_TIMEOUT_MS` | `300` |
 /// | `PAYMENT_REDRIVE_SECS` | how long an order may stay RESERVED before the expiry job hands it to the payment queue again; less than `RESERVATION_TTL_SECS` | `60` |
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub common: CommonSettings,
-    /// Longer than inventory's lock timeout, so inventory answers first.
+    /// Longer than inventory's longest Reserve (sale wait + lock timeout), so inventory
+    /// answers first and a caller never gives up on a Reserve that can still succeed.
     pub inventory_timeout: Duration,
+    /// Inventory's `SALE_WAIT_MS` + `LOCK_TIMEOUT_MS`: the longest a Reserve can take.
+    pub inventory_longest_reserve: Duration,
     /// How long an order may stay RESERVED (or PENDING) before the expiry job cancels it.
     pub reservation_ttl: Duration,
     /// How long an order may stay RESERVED before the expiry job requests its payment
@@ -49,8 +53,12 @@ impl Settings {
             inventory_timeout: Duration::from_millis(parse_or(
                 "INVENTORY_TIMEOUT_MS",
                 lookup("INVENTORY_TIMEOUT_MS"),
-                15_000,
+                25_000,
             )?),
+            inventory_longest_reserve: Duration::from_millis(
+                parse_or("SALE_WAIT_MS", lookup("SALE_WAIT_MS"), 10_000u64)?
+                    + parse_or("LOCK_TIMEOUT_MS", lookup("LOCK_TIMEOUT_MS"), 10_000u64)?,
+            ),
             reservation_ttl: Duration::from_secs(parse_or(
                 "RESERVATION_TTL_SECS",
                 lookup("RESERVATION_TTL_SECS"),
@@ -70,6 +78,15 @@ impl Settings {
     /// abandoned only if no CreateOrder can still be waiting for inventory, and a
     /// payment is requested again before the order's deadline.
     pub fn check(&self) -> Result<(), ConfigError> {
+        if self.inventory_timeout <= self.inventory_longest_reserve {
+            return Err(ConfigError(format!(
+                "INVENTORY_TIMEOUT_MS ({} ms) must be more than inventory's SALE_WAIT_MS + \
+                 LOCK_TIMEOUT_MS ({} ms): a Reserve the order service gave up on could \
+                 still succeed",
+                self.inventory_timeout.as_millis(),
+                self.inventory_longest_reserve.as_millis()
+            )));
+        }
         if self.reservation_ttl <= self.inventory_timeout {
             return Err(ConfigError(format!(
                 "RESERVATION_TTL_SECS ({}s) must be more than INVENTORY_TIMEOUT_MS ({} ms): \
@@ -93,7 +110,8 @@ impl Settings {
     pub fn with_common(common: CommonSettings) -> Settings {
         Settings {
             common,
-            inventory_timeout: Duration::from_secs(15),
+            inventory_timeout: Duration::from_secs(25),
+            inventory_longest_reserve: Duration::from_secs(20),
             reservation_ttl: Duration::from_secs(300),
             payment_redrive: Duration::from_secs(60),
         }
@@ -205,13 +223,19 @@ mod tests {
     #[test]
     fn the_expiry_thresholds_must_fit_together() {
         assert!(
-            settings(300, 60, 15_000).check().is_ok(),
+            settings(300, 60, 25_000).check().is_ok(),
             "the defaults fit"
         );
-        let err = settings(10, 5, 15_000).check().unwrap_err();
+        let err = settings(300, 60, 20_000).check().unwrap_err();
+        assert!(err.0.contains("INVENTORY_TIMEOUT_MS (20000 ms)"), "{err}");
+        assert!(
+            err.0.contains("SALE_WAIT_MS + LOCK_TIMEOUT_MS (20000 ms)"),
+            "{err}"
+        );
+        let err = settings(10, 5, 25_000).check().unwrap_err();
         assert!(err.0.contains("RESERVATION_TTL_SECS"), "{err}");
         assert!(err.0.contains("INVENTORY_TIMEOUT_MS"), "{err}");
-        let err = settings(300, 300, 15_000).check().unwrap_err();
+        let err = settings(300, 300, 25_000).check().unwrap_err();
         assert!(err.0.contains("PAYMENT_REDRIVE_SECS"), "{err}");
     }
 }

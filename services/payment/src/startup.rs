@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shop_common::config::{env_var, parse_or, CommonSettings, ConfigError, ServiceName};
+use shop_common::config::{
+    env_var, parse_or, parse_positive_or, CommonSettings, ConfigError, ServiceName,
+};
 use shop_common::payments::spawn_queue_gauges;
 use shop_common::propagation::traced_channel;
 use shop_common::ServiceShell;
@@ -62,7 +64,7 @@ impl Settings {
         }
         Ok(Settings {
             common: CommonSettings::from_env(ServiceName::Payment)?,
-            workers: parse_or("PAYMENT_WORKERS", lookup("PAYMENT_WORKERS"), 4)?,
+            workers: parse_positive_or("PAYMENT_WORKERS", lookup("PAYMENT_WORKERS"), 4)?,
             provider: ProviderSettings {
                 latency: Duration::from_millis(parse_or(
                     "PROVIDER_LATENCY_MS",
@@ -73,7 +75,7 @@ impl Settings {
                 seed: parse_or("PROVIDER_SEED", lookup("PROVIDER_SEED"), 0)?,
                 concurrency,
             },
-            settle_after: Duration::from_secs(parse_or(
+            settle_after: Duration::from_secs(parse_positive_or(
                 "SETTLE_AFTER_SECS",
                 lookup("SETTLE_AFTER_SECS"),
                 60,

@@ -132,7 +132,7 @@ impl InventoryDb {
             ReservationState::Reserved => {
                 return_lines(&mut tx, order, tokens).await?;
                 sqlx::query(
-                    "UPDATE sale_purchases p SET units = p.units - l.units
+                    "UPDATE sale_purchases p SET units = GREATEST(p.units - l.units, 0)
                      FROM (SELECT r.sale_id, r.customer_id, SUM(rl.quantity)::bigint AS units
                            FROM reservations r JOIN reservation_lines rl USING (order_id)
                            WHERE r.order_id = $1 AND r.sale_id IS NOT NULL

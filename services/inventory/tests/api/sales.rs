@@ -225,3 +225,34 @@ async fn releasing_an_order_gives_the_customer_their_allowance_back() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_none_sale_order_whose_count_was_undercounted_is_released_not_internal() {
+    let inventory = TestInventory::spawn().await;
+    inventory
+        .set_stock_as("tea", 10, Some(Strategy::None))
+        .await;
+    inventory.create_sale("undercount", 5).await;
+    inventory.open_sale("undercount").await;
+    let order = new_order_id();
+    let reserved = inventory
+        .reserve_in_sale(&order, &[("tea", 2)], Strategy::None, "undercount", "carol")
+        .await
+        .unwrap();
+    assert_eq!(outcome(&reserved), pb::ReserveOutcome::Reserved);
+    // `none` loses updates under concurrency: the customer's count ends lower than
+    // the units they hold (here: made so by hand).
+    sqlx::query("UPDATE sale_purchases SET units = 1 WHERE sale_id = 'undercount' AND customer_id = 'carol'")
+        .execute(&inventory.pool)
+        .await
+        .unwrap();
+    for attempt in 0..2 {
+        inventory
+            .release(&order)
+            .await
+            .unwrap_or_else(|e| panic!("release {attempt}: {e:?}"));
+    }
+    assert_eq!(inventory.purchased("undercount", "carol").await, 0);
+    assert_eq!(inventory.truth("tea").await.level.available, 10);
+    inventory.stop().await;
+}

@@ -74,3 +74,112 @@ async fn the_same_key_with_a_different_cart_is_refused() {
     assert_eq!(shop.truth("tea").await.level.reserved, 1);
     shop.stop().await;
 }
+
+#[tokio::test]
+async fn one_key_from_two_customers_is_two_orders_and_leaks_nothing() {
+    let shop = TestShop::spawn().await;
+    shop.set_stock("tea", 10).await;
+    let key = unique_key();
+    let alice = shop
+        .create(&key, &[("tea", 1)], Strategy::Pg)
+        .await
+        .unwrap();
+    let mut request = crate::helpers::create_request(&key, &[("tea", 2)], Strategy::Pg);
+    request.customer_id = "bob".into();
+    let bob = shop
+        .orders
+        .clone()
+        .create_order(request)
+        .await
+        .map(tonic::Response::into_inner);
+    let bob = match bob {
+        Ok(bob) => bob,
+        Err(err) => {
+            assert!(
+                !err.message().contains(&alice.order_id),
+                "bob's answer names alice's order: {err:?}"
+            );
+            panic!("bob's first order with his own key was refused: {err:?}");
+        }
+    };
+    assert_ne!(bob.order_id, alice.order_id);
+    assert_eq!(status(&bob), pb::OrderStatus::Reserved);
+    assert_eq!(shop.order_count().await, 2);
+    assert_eq!(shop.truth("tea").await.level.reserved, 3);
+    shop.stop().await;
+}
+
+/// Attempt A's Reserve fails (its link to inventory is cut) while attempt B with the
+/// same key reserves: A must not release B's units. A announces the moment through the
+/// saga's test hook, so the interleaving is exact.
+#[tokio::test]
+async fn a_failed_attempt_does_not_release_the_units_a_concurrent_one_reserved() {
+    use std::sync::Arc;
+
+    use order_service::domain::{CustomerTier, IdempotencyKey, NewOrder};
+    use order_service::payment::PaymentQueueNotWired;
+    use order_service::repository::OrdersDb;
+    use order_service::saga::Saga;
+    use shop_common::domain::{Cart, CustomerId};
+    use shop_test_support::TcpProxy;
+    use tokio::sync::Notify;
+
+    let shop = TestShop::spawn().await;
+    shop.set_stock_as("tea", 3, Some(Strategy::Pg)).await;
+    let proxy = TcpProxy::start(shop.inventory().addr()).await;
+    proxy.cut();
+    let (failed, go) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let hook = {
+        let (failed, go) = (failed.clone(), go.clone());
+        move || {
+            let (failed, go) = (failed.clone(), go.clone());
+            Box::pin(async move {
+                failed.notify_one();
+                go.notified().await;
+            }) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+        }
+    };
+    let inventory = shop_proto::v1::inventory_service_client::InventoryServiceClient::new(
+        shop_common::propagation::traced_channel(
+            &format!("http://{}", proxy.addr()),
+            std::time::Duration::from_secs(2),
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap(),
+    );
+    let a = Saga::new(
+        OrdersDb::new(shop.order_pool.clone()),
+        inventory,
+        Arc::new(PaymentQueueNotWired),
+    )
+    .with_reserve_failed_hook(Arc::new(hook));
+    let key = unique_key();
+    let new = NewOrder {
+        idempotency_key: IdempotencyKey::parse("key", &key).unwrap(),
+        customer_id: CustomerId::parse("customer", "alice").unwrap(),
+        customer_tier: CustomerTier::Gold,
+        cart: Cart::parse("items", [("tea", 3)]).unwrap(),
+        strategy: Some(Strategy::Pg),
+        sale_id: None,
+    };
+    let attempt_a = tokio::spawn(async move { a.create_order(new).await });
+    failed.notified().await;
+    proxy.restore();
+    let b = shop
+        .create(&key, &[("tea", 3)], Strategy::Pg)
+        .await
+        .unwrap();
+    assert_eq!(status(&b), pb::OrderStatus::Reserved);
+    go.notify_one();
+    let a = attempt_a.await.unwrap();
+    let t = shop.truth("tea").await;
+    assert_eq!(
+        (t.level.available, t.level.reserved),
+        (0, 3),
+        "A released the units B reserved for the RESERVED order (A answered {a:?})"
+    );
+    let a = a.expect("A answers with the order B reserved");
+    assert_eq!(a.id.to_string(), b.order_id);
+    assert_eq!(shop.order_count().await, 1);
+    shop.stop().await;
+}

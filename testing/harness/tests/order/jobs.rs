@@ -259,23 +259,13 @@ async fn stock_inventory_never_confirmed_for_a_paid_order_is_committed_by_the_jo
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
     shop.restart_inventory().await;
     // The job repeats the Commit; the order records inventory's confirmation after it.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let settled: bool =
-            sqlx::query_scalar("SELECT stock_settled FROM orders WHERE order_id = $1::uuid")
-                .bind(&order.order_id)
-                .fetch_one(&shop.order_pool)
-                .await
-                .unwrap();
-        if settled {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the commit was never repeated"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_settled(
+        &shop,
+        &order.order_id,
+        Duration::from_secs(20),
+        "the commit was never repeated",
+    )
+    .await;
     let truth = shop.truth("tea").await;
     assert_eq!(
         (
@@ -287,4 +277,61 @@ async fn stock_inventory_never_confirmed_for_a_paid_order_is_committed_by_the_jo
     );
     truth.check(10).unwrap();
     shop.stop().await;
+}
+
+#[tokio::test]
+async fn orders_whose_settle_keeps_failing_do_not_hide_later_ones() {
+    let mut shop = TestShop::spawn_with(|_, order| {
+        order.payment_redrive = Duration::from_secs(1);
+        order.common.jobs.interval = Duration::from_millis(200);
+    })
+    .await;
+    shop.set_stock("tea", 10).await;
+    let order = shop
+        .create(&unique_key(), &[("tea", 3)], Strategy::Pg)
+        .await
+        .unwrap();
+    shop.stop_inventory().await;
+    let err = shop.paid(&order.order_id, "pay-1").await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    // More PAID orders than one pass takes, older than ours, whose Commit inventory
+    // refuses for good (it never reserved anything for them).
+    let failing = 3 * 100 / 2;
+    sqlx::query(
+        "WITH o AS (
+           INSERT INTO orders (order_id, idempotency_key, customer_id, customer_tier, strategy,
+                               status, created_at, updated_at)
+           SELECT gen_random_uuid(), 'starve-' || g, 'starver', 'gold', 'pg', 'PAID',
+                  now() - interval '1 hour', now() - interval '1 hour'
+           FROM generate_series(1, $1) g
+           RETURNING order_id)
+         INSERT INTO order_lines (order_id, sku, quantity) SELECT order_id, 'tea', 1 FROM o",
+    )
+    .bind(failing)
+    .execute(&shop.order_pool)
+    .await
+    .unwrap();
+    shop.restart_inventory().await;
+    let behind = format!("the order behind {failing} failing ones was never settled");
+    wait_settled(&shop, &order.order_id, Duration::from_secs(30), &behind).await;
+    assert_eq!(shop.truth("tea").await.level.sold, 3);
+    shop.stop().await;
+}
+
+/// Waits until inventory's confirmation of the order's Commit/Release is recorded.
+async fn wait_settled(shop: &TestShop, order_id: &str, within: Duration, failure: &str) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let settled: bool =
+            sqlx::query_scalar("SELECT stock_settled FROM orders WHERE order_id = $1::uuid")
+                .bind(order_id)
+                .fetch_one(&shop.order_pool)
+                .await
+                .unwrap();
+        if settled {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{failure}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

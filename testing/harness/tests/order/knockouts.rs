@@ -15,7 +15,7 @@ use crate::helpers::{unique_key, TestShop};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_idempotency_key_one_key_makes_many_orders() {
     let shop = TestShop::spawn().await;
-    sqlx::query("ALTER TABLE orders DROP CONSTRAINT orders_idempotency_key_key")
+    sqlx::query("ALTER TABLE orders DROP CONSTRAINT orders_customer_idempotency_key")
         .execute(&shop.order_pool)
         .await
         .unwrap();
