@@ -241,8 +241,10 @@ async fn a_reserved_order_whose_payment_request_was_lost_is_requested_again_and_
     shop.stop().await;
 }
 
-#[tokio::test]
-async fn stock_inventory_never_confirmed_for_a_paid_order_is_committed_by_the_job() {
+/// A shop whose expiry job runs every 200 ms, and a 3 × tea order (of 10) whose payment
+/// was recorded while inventory was down: PAID, its Commit never confirmed. Inventory
+/// is still down when this returns.
+async fn paid_while_inventory_is_down() -> (TestShop, pb::Order) {
     let mut shop = TestShop::spawn_with(|_, order| {
         order.payment_redrive = Duration::from_secs(1);
         order.common.jobs.interval = Duration::from_millis(200);
@@ -253,10 +255,16 @@ async fn stock_inventory_never_confirmed_for_a_paid_order_is_committed_by_the_jo
         .create(&unique_key(), &[("tea", 3)], Strategy::Pg)
         .await
         .unwrap();
-    // The payment is recorded while inventory is down, and nobody retries it.
     shop.stop_inventory().await;
     let err = shop.paid(&order.order_id, "pay-1").await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    (shop, order)
+}
+
+#[tokio::test]
+async fn stock_inventory_never_confirmed_for_a_paid_order_is_committed_by_the_job() {
+    // The payment is recorded while inventory is down, and nobody retries it.
+    let (mut shop, order) = paid_while_inventory_is_down().await;
     shop.restart_inventory().await;
     // The job repeats the Commit; the order records inventory's confirmation after it.
     wait_settled(
@@ -281,19 +289,8 @@ async fn stock_inventory_never_confirmed_for_a_paid_order_is_committed_by_the_jo
 
 #[tokio::test]
 async fn orders_whose_settle_keeps_failing_do_not_hide_later_ones() {
-    let mut shop = TestShop::spawn_with(|_, order| {
-        order.payment_redrive = Duration::from_secs(1);
-        order.common.jobs.interval = Duration::from_millis(200);
-    })
-    .await;
-    shop.set_stock("tea", 10).await;
-    let order = shop
-        .create(&unique_key(), &[("tea", 3)], Strategy::Pg)
-        .await
-        .unwrap();
-    shop.stop_inventory().await;
-    let err = shop.paid(&order.order_id, "pay-1").await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    // The payment is recorded while inventory is down, and nobody retries it.
+    let (mut shop, order) = paid_while_inventory_is_down().await;
     // More PAID orders than one pass takes, older than ours, whose Commit inventory
     // refuses for good (it never reserved anything for them).
     let failing = 3 * 100 / 2;
