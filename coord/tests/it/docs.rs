@@ -421,10 +421,16 @@ fn every_english_page_has_a_chinese_twin() {
             ));
         }
     }
+    // The list only bridges a merge: once a twin has arrived, its pair must be checked.
     for english in TWIN_EXPECTED_AT_MERGE {
+        let chinese = english.replacen("docs/", "docs/zh-CN/", 1);
         if !root.join(english).exists() {
             problems.push(format!(
                 "TWIN_EXPECTED_AT_MERGE names {english}, which does not exist: remove it"
+            ));
+        } else if root.join(&chinese).exists() {
+            problems.push(format!(
+                "{chinese} exists now: remove {english} from TWIN_EXPECTED_AT_MERGE so the pair is compared"
             ));
         }
     }
