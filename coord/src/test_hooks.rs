@@ -4,11 +4,32 @@
 //!
 //! - [`lose_first_compare_delete`]: the next compare-and-delete of a key fails its
 //!   first attempt as if etcd's answer had been lost, and stops before the retry.
+//! - [`silence_keepalives`]: a session keeps no keepalive of a lease from reaching
+//!   etcd, as if the network dropped them (the session then lives on its deadline).
 
 use std::collections::HashMap;
 use std::sync::Mutex as StdMutex;
 
 use tokio::sync::oneshot;
+
+/// Leases whose keepalives are not sent.
+static SILENCED: StdMutex<Vec<i64>> = StdMutex::new(Vec::new());
+
+/// From now on, sessions send no keepalive for `lease` (before or after it is resumed).
+pub fn silence_keepalives(lease: i64) {
+    SILENCED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(lease);
+}
+
+/// Whether keepalives of `lease` are silenced.
+pub(crate) fn keepalives_silenced(lease: i64) -> bool {
+    SILENCED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(&lease)
+}
 
 /// Armed compare-and-deletes, by key: where to announce the retry, and the go-ahead.
 static COMPARE_DELETES: StdMutex<Option<HashMap<String, Armed>>> = StdMutex::new(None);
