@@ -258,10 +258,8 @@ impl EtcdConfig {
     }
 
     fn connect_options(&self) -> ConnectOptions {
-        // Every request requires a leader (etcd's `hasleader`, Go's `WithRequireLeader`):
-        // a member cut off from its cluster refuses new requests and cancels the watches
-        // and keepalive streams it serves ("no leader") instead of leaving them open and
-        // silent, so waiters and sessions carry on at a member that has a leader.
+        // Require a leader (`hasleader`, Go's `WithRequireLeader`): a cut-off member then
+        // cancels our watches and keepalives instead of leaving them silent (see above).
         let mut options = ConnectOptions::new()
             .with_connect_timeout(self.connect_timeout)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
