@@ -193,16 +193,14 @@ impl Default for Options {
             prefetch: Vec::new(),
             max_attempts: 30,
             backoff_base: Duration::from_millis(2),
-            backoff_max: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(200),
         }
     }
 }
 
 impl Options {
     /// The defaults: [`Isolation::SerializableSnapshot`], no prefetch, 30 attempts,
-    /// first retry at once, then back-off from 2 ms doubling up to 10 ms. The cap is low on purpose: a
-    /// transaction that keeps losing must not wait longer and longer behind a back-off
-    /// while newer ones commit (that is starvation, and it shows as the p99).
+    /// first retry at once, then back-off from 2 ms doubling up to 200 ms.
     pub fn new() -> Options {
         Options::default()
     }
