@@ -18,6 +18,12 @@
 //! - Files are read once, when the configuration is built: a missing or unreadable
 //!   file is an error then, not at the first request.
 //! - Secrets never reach `Debug` output or logs.
+//! - A client from [`EtcdConfig::connect`] requires a leader on every request and
+//!   stream: a member cut off from the rest of its cluster cancels the watches and
+//!   lease keepalives it serves within a few election timeouts, so a waiter or session
+//!   whose stream sat there reconnects to a member that has a leader instead of
+//!   hanging. (A `Client` you build yourself gets this with
+//!   `ConnectOptions::with_require_leader(true)`.)
 //! - A wrong user or password is [`Error::Authentication`] from [`EtcdConfig::connect`];
 //!   a server that cannot be reached or whose TLS does not match the configuration is
 //!   [`Error::Connect`], with the endpoints and a hint.
@@ -252,9 +258,12 @@ impl EtcdConfig {
     }
 
     fn connect_options(&self) -> ConnectOptions {
+        // Require a leader (`hasleader`, Go's `WithRequireLeader`): a cut-off member then
+        // cancels our watches and keepalives instead of leaving them silent (see above).
         let mut options = ConnectOptions::new()
             .with_connect_timeout(self.connect_timeout)
-            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+            .with_require_leader(true);
         if let Some((user, password)) = &self.credentials {
             options = options.with_user(user.clone(), password.clone());
         }

@@ -58,7 +58,7 @@
 use etcd_client::{GetOptions, KeyValue, SortOrder, SortTarget, Txn, TxnOp, TxnResponse};
 use tracing::{debug, field, info_span, Instrument, Span};
 
-use crate::ownership::owned::{create_unique, OwnedKey, PendingPut, Placed};
+use crate::ownership::owned::{create_unique, OwnedKey, PendingPut, Placed, Release};
 use crate::plumbing::key::{dir_prefix, show, txn_get, txn_rev, unix_nanos};
 use crate::plumbing::retry::retrying;
 use crate::plumbing::watch::{wait_deleted, wait_key};
@@ -375,10 +375,16 @@ impl DoubleBarrierGuard {
                             highest.create_revision(),
                         ))
                         .await?;
-                } else if self.key.delete().await? {
-                    removed_ourselves = true;
                 } else {
-                    return Err(Error::SessionExpired(self.session.lease()));
+                    match self.key.delete().await? {
+                        Release::Deleted => removed_ourselves = true,
+                        // Gone after a retry while our lease lives: leaving is done
+                        // either way, and nothing here depends on who deleted it.
+                        Release::Unconfirmed if !self.session.is_expired() => {
+                            removed_ourselves = true
+                        }
+                        _ => return Err(Error::SessionExpired(self.session.lease())),
+                    }
                 }
             }
         }

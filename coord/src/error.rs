@@ -26,6 +26,15 @@ pub enum Error {
     #[error("ownership of {0} was lost: the key is gone or belongs to someone else")]
     OwnershipLost(String),
 
+    /// A release (unlock, resign, a permit or lock guard's release) retried its
+    /// compare-and-delete after a failed attempt and found the key already gone: the
+    /// earlier attempt may have deleted it (its answer was lost), or the key went on
+    /// its own (lease expiry, another client). It is released either way; whether it
+    /// was still ours until then is unknown, so where exclusivity matters treat this
+    /// like [`Error::OwnershipLost`].
+    #[error("release of {0} unconfirmed: a retried delete found the key already gone")]
+    ReleaseUnconfirmed(String),
+
     /// An election operation that needs leadership (proclaim) was called by a non-leader.
     #[error("not the leader of election {0}")]
     NotLeader(String),

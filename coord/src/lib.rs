@@ -68,6 +68,8 @@ pub mod rwmutex;
 pub mod semaphore;
 pub mod session;
 pub mod stm;
+#[cfg(feature = "test-hooks")]
+pub mod test_hooks;
 pub mod txn;
 pub mod work_queue;
 

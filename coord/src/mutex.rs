@@ -196,18 +196,16 @@ impl MutexGuard {
     }
 
     /// Releases the lock. Fails with [`Error::OwnershipLost`] if the key was no longer
-    /// ours (our lease expired and someone else may hold the lock now).
+    /// ours (our lease expired and someone else may hold the lock now), and with
+    /// [`Error::ReleaseUnconfirmed`] if a retried delete found it gone (released, but
+    /// not known to have been ours until then).
     pub async fn unlock(mut self) -> Result<()> {
         // Marked released only once the delete has answered: if it fails or this future
         // is dropped first, `Drop` still releases the key in the background.
-        let deleted = compare_delete(&mut self.session.client(), &self.key, self.rev).await?;
+        let found = compare_delete(&mut self.session.client(), &self.key, self.rev).await?;
         self.released = true;
         self.local.take();
-        if deleted {
-            Ok(())
-        } else {
-            Err(Error::OwnershipLost(self.key.clone()))
-        }
+        found.into_result(&self.key)
     }
 }
 

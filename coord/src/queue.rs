@@ -5,13 +5,19 @@
 //!   retries with a new timestamp), holding the payload, with no lease. Dequeue takes
 //!   the item with the lowest modification revision — commit order, whatever the
 //!   producers' clocks say — and deletes it in a transaction that checks the item is
-//!   unchanged, so two consumers never both take it.
+//!   unchanged, so two consumers never both take it. The read returns the first few
+//!   items and the transaction takes the first of them still there (nested "if the
+//!   first is unchanged delete it, else if the second …"), so consumers racing for the
+//!   head each get an item in one round trip instead of all but one starting over.
 //! - **PriorityQueue**: an item is `<name>/<priority %05d>/<seq %016d>`; dequeue takes
 //!   the lowest key, so priority 0 comes first and items of one priority come in the
 //!   order of their sequence number. The sequence is "last key of that priority + 1",
 //!   guarded by a marker key `__<name>/<priority %05d>` whose modification revision
-//!   must not have moved since the last key was read (Go's `newSequentialKV`).
-//! - An empty queue blocks `dequeue` on a watch opened from now on `<name>/`; every
+//!   must not have moved since the last key was read (Go's `newSequentialKV`). A
+//!   transaction that loses that race reads the last key again in its other branch,
+//!   and the enqueue retries at once (backing off only after several losses).
+//! - `dequeue` reads first; only an empty queue opens a watch (from now, then reads
+//!   again) on `<name>/` and blocks on it; every
 //!   wake-up, or a watch that breaks, closes or is compacted, leads to a fresh read —
 //!   a closed watch never counts as an item and never makes the caller spin.
 //!
@@ -40,12 +46,15 @@
 //! | `PriorityQueue.Enqueue(val, pr)` | [`PriorityQueue::enqueue`]`(val, pr)` |
 //! | `PriorityQueue.Dequeue()` | [`PriorityQueue::dequeue`] |
 
-use etcd_client::{Client, GetOptions, KeyValue, SortOrder, SortTarget, Txn, TxnOp, WatchOptions};
+use etcd_client::{
+    Client, GetOptions, KeyValue, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, TxnResponse,
+    WatchOptions, WatchStream,
+};
 use tokio::task::JoinHandle;
 use tracing::{debug, info_span, warn, Instrument};
 
 use crate::ownership::owned::{create_key, spawn_cleanup};
-use crate::plumbing::key::{dir_prefix, header_rev, show, unix_nanos};
+use crate::plumbing::key::{dir_prefix, header_rev, show, txn_get, unix_nanos};
 use crate::plumbing::retry::{retrying, Backoff};
 use crate::plumbing::watch::watch_from_now;
 use crate::txn::{key_missing, mod_rev_is, unchanged_since};
@@ -53,6 +62,15 @@ use crate::{Error, Result};
 
 /// Largest priority a [`PriorityQueue`] accepts (five digits in the key).
 pub const MAX_PRIORITY: u32 = 99_999;
+
+/// How many sequence-number races a priority-queue enqueue retries at once before it
+/// starts backing off.
+const SEQUENCE_RACES_BEFORE_BACKOFF: u32 = 4;
+
+/// How many of the first items a dequeue reads and offers to take in one transaction:
+/// consumers that read the same head then take different items instead of all but
+/// one losing the race for the first.
+const CANDIDATES: i64 = 8;
 
 /// A FIFO queue on etcd (Go recipe layout). Cheap to clone.
 #[derive(Clone)]
@@ -96,7 +114,7 @@ impl Queue {
         let oldest = GetOptions::new()
             .with_prefix()
             .with_sort(SortTarget::Mod, SortOrder::Ascend)
-            .with_limit(1);
+            .with_limit(CANDIDATES);
         take_first(&self.client, &self.prefix, oldest, Order::Fifo)
             .instrument(info_span!("coord.queue.dequeue", queue = %self.prefix))
             .await
@@ -131,40 +149,52 @@ impl PriorityQueue {
         }
         let dir = format!("{}{priority:05}", self.prefix);
         let marker = format!("__{dir}");
+        let last_key = || {
+            let newest = GetOptions::new()
+                .with_prefix()
+                .with_sort(SortTarget::Key, SortOrder::Descend)
+                .with_limit(1)
+                .with_keys_only();
+            (format!("{dir}/"), newest)
+        };
         let mut client = self.client.clone();
+        let (range, newest) = last_key();
+        let read = client.get(range, Some(newest)).await?;
+        let mut last = read.kvs().first().map(|kv| show(kv.key()));
+        let mut read_at = header_rev(read.header());
         let mut backoff = Backoff::default();
-        loop {
-            let last = client
-                .get(
-                    format!("{dir}/"),
-                    Some(
-                        GetOptions::new()
-                            .with_prefix()
-                            .with_sort(SortTarget::Key, SortOrder::Descend)
-                            .with_limit(1)
-                            .with_keys_only(),
-                    ),
-                )
-                .await?;
-            let next = match last.kvs().first() {
-                Some(kv) => next_sequence(&show(kv.key()))?,
+        for lost in 0u32.. {
+            let next = match &last {
+                Some(key) => next_sequence(key)?,
                 None => 0,
             };
             let key = format!("{dir}/{next:016}");
             // If the marker moved since our read, someone else allocated in between:
-            // our "last + 1" may be stale (or even re-use a deleted number).
+            // our "last + 1" may be stale (or even re-use a deleted number). Then the
+            // other branch reads the last key again, so a retry needs no extra read.
+            let (range, newest) = last_key();
             let txn = Txn::new()
-                .when([unchanged_since(marker.as_str(), header_rev(last.header()))])
+                .when([unchanged_since(marker.as_str(), read_at)])
                 .and_then([
                     TxnOp::put(marker.as_str(), "", None),
                     TxnOp::put(key.as_str(), value.as_ref(), None),
-                ]);
-            if client.txn(txn).await?.succeeded() {
+                ])
+                .or_else([TxnOp::get(range, Some(newest))]);
+            let resp = client.txn(txn).await?;
+            if resp.succeeded() {
                 return Ok(key);
             }
-            debug!(key = %key, "sequence number taken; retrying");
-            backoff.wait(&"sequence raced").await;
+            last = txn_get(&resp, 0).and_then(|g| g.kvs().first().map(|kv| show(kv.key())));
+            read_at = header_rev(resp.header());
+            debug!(key = %key, lost, "sequence number taken; retrying");
+            // A lost race means another producer just went through: try again at once
+            // with what the losing transaction read. Back off only when losing keeps
+            // happening (many producers on one priority).
+            if lost >= SEQUENCE_RACES_BEFORE_BACKOFF {
+                backoff.wait(&"sequence raced").await;
+            }
         }
+        unreachable!("the loop above only ends by returning")
     }
 
     /// Removes and returns the item with the lowest priority number (oldest first
@@ -173,7 +203,7 @@ impl PriorityQueue {
         let lowest = GetOptions::new()
             .with_prefix()
             .with_sort(SortTarget::Key, SortOrder::Ascend)
-            .with_limit(1);
+            .with_limit(CANDIDATES);
         take_first(&self.client, &self.prefix, lowest, Order::Priority)
             .instrument(info_span!("coord.priority_queue.dequeue", queue = %self.prefix))
             .await
@@ -220,8 +250,10 @@ pub(crate) async fn count(client: &Client, prefix: &str) -> Result<u64> {
     Ok(resp.count().max(0) as u64)
 }
 
-/// The dequeue loop both queues share: watch from now, read the first item by `order`,
-/// take it with a compare-and-delete; when empty, wait for the watch and read again.
+/// The dequeue loop both queues share: read the first items by `order` and take the
+/// first of them still there in one transaction; when the queue is empty, open a watch
+/// from now, read again (anything enqueued before the watch was in place shows up in
+/// that read), and wait for the watch between reads.
 async fn take_first(
     client: &Client,
     prefix: &str,
@@ -230,68 +262,59 @@ async fn take_first(
 ) -> Result<Vec<u8>> {
     let mut client = client.clone();
     let mut backoff = Backoff::default();
-    let mut stream = watch_from_now(
-        &mut client,
-        prefix.as_bytes(),
-        WatchOptions::new().with_prefix(),
-    )
-    .await?;
+    let mut stream: Option<WatchStream> = None;
     loop {
         let first = client.get(prefix, Some(order.clone())).await?;
-        if let Some(kv) = first.kvs().first() {
-            if let Some(value) = TakeItem::start(&client, prefix, kind, kv.clone())
+        if !first.kvs().is_empty() {
+            if let Some(value) = TakeItem::start(&client, prefix, kind, first.kvs().to_vec())
                 .finish()
                 .await?
             {
                 return Ok(value);
             }
-            continue; // someone else took it: look again at once
+            continue; // others took them all: look again at once
         }
-        match stream.message().await {
+        let Some(watch) = stream.as_mut() else {
+            let options = WatchOptions::new().with_prefix();
+            stream = Some(watch_from_now(&mut client, prefix.as_bytes(), options).await?);
+            continue;
+        };
+        match watch.message().await {
             Ok(Some(resp)) if !resp.canceled() => {}
             _ => {
                 backoff.wait(&"queue watch broke; re-opening").await;
-                stream = watch_from_now(
-                    &mut client,
-                    prefix.as_bytes(),
-                    WatchOptions::new().with_prefix(),
-                )
-                .await?;
+                stream = None;
             }
         }
     }
 }
 
-/// The compare-and-delete of one item, run in its own task. If the caller is dropped
-/// after the delete committed, the item is put back instead of being lost.
+/// The compare-and-delete of one of the first items, run in its own task. If the
+/// caller is dropped after the delete committed, the item is put back instead of
+/// being lost.
 struct TakeItem {
     client: Client,
     prefix: String,
     kind: Order,
-    item: KeyValue,
-    task: Option<JoinHandle<Result<bool>>>,
+    candidates: Vec<KeyValue>,
+    task: Option<JoinHandle<Result<Option<usize>>>>,
 }
 
 impl TakeItem {
-    fn start(client: &Client, prefix: &str, kind: Order, item: KeyValue) -> TakeItem {
-        let (mut task_client, key, rev) =
-            (client.clone(), item.key().to_vec(), item.mod_revision());
-        let task = tokio::spawn(async move {
-            let txn = Txn::new()
-                .when([mod_rev_is(key.clone(), rev)])
-                .and_then([TxnOp::delete(key, None)]);
-            Ok(task_client.txn(txn).await?.succeeded())
-        });
+    fn start(client: &Client, prefix: &str, kind: Order, candidates: Vec<KeyValue>) -> TakeItem {
+        let mut task_client = client.clone();
+        let txn = take_one_of(&candidates);
+        let task = tokio::spawn(async move { Ok(taken_index(&task_client.txn(txn).await?)) });
         TakeItem {
             client: client.clone(),
             prefix: prefix.to_owned(),
             kind,
-            item,
+            candidates,
             task: Some(task),
         }
     }
 
-    /// The item's value if we took it, `None` if another consumer did.
+    /// The value of the item we took, `None` if other consumers took every candidate.
     async fn finish(mut self) -> Result<Option<Vec<u8>>> {
         let task = self.task.as_mut().expect("finish() once");
         let taken = match task.await {
@@ -302,8 +325,40 @@ impl TakeItem {
             ))),
         };
         self.task = None;
-        Ok(taken?.then(|| self.item.value().to_vec()))
+        Ok(taken?.map(|i| self.candidates[i].value().to_vec()))
     }
+}
+
+/// One transaction that deletes the first of `candidates` still unchanged: "if the
+/// first is as read, delete it, else if the second is …" (etcd's nested transactions),
+/// so the order of the queue is kept and a lost race costs no round trip.
+fn take_one_of(candidates: &[KeyValue]) -> Txn {
+    let mut inner: Option<Txn> = None;
+    for kv in candidates.iter().rev() {
+        let mut txn = Txn::new()
+            .when([mod_rev_is(kv.key().to_vec(), kv.mod_revision())])
+            .and_then([TxnOp::delete(kv.key().to_vec(), None)]);
+        if let Some(next) = inner.take() {
+            txn = txn.or_else([TxnOp::txn(next)]);
+        }
+        inner = Some(txn);
+    }
+    inner.expect("at least one candidate")
+}
+
+/// Which candidate a [`take_one_of`] transaction deleted, if any.
+fn taken_index(resp: &TxnResponse) -> Option<usize> {
+    let mut resp = resp.clone();
+    for index in 0.. {
+        if resp.succeeded() {
+            return Some(index);
+        }
+        match resp.op_responses().into_iter().next() {
+            Some(TxnOpResponse::Txn(next)) => resp = next,
+            _ => return None,
+        }
+    }
+    None
 }
 
 impl Drop for TakeItem {
@@ -311,16 +366,17 @@ impl Drop for TakeItem {
         let Some(task) = self.task.take() else {
             return;
         };
-        let (client, prefix, kind, item) = (
+        let (client, prefix, kind, candidates) = (
             self.client.clone(),
             self.prefix.clone(),
             self.kind,
-            self.item.clone(),
+            std::mem::take(&mut self.candidates),
         );
         spawn_cleanup(async move {
-            if let Ok(Ok(true)) = task.await {
+            if let Ok(Ok(Some(taken))) = task.await {
+                let item = &candidates[taken];
                 // We deleted it but nobody received it: put it back.
-                match put_back(client, prefix, kind, &item).await {
+                match put_back(client, prefix, kind, item).await {
                     Ok(key) => {
                         debug!(key = %key, "dequeue dropped after taking an item; re-queued")
                     }

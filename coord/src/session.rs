@@ -7,8 +7,10 @@
 //! - `done()` resolves when the lease is revoked or expires, **and also** when
 //!   keepalives stop being acknowledged for a whole TTL (a silent stream, a network
 //!   cut, a process paused by the OS). The local deadline is the time the last
-//!   acknowledged keepalive was *sent* plus the TTL etcd granted, so the session
-//!   declares itself lost no later than etcd expires the lease.
+//!   acknowledged keepalive was *sent* plus the TTL etcd granted (for a resumed lease,
+//!   before its first acknowledged keepalive: the time `LeaseTimeToLive` was sent plus
+//!   the remaining TTL it reported), so the session declares itself lost no later than
+//!   etcd expires the lease.
 //! - A broken keepalive stream is re-opened (with backoff) until the deadline passes.
 //!
 //! # Not guaranteed
@@ -303,6 +305,13 @@ async fn keep_alive(
     let period = Duration::from_millis((ttl as u64 * 1000 / 3).max(100));
     let mut backoff = Duration::from_millis(50);
     let outcome = 'session: loop {
+        #[cfg(feature = "test-hooks")]
+        if crate::test_hooks::keepalives_silenced(lease) {
+            tokio::select! {
+                _ = stop.notified() => break 'session "stopped",
+                _ = sleep_until(deadline) => break 'session "keepalive not acknowledged within TTL",
+            }
+        }
         let opened = tokio::select! {
             _ = stop.notified() => break 'session "stopped",
             _ = sleep_until(deadline) => break 'session "deadline passed while reconnecting",

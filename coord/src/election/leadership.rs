@@ -169,6 +169,8 @@ impl Leadership {
     /// - `Ok(())`: resigned (also when called again after that — nothing is left to do).
     /// - [`Error::OwnershipLost`]: we had already lost leadership (the key was gone or
     ///   not ours); nothing was deleted. Leadership is settled either way.
+    /// - [`Error::ReleaseUnconfirmed`]: a retried delete found the key gone; settled,
+    ///   but whether we led until then is unknown.
     /// - Any other error (etcd unreachable …): **nothing changed** — call `resign`
     ///   again to retry. Dropping the leadership instead retries in the background.
     ///
@@ -178,15 +180,11 @@ impl Leadership {
             return Ok(());
         }
         let mut client = self.context.session.client();
-        let deleted = compare_delete(&mut client, &self.context.key, self.context.rev).await?;
+        let found = compare_delete(&mut client, &self.context.key, self.context.rev).await?;
         self.settled = true;
         self.local.take();
-        if deleted {
-            debug!(key = %self.context.key, "resigned");
-            Ok(())
-        } else {
-            Err(Error::OwnershipLost(self.context.key.clone()))
-        }
+        debug!(key = %self.context.key, ?found, "resigned");
+        found.into_result(&self.context.key)
     }
 }
 

@@ -275,9 +275,9 @@ impl OwnedKey {
         incarnation_exists(&self.client, &self.placed.key, self.placed.rev).await
     }
 
-    /// Compare-and-deletes the key; returns whether it was still ours. After this call
-    /// (whatever it returns) the destructor does nothing.
-    pub(crate) async fn delete(&mut self) -> Result<bool> {
+    /// Compare-and-deletes the key; returns what it found. After this call (whatever
+    /// it returns) the destructor does nothing.
+    pub(crate) async fn delete(&mut self) -> Result<Release> {
         let deleted = compare_delete(&mut self.client, &self.placed.key, self.placed.rev).await;
         if deleted.is_ok() {
             self.deleted = true;
@@ -286,13 +286,9 @@ impl OwnedKey {
     }
 
     /// Like [`OwnedKey::delete`], failing with [`Error::OwnershipLost`] when the key
-    /// was no longer ours.
+    /// was no longer ours ([`Error::ReleaseUnconfirmed`] when that is unknown).
     pub(crate) async fn release(mut self) -> Result<()> {
-        if self.delete().await? {
-            Ok(())
-        } else {
-            Err(Error::OwnershipLost(self.placed.key.clone()))
-        }
+        self.delete().await?.into_result(&self.placed.key)
     }
 
     /// Marks the key as gone without deleting it (someone else deleted it for us, e.g.
@@ -319,32 +315,68 @@ impl Drop for OwnedKey {
     }
 }
 
-/// Deletes `key` only if it is still the incarnation created at `rev`. Returns
-/// whether it deleted. This is how every owner releases: an unconditional delete
-/// could remove a newer incarnation of the same key — the same session took it again
-/// after a release whose reply was lost, and the retried delete lands on the new one
-/// (etcd issue 22082). When the lease expired the key is simply gone, and `false`
-/// lets the caller report the lost ownership.
-pub(crate) async fn compare_delete(client: &mut Client, key: &str, rev: i64) -> Result<bool> {
+/// What a compare-and-delete found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Release {
+    /// Our incarnation was there and this call deleted it.
+    Deleted,
+    /// Not ours any more: the key was gone at the first attempt, or is another
+    /// incarnation (the lease expired; someone else may hold it now).
+    Lost,
+    /// A retry (after an attempt that failed) found the key gone: our earlier attempt
+    /// may have deleted it, or it went on its own. Released, but not known to be ours.
+    Unconfirmed,
+}
+
+impl Release {
+    /// `Ok` only for [`Release::Deleted`]; the others as [`Error::OwnershipLost`] and
+    /// [`Error::ReleaseUnconfirmed`].
+    pub(crate) fn into_result(self, key: &str) -> Result<()> {
+        match self {
+            Release::Deleted => Ok(()),
+            Release::Lost => Err(Error::OwnershipLost(key.to_owned())),
+            Release::Unconfirmed => Err(Error::ReleaseUnconfirmed(key.to_owned())),
+        }
+    }
+}
+
+/// Deletes `key` only if it is still the incarnation created at `rev`. This is how
+/// every owner releases: an unconditional delete could remove a newer incarnation of
+/// the same key — the same session took it again after a release whose reply was
+/// lost, and the retried delete lands on the new one (etcd issue 22082). When the
+/// lease expired the key is simply gone ([`Release::Lost`]).
+pub(crate) async fn compare_delete(client: &mut Client, key: &str, rev: i64) -> Result<Release> {
     let txn = Txn::new()
         .when([create_rev_is(key, rev)])
         .and_then([TxnOp::delete(key, None)])
         .or_else([TxnOp::get(key, Some(GetOptions::new().with_count_only()))]);
     // Retried on transient failures (a call routed to a dead etcd member fails at once).
-    // If an attempt that looked failed had in fact applied, the retry finds the key
-    // gone: after a retry, "gone" counts as deleted by us.
+    // An attempt that looked failed may in fact have applied, so a retry that finds the
+    // key gone cannot tell our delete from the key going on its own: `Unconfirmed`.
     let mut attempts = 0;
     let resp = retrying(|| {
         attempts += 1;
         let (mut client, txn) = (client.clone(), txn.clone());
-        async move { client.txn(txn).await }
+        #[cfg(feature = "test-hooks")]
+        let key = key.to_owned();
+        async move {
+            #[cfg(feature = "test-hooks")]
+            if let Some(lost) = crate::test_hooks::compare_delete_attempt(&key).await {
+                return Err(lost);
+            }
+            client.txn(txn).await
+        }
     })
     .await?;
     if resp.succeeded() {
-        return Ok(true);
+        return Ok(Release::Deleted);
     }
     let gone = txn_get(&resp, 0).is_some_and(|g| g.count() == 0);
-    Ok(attempts > 1 && gone)
+    Ok(if attempts > 1 && gone {
+        Release::Unconfirmed
+    } else {
+        Release::Lost
+    })
 }
 
 /// Spawns `fut` on the current Tokio runtime, if there is one. Destructors use it to

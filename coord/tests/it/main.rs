@@ -13,6 +13,8 @@ mod election;
 mod leader;
 mod locker;
 mod mutex;
+mod own_etcd;
+mod partition;
 mod queue;
 mod rwmutex;
 mod security;

@@ -465,3 +465,26 @@ async fn trailing_slash_names_use_go_keys_and_exclude_etcdctl() {
     assert!(matches!(m.try_lock().await, Err(Error::Locked(_))));
     child.wait().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_unlock_whose_retry_finds_the_key_gone_does_not_claim_it_deleted_the_key() {
+    let name = unique("mutex-unlock-vanished");
+    let s = session(10).await;
+    let guard = Mutex::new(&s, &name).unwrap().lock().await.unwrap();
+    let key = guard.key().to_owned();
+    // The unlock's first attempt "loses its answer"; before its retry the key goes by
+    // someone else's hand, so the retry finds nothing to delete.
+    let (retrying, go_on) = coord::test_hooks::lose_first_compare_delete(&key);
+    let unlock = tokio::spawn(guard.unlock());
+    retrying.await.expect("the unlock announces its retry");
+    let mut other = client().await;
+    let removed = other.delete(key.as_str(), None).await.unwrap();
+    assert_eq!(removed.deleted(), 1, "the key was there until now");
+    go_on.send(()).unwrap();
+    match unlock.await.unwrap() {
+        Err(Error::ReleaseUnconfirmed(k)) => assert_eq!(k, key),
+        other => panic!("the unlock cannot know it deleted the key, yet returned {other:?}"),
+    }
+    assert!(keys_under(&s.client(), &name).await.is_empty());
+    s.close().await.unwrap();
+}

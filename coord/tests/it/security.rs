@@ -5,116 +5,13 @@
 //! CA, a server certificate for 127.0.0.1, a client certificate, and a second CA
 //! that signed nothing the server uses.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use coord::etcd_client::{Client, ConnectOptions};
 use coord::{Error, EtcdConfig, EtcdTls, Session};
-use tokio::process::{Child, Command};
 
-/// An etcd process of our own, killed (and its data removed) when dropped.
-struct OwnEtcd {
-    child: Child,
-    dir: PathBuf,
-    port: u16,
-}
-
-/// How the server is to be started.
-#[derive(Default)]
-struct ServerTls {
-    cert: Option<PathBuf>,
-    key: Option<PathBuf>,
-    /// Require client certificates signed by this CA.
-    client_ca: Option<PathBuf>,
-}
-
-/// The tests of this file run one at a time: each picks free ports and then starts
-/// etcd on them, and two of them doing so at once could pick the same port.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-fn scratch_dir(label: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "coord-security-{label}-{:016x}",
-        rand::random::<u64>()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-impl OwnEtcd {
-    async fn start(label: &str, tls: ServerTls) -> OwnEtcd {
-        let dir = scratch_dir(label);
-        let (port, peer) = (free_port(), free_port());
-        let scheme = if tls.cert.is_some() { "https" } else { "http" };
-        let client_url = format!("{scheme}://127.0.0.1:{port}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let mut command = Command::new("etcd");
-        command
-            .arg("--name=own")
-            .arg(format!("--data-dir={}", dir.join("data").display()))
-            .arg(format!("--listen-client-urls={client_url}"))
-            .arg(format!("--advertise-client-urls={client_url}"))
-            .arg(format!("--listen-peer-urls={peer_url}"))
-            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=own={peer_url}"))
-            .arg("--log-level=error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
-        if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
-            command
-                .arg(format!("--cert-file={}", cert.display()))
-                .arg(format!("--key-file={}", key.display()));
-        }
-        if let Some(ca) = &tls.client_ca {
-            command
-                .arg("--client-cert-auth")
-                .arg(format!("--trusted-ca-file={}", ca.display()));
-        }
-        let child = command.spawn().unwrap_or_else(|e| {
-            panic!(
-                "cannot start etcd (is it on PATH? eval \"$(scripts/install-deps.sh --env)\"): {e}"
-            )
-        });
-        let etcd = OwnEtcd { child, dir, port };
-        etcd.wait_until_listening().await;
-        etcd
-    }
-
-    /// Waits until the client port accepts connections (etcd opens it once ready).
-    async fn wait_until_listening(&self) {
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("etcd on port {} did not start listening", self.port);
-    }
-
-    fn endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for OwnEtcd {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use crate::own_etcd::{scratch_dir, OwnEtcd, ServerTls, ONE_AT_A_TIME};
 
 /// Runs `openssl` with `args` in `dir`; panics with its output on failure.
 fn openssl(dir: &Path, args: &[&str]) {

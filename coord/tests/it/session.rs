@@ -91,3 +91,36 @@ async fn bad_ttl_is_invalid_argument() {
         .unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
 }
+
+#[tokio::test]
+async fn a_resumed_session_with_no_keepalive_through_is_lost_no_later_than_its_lease() {
+    // A lease granted 4 s, resumed once etcd gives it at most 2 s more.
+    let mut c = client().await;
+    let lease = c.lease_grant(4, None).await.unwrap().id();
+    loop {
+        let left = c.lease_time_to_live(lease, None).await.unwrap().ttl();
+        if left <= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // No keepalive of the resumed session gets through: it lives on its local deadline.
+    coord::test_hooks::silence_keepalives(lease);
+    let resumed = Session::builder(c.clone())
+        .lease(lease)
+        .build()
+        .await
+        .unwrap();
+    // The moment: etcd has expired the lease (TTL -1; 0 means under a second left).
+    loop {
+        if c.lease_time_to_live(lease, None).await.unwrap().ttl() < 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        resumed.is_expired(),
+        "etcd expired the lease but the resumed session still believes it is alive \
+         (its deadline came from the granted TTL, not the remaining one)"
+    );
+}
