@@ -137,6 +137,11 @@ impl InternalToken {
     }
 }
 
+/// A client channel that presents the internal token on every call (an operator's
+/// tool: `InventoryServiceClient<Authorized>`).
+pub type Authorized =
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, BearerToken>;
+
 /// A client interceptor that adds the internal token when there is one (an operator's
 /// tool run without a token file makes customer calls only).
 #[derive(Clone, Debug, Default)]
