@@ -14,10 +14,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use coord::etcd_client::Client as EtcdClient;
+use shop_common::auth::{BearerToken, InternalToken};
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
 use shop_proto::v1::order_service_client::OrderServiceClient;
 use shop_proto::v1::payment_service_client::PaymentServiceClient;
-use shop_common::auth::{BearerToken, InternalToken};
 use testcontainers::compose::DockerCompose;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -208,7 +208,10 @@ impl Stack {
 
     /// An operator's client of `service` (it presents the internal token).
     pub async fn inventory(&self, service: &str) -> InventoryServiceClient<Operator> {
-        let channel = self.channel(service, 50052).await.expect("inventory channel");
+        let channel = self
+            .channel(service, 50052)
+            .await
+            .expect("inventory channel");
         InventoryServiceClient::with_interceptor(channel, self.token.interceptor())
     }
 

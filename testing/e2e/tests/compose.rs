@@ -4,14 +4,15 @@
 //! 1. 100 concurrent buyers race for 40 units through both order replicas: 0 oversold,
 //!    and every accepted order is paid by the payment replicas (order → inventory →
 //!    payment queue → payment → order → inventory commit).
+//!    Then (1b) a customer (published port, no token) calling PaymentResult, Commit,
+//!    Release or SetStock is UNAUTHENTICATED and nothing changes; compose.yaml
+//!    publishes no etcd.
 //! 2. The inventory replica holding a SKU lock is `docker pause`d past its lease TTL: the
 //!    other replica takes the lock and sells; on unpause the stale holder's write is
 //!    rejected by its fencing token; nothing is oversold.
 //! 3. One etcd member is stopped: orders continue.
 //! 4. The order replica that leads the `expire-reservations` job is `docker kill`ed:
 //!    the other replica leads within the session TTL + 1 s.
-//! 1b. A customer (published port, no token) calling PaymentResult, Commit, Release or
-//!    SetStock is UNAUTHENTICATED and nothing changes; compose.yaml publishes no etcd.
 //! 5. `docker compose down` (volumes kept) and `up` again: every order, reservation,
 //!    payment and etcd key of the run is still there (the databases and the etcd members
 //!    live on named volumes; `down -v` is the reset).
@@ -27,9 +28,9 @@ use e2e::{step, Operator, Stack, TTL};
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
 use shop_proto::v1::order_service_client::OrderServiceClient;
 use shop_proto::v1::{
-    CommitRequest, CreateOrderRequest, PaymentResultRequest, ReleaseRequest, GetOrderRequest, GetPaymentRequest, GetStockRequest, LineItem,
-    ListLeadersRequest, OrderStatus, PaymentStatus, ReserveOutcome, ReserveRequest,
-    SetStockRequest, Stock, Strategy,
+    CommitRequest, CreateOrderRequest, GetOrderRequest, GetPaymentRequest, GetStockRequest,
+    LineItem, ListLeadersRequest, OrderStatus, PaymentResultRequest, PaymentStatus, ReleaseRequest,
+    ReserveOutcome, ReserveRequest, SetStockRequest, Stock, Strategy,
 };
 
 const PROJECT: &str = "coord-shop-e2e";
@@ -84,7 +85,14 @@ async fn customers_cannot_reach_internal_calls(stack: &Stack, sale: &Sold, start
         .expect("docker compose config");
     let config: serde_json::Value =
         serde_json::from_slice(&config.stdout).expect("compose config as JSON");
-    for member in ["etcd1", "etcd2", "etcd3", "pg-order", "pg-inventory", "pg-payment"] {
+    for member in [
+        "etcd1",
+        "etcd2",
+        "etcd3",
+        "pg-order",
+        "pg-inventory",
+        "pg-payment",
+    ] {
         assert!(
             config["services"][member]["ports"].is_null(),
             "compose.yaml publishes {member}"
@@ -93,7 +101,10 @@ async fn customers_cannot_reach_internal_calls(stack: &Stack, sale: &Sold, start
     let before = stock(&mut stack.inventory("inventory-1").await, &sale.sku).await;
     let order_id = sale.orders[0].clone();
     let customer = |service: &'static str, port: u16| async move {
-        stack.channel(service, port).await.expect("customer channel")
+        stack
+            .channel(service, port)
+            .await
+            .expect("customer channel")
     };
     let mut orders = OrderServiceClient::new(customer("order-1", 50051).await);
     let mut inventory = InventoryServiceClient::new(customer("inventory-2", 50052).await);
@@ -146,7 +157,10 @@ async fn customers_cannot_reach_internal_calls(stack: &Stack, sale: &Sold, start
         (before.available, before.reserved, before.sold),
         "the refused calls changed no stock"
     );
-    step(started, "  4 internal calls without the token: UNAUTHENTICATED, nothing changed");
+    step(
+        started,
+        "  4 internal calls without the token: UNAUTHENTICATED, nothing changed",
+    );
 }
 
 /// What scenario 1 sold: its SKU and the ids of the orders it accepted.

@@ -33,10 +33,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use shop_common::auth::Authorized;
 use shop_common::domain::Strategy;
 use shop_proto::v1 as pb;
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
-use shop_common::auth::Authorized;
 use tonic::Code;
 
 mod buyers;

@@ -9,14 +9,14 @@
 use std::io::Write;
 use std::time::Duration;
 
+use shop_common::auth::{Authorized as Operator, BearerToken, InternalToken};
 use shop_common::config::grpc_uri;
 use shop_common::domain::{OrderId, SaleId, Sku};
+use shop_common::retry::Backoff;
 use shop_proto::v1 as pb;
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
 use shop_proto::v1::order_service_client::OrderServiceClient;
 use shop_proto::v1::payment_service_client::PaymentServiceClient;
-use shop_common::auth::{Authorized as Operator, BearerToken, InternalToken};
-use shop_common::retry::Backoff;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -75,8 +75,9 @@ pub async fn run(args: Args, out: &mut impl Write) -> Result<(), ShopctlError> {
     let token = token(&args)?;
     match args.command {
         Command::Stock(command) => {
-            let mut inventory =
-                InventoryServiceClient::new(connect("inventory", &args.inventory_addr, &token).await?);
+            let mut inventory = InventoryServiceClient::new(
+                connect("inventory", &args.inventory_addr, &token).await?,
+            );
             let stock = match command {
                 StockCommand::Set {
                     sku,
@@ -124,7 +125,8 @@ pub async fn run(args: Args, out: &mut impl Write) -> Result<(), ShopctlError> {
             )?;
         }
         Command::Order(command) => {
-            let mut orders = OrderServiceClient::new(connect("order", &args.order_addr, &token).await?);
+            let mut orders =
+                OrderServiceClient::new(connect("order", &args.order_addr, &token).await?);
             match command {
                 OrderCommand::Create {
                     items,
@@ -165,8 +167,9 @@ pub async fn run(args: Args, out: &mut impl Write) -> Result<(), ShopctlError> {
             }
         }
         Command::Sale(command) => {
-            let mut inventory =
-                InventoryServiceClient::new(connect("inventory", &args.inventory_addr, &token).await?);
+            let mut inventory = InventoryServiceClient::new(
+                connect("inventory", &args.inventory_addr, &token).await?,
+            );
             let sale = match command {
                 SaleCommand::Create { sale_id, limit } => {
                     let sale_id = SaleId::parse("sale_id", &sale_id)?;

@@ -93,13 +93,13 @@ impl Buyers {
                                 })
                                 .await
                                 .map(|order| {
-                                let order = order.into_inner();
-                                let reserved = matches!(
-                                    pb::OrderStatus::try_from(order.status),
-                                    Ok(pb::OrderStatus::Reserved | pb::OrderStatus::Paid)
-                                );
-                                (reserved, order.order_id)
-                            }),
+                                    let order = order.into_inner();
+                                    let reserved = matches!(
+                                        pb::OrderStatus::try_from(order.status),
+                                        Ok(pb::OrderStatus::Reserved | pb::OrderStatus::Paid)
+                                    );
+                                    (reserved, order.order_id)
+                                }),
                             Some(inventory) => {
                                 let order_id = Uuid::new_v4().to_string();
                                 inventory

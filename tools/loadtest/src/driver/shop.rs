@@ -4,9 +4,9 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use shop_common::auth::{Authorized, BearerToken, InternalToken};
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
 use shop_proto::v1::order_service_client::OrderServiceClient;
-use shop_common::auth::{Authorized, BearerToken, InternalToken};
 use tonic::transport::Channel;
 
 use crate::audit::Auditor;

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
+use shop_common::auth::Authorized;
 use shop_proto::v1 as pb;
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
-use shop_common::auth::Authorized;
 
 use super::shop::Clock;
 use crate::config::{RunConfig, Scenario};
