@@ -13,6 +13,8 @@
 //! | `ORDER_ADDR`, `INVENTORY_ADDR`, `PAYMENT_ADDR` | where the other services are | `http://127.0.0.1:5005{1,2,3}` |
 //! | `REPLICA_ID` | this replica's name in leader elections and the `service.instance.id` of its traces | `<hostname>-<pid>` |
 //! | `JOB_INTERVAL_MS` | pause between passes of leader-elected jobs | `2000` |
+//! | `INTERNAL_TOKEN_FILE` | a file holding the internal token (a Docker secret): internal calls must present it, and this service's own calls to its peers do (see [`crate::auth`]); **required** by the services | none: the service does not start |
+//! | `HEALTH_PROBE_INTERVAL_MS` | how often health probes the database and etcd (see [`crate::server`]) | `1000` |
 //! | `RUST_LOG` | log filter (tracing `EnvFilter`) | `info` |
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` | OTLP/gRPC collector for traces (`http://jaeger:4317`); unset: no export | none |
 //! | `METRICS_ADDR` | where `GET /metrics` (Prometheus) is served; `off` disables it | `0.0.0.0:9451` order, `:9452` inventory, `:9453` payment |
@@ -84,6 +86,12 @@ pub struct CommonSettings {
     pub metrics_addr: Option<SocketAddr>,
     /// Leader-elected background jobs: this replica's name and their pace.
     pub jobs: JobSettings,
+    /// The internal token (`INTERNAL_TOKEN_FILE`). [`CommonSettings::from_env`]
+    /// requires it; only settings built in code (tests) may leave it `None`, which
+    /// serves the internal API without authentication.
+    pub internal_token: Option<crate::auth::InternalToken>,
+    /// How often health probes the database and etcd (`HEALTH_PROBE_INTERVAL_MS`).
+    pub health_probe_interval: Duration,
 }
 
 /// How a service's leader-elected jobs run (the `jobs` module runs them).
@@ -139,8 +147,19 @@ pub struct PeerAddrs {
 
 impl CommonSettings {
     /// From the process environment.
+    /// A deployed service needs `INTERNAL_TOKEN_FILE`: its internal API is never
+    /// open by default.
     pub fn from_env(service: ServiceName) -> Result<CommonSettings, ConfigError> {
-        Self::from_lookup(service, |name| std::env::var(name).ok())
+        let settings = Self::from_lookup(service, |name| std::env::var(name).ok())?;
+        if settings.internal_token.is_none() {
+            return Err(ConfigError(
+                "INTERNAL_TOKEN_FILE is not set: name a file holding the internal token \
+                 (scripts/secrets.sh makes one) that services and operators present for \
+                 internal calls"
+                    .into(),
+            ));
+        }
+        Ok(settings)
     }
 
     /// From any lookup function (the environment, or a map in tests).
@@ -241,6 +260,12 @@ impl CommonSettings {
                     2_000,
                 )?),
             },
+            internal_token: crate::auth::InternalToken::from_lookup(var)?,
+            health_probe_interval: Duration::from_millis(parse_positive_or(
+                "HEALTH_PROBE_INTERVAL_MS",
+                var("HEALTH_PROBE_INTERVAL_MS"),
+                1_000,
+            )?),
         })
     }
 }

@@ -4,6 +4,8 @@
 //! | module | what it is for |
 //! |---|---|
 //! | [`env`](mod@env) | one environment variable: blank is unset, a bad value names the variable |
+//! | [`auth`] | the internal token: which methods need it (server layer) and clients that present it |
+//! | [`retry`] | retrying UNAVAILABLE with exponential back-off and full jitter, for every client |
 //! | [`limits`] | request size, concurrency and time limits of every gRPC server |
 //! | [`config`] | settings from the environment (`GRPC_ADDR`, `DATABASE_URL`, `ETCD_*`, peers) |
 //! | [`telemetry`] | the one function that sets up logging and OTLP trace export for a process |
@@ -24,6 +26,7 @@
 //! Test support (a fresh database per test, servers on port 0, property generators)
 //! is not here: it is the dev-dependency `shop-test-support` (`testing/support/`).
 
+pub mod auth;
 pub mod config;
 pub mod coordination;
 pub mod db;
@@ -35,6 +38,7 @@ pub mod limits;
 pub mod metrics;
 pub mod payments;
 pub mod propagation;
+pub mod retry;
 pub mod server;
 pub mod shell;
 pub mod telemetry;

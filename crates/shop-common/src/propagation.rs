@@ -301,14 +301,21 @@ where
 
 /// A tonic channel whose calls carry the caller's trace context (see the module docs).
 /// Use it as the transport of every generated client: `OrderServiceClient<TracedChannel>`.
+/// With [`TracedChannel::authorized`] every call also carries the internal token.
 #[derive(Debug, Clone)]
 pub struct TracedChannel {
     inner: Channel,
+    token: Option<crate::auth::InternalToken>,
 }
 
 impl TracedChannel {
     pub fn new(inner: Channel) -> TracedChannel {
-        TracedChannel { inner }
+        TracedChannel { inner, token: None }
+    }
+
+    /// Every call presents `token` (a service calling a peer's internal methods).
+    pub fn authorized(self, token: Option<crate::auth::InternalToken>) -> TracedChannel {
+        TracedChannel { token, ..self }
     }
 }
 
@@ -341,6 +348,9 @@ impl Service<http::Request<Body>> for TracedChannel {
         let (service, method) = grpc_method(request.uri().path());
         let span = grpc_span!("grpc.client", "client", service, method);
         inject_headers(&span, request.headers_mut());
+        if let Some(token) = &self.token {
+            token.authorize(request.headers_mut());
+        }
         let sent = self.inner.call(request);
         let recording = span.clone();
         Box::pin(

@@ -6,6 +6,13 @@
 //! [`GrpcServer::serve_metrics`], the same server also answers Prometheus scrapes on a
 //! second port ([`crate::metrics`]) until it stops.
 //!
+//! With [`GrpcServer::require_internal_token`] every internal method needs the
+//! shop's internal token ([`crate::auth`]). With [`GrpcServer::probe_dependencies`]
+//! health follows the service's dependencies: every `interval` the probe runs (bounded
+//! by [`PROBE_TIMEOUT`]); while it fails the server and its services report
+//! NOT_SERVING, and SERVING again once it passes. The probe runs inside the shutdown
+//! future, so it can never turn a stopping server back to SERVING.
+//!
 //! ```no_run
 //! # async fn example(my_service: shop_proto::v1::inventory_service_server::InventoryServiceServer<impl shop_proto::v1::inventory_service_server::InventoryService>) -> anyhow::Result<()> {
 //! let mut server = shop_common::server::GrpcServer::bind("127.0.0.1:0".parse()?)?;
@@ -27,7 +34,16 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::server::{HealthReporter, HealthService};
 use tonic_health::ServingStatus;
 
+use futures::future::BoxFuture;
+
+use crate::auth::{InternalAuthLayer, InternalToken};
 use crate::limits::ServerLimits;
+
+/// Longest a dependency probe may take before it counts as failed.
+pub const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Checks the service's dependencies: `Err` says which one cannot be reached.
+pub type DependencyProbe = Box<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
 /// A bound listener plus the services it will serve. Binding happens in
 /// [`GrpcServer::bind`], so `local_addr` is known (port 0 resolved) before serving.
@@ -41,6 +57,10 @@ pub struct GrpcServer {
     metrics: Option<std::net::TcpListener>,
     /// Request size, concurrency and time limits ([`crate::limits`]).
     limits: ServerLimits,
+    /// The token internal methods need; `None`: no check (settings built in code).
+    token: Option<InternalToken>,
+    /// What health follows, and how often it looks.
+    probe: Option<(DependencyProbe, std::time::Duration)>,
 }
 
 impl GrpcServer {
@@ -58,6 +78,8 @@ impl GrpcServer {
             services: Vec::new(),
             metrics: None,
             limits: ServerLimits::default(),
+            token: None,
+            probe: None,
         })
     }
 
@@ -88,6 +110,16 @@ impl GrpcServer {
     pub fn with_limits(mut self, limits: ServerLimits) -> GrpcServer {
         self.limits = limits;
         self
+    }
+
+    /// Internal methods need `token` (see [`crate::auth`]); `None` leaves them open.
+    pub fn require_internal_token(&mut self, token: Option<InternalToken>) {
+        self.token = token;
+    }
+
+    /// Health follows `probe`, run every `interval` while the server serves.
+    pub fn probe_dependencies(&mut self, probe: DependencyProbe, interval: std::time::Duration) {
+        self.probe = Some((probe, interval));
     }
 
     /// The limits this server applies.
@@ -161,6 +193,8 @@ impl GrpcServer {
             local_addr,
             metrics,
             limits,
+            token,
+            probe,
         } = self;
         let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
         let metrics = match metrics {
@@ -188,8 +222,18 @@ impl GrpcServer {
                 HealthService::from_health_reporter(health.clone()),
             ))
             .add_service(reflection.build_v1()?);
+        let watched = services.clone();
+        let watch_health = health.clone();
         let signal = async move {
-            shutdown.await;
+            match probe {
+                Some((probe, interval)) => {
+                    tokio::select! {
+                        _ = shutdown => {}
+                        _ = follow_dependencies(probe, interval, watch_health, watched) => {}
+                    }
+                }
+                None => shutdown.await,
+            }
             tracing::info!(%local_addr, "shutting down: draining requests in flight");
             health
                 .set_service_status("", ServingStatus::NotServing)
@@ -203,6 +247,9 @@ impl GrpcServer {
         let served = limits
             .server_builder()
             .layer(crate::propagation::ServerTracingLayer)
+            .layer(tower::util::option_layer(
+                token.map(|token| InternalAuthLayer { token }),
+            ))
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, signal)
             .await;
@@ -213,6 +260,41 @@ impl GrpcServer {
         }
         served?;
         Ok(())
+    }
+}
+
+/// Runs `probe` every `interval` for ever, reporting the server (`""`) and `services`
+/// SERVING while it passes and NOT_SERVING while it fails; logs each change.
+async fn follow_dependencies(
+    probe: DependencyProbe,
+    interval: std::time::Duration,
+    health: HealthReporter,
+    services: Vec<&'static str>,
+) {
+    let mut serving = true;
+    loop {
+        let outcome = match tokio::time::timeout(PROBE_TIMEOUT, probe()).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
+        };
+        let now_serving = outcome.is_ok();
+        if now_serving != serving {
+            match &outcome {
+                Ok(()) => tracing::info!("dependencies reachable again: SERVING"),
+                Err(why) => tracing::warn!(%why, "a dependency is unreachable: NOT_SERVING"),
+            }
+            let status = if now_serving {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            health.set_service_status("", status).await;
+            for name in &services {
+                health.set_service_status(*name, status).await;
+            }
+            serving = now_serving;
+        }
+        tokio::time::sleep(interval).await;
     }
 }
 

@@ -55,6 +55,11 @@ impl ServiceShell {
         let session = Arc::new(SharedSession::new(common.etcd.clone()));
         let mut server = GrpcServer::bind(common.grpc_addr)?.with_limits(common.limits);
         server.serve_metrics(common.metrics_addr)?;
+        server.require_internal_token(common.internal_token.clone());
+        server.probe_dependencies(
+            dependency_probe(pool.clone(), session.clone()),
+            common.health_probe_interval,
+        );
         Ok(ServiceShell {
             service: common.service,
             server,
@@ -139,6 +144,29 @@ impl ServiceShell {
         pool.close().await;
         served
     }
+}
+
+/// Health's probe of a service's two dependencies: a `SELECT 1` on its pool and a
+/// linearizable read in etcd (which needs a quorum, as the service's locks do).
+fn dependency_probe(pool: PgPool, session: Arc<SharedSession>) -> crate::server::DependencyProbe {
+    Box::new(move || {
+        let (pool, session) = (pool.clone(), session.clone());
+        Box::pin(async move {
+            sqlx::query("SELECT 1")
+                .execute(&pool)
+                .await
+                .map_err(|e| format!("database: {e}"))?;
+            let mut etcd = session.client().await.map_err(|e| format!("etcd: {e}"))?;
+            let key = format!("{}/health", session.prefix());
+            etcd.get(
+                key,
+                Some(coord::etcd_client::GetOptions::new().with_count_only()),
+            )
+            .await
+            .map_err(|e| format!("etcd: {e}"))?;
+            Ok(())
+        })
+    })
 }
 
 /// What a service's background tasks start from: the session, and a stop signal that

@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 use shop_common::domain::{OrderId, Strategy};
 use shop_common::propagation::TracedChannel;
+use shop_common::retry::Backoff;
 use shop_proto::v1 as pb;
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
 use tonic::Code;
@@ -115,6 +116,9 @@ pub struct Saga {
     inventory: InventoryServiceClient<TracedChannel>,
     payments: Arc<dyn PaymentRequester>,
     reserve_failed: Option<ReserveFailedHook>,
+    /// Every call to inventory retries UNAVAILABLE with back-off (each is idempotent
+    /// by order id).
+    backoff: Backoff,
 }
 
 impl Saga {
@@ -128,6 +132,7 @@ impl Saga {
             inventory,
             payments,
             reserve_failed: None,
+            backoff: Backoff::default(),
         }
     }
 
@@ -184,7 +189,13 @@ impl Saga {
                 .as_ref()
                 .map(|s| s.as_str().to_owned()),
         };
-        let reserved = self.inventory.clone().reserve(request).await;
+        let reserved = self
+            .backoff
+            .retry(|| {
+                let (mut inventory, request) = (self.inventory.clone(), request.clone());
+                async move { inventory.reserve(request).await }
+            })
+            .await;
         let (to, reason) = match reserved {
             Ok(response) => {
                 let response = response.into_inner();
@@ -332,10 +343,13 @@ impl Saga {
     }
 
     async fn release(&self, id: OrderId) -> Result<(), tonic::Status> {
-        self.inventory
-            .clone()
-            .release(pb::ReleaseRequest {
-                order_id: id.to_string(),
+        let request = pb::ReleaseRequest {
+            order_id: id.to_string(),
+        };
+        self.backoff
+            .retry(|| {
+                let (mut inventory, request) = (self.inventory.clone(), request.clone());
+                async move { inventory.release(request).await }
             })
             .await
             .map(|_| ())
@@ -420,20 +434,15 @@ impl Saga {
         let (action, settled) = match order.status {
             OrderStatus::Paid => (
                 "commit",
-                self.inventory
-                    .clone()
-                    .commit(pb::CommitRequest { order_id: id })
+                self.backoff
+                    .retry(|| {
+                        let (mut inventory, order_id) = (self.inventory.clone(), id.clone());
+                        async move { inventory.commit(pb::CommitRequest { order_id }).await }
+                    })
                     .await
                     .map(|_| ()),
             ),
-            _ => (
-                "release",
-                self.inventory
-                    .clone()
-                    .release(pb::ReleaseRequest { order_id: id })
-                    .await
-                    .map(|_| ()),
-            ),
+            _ => ("release", self.release(order.id).await),
         };
         match settled {
             Ok(()) => {

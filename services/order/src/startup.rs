@@ -142,11 +142,14 @@ impl Application {
         let payments = payments
             .unwrap_or_else(|| Arc::new(QueuePaymentRequester::new(shell.session().clone())));
         // Connects on first use, and again after a failure: inventory may start later.
-        let inventory = InventoryServiceClient::new(traced_channel(
-            &settings.common.peers.inventory,
-            Duration::from_secs(2),
-            settings.inventory_timeout,
-        )?);
+        let inventory = InventoryServiceClient::new(
+            traced_channel(
+                &settings.common.peers.inventory,
+                Duration::from_secs(2),
+                settings.inventory_timeout,
+            )?
+            .authorized(settings.common.internal_token.clone()),
+        );
         let db = OrdersDb::new(shell.pool().clone());
         let saga = Arc::new(Saga::new(db.clone(), inventory, payments));
         let api = OrderApi::new(saga.clone(), shell.leaders(vec![expiry::JOB]));

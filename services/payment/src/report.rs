@@ -1,10 +1,12 @@
 //! Telling the order service how a payment ended: the one `PaymentResult` call the
 //! workers and the `settle-payments` job share, and how its answer is read.
 //!
+//! UNAVAILABLE is retried with back-off ([`shop_common::retry`]).
 //! PaymentResult is idempotent on the order id, so reporting a payment twice (a worker
 //! and the job, two overlapping leaders) changes nothing the second time.
 
 use shop_common::propagation::TracedChannel;
+use shop_common::retry::Backoff;
 use shop_proto::v1::order_service_client::OrderServiceClient;
 use shop_proto::v1::PaymentResultRequest;
 use tonic::Code;
@@ -27,13 +29,18 @@ pub async fn report_payment(
     orders: &OrderServiceClient<TracedChannel>,
     payment: &PaymentRow,
 ) -> Result<Reported, tonic::Status> {
-    let result = orders
-        .clone()
-        .payment_result(PaymentResultRequest {
-            order_id: payment.order_id.to_string(),
-            ok: payment.state == PaymentState::Captured,
-            payment_id: payment.provider_ref.clone().unwrap_or_default(),
-            reason: payment.reason.clone(),
+    let request = PaymentResultRequest {
+        order_id: payment.order_id.to_string(),
+        ok: payment.state == PaymentState::Captured,
+        payment_id: payment.provider_ref.clone().unwrap_or_default(),
+        reason: payment.reason.clone(),
+    };
+    // An order replica that is restarting answers UNAVAILABLE: back off and try again
+    // (the report is idempotent) before handing the item back to the queue.
+    let result = Backoff::default()
+        .retry(|| {
+            let (mut orders, request) = (orders.clone(), request.clone());
+            async move { orders.payment_result(request).await }
         })
         .await;
     match result {

@@ -113,11 +113,14 @@ impl Application {
         let mut shell = ServiceShell::build(&settings.common, &MIGRATOR).await?;
         let session = shell.session().clone();
         let db = PaymentsDb::new(shell.pool().clone());
-        let orders = OrderServiceClient::new(traced_channel(
-            &settings.common.peers.order,
-            Duration::from_secs(2),
-            Duration::from_secs(15),
-        )?);
+        let orders = OrderServiceClient::new(
+            traced_channel(
+                &settings.common.peers.order,
+                Duration::from_secs(2),
+                Duration::from_secs(15),
+            )?
+            .authorized(settings.common.internal_token.clone()),
+        );
         let provider = Arc::new(SimulatedProvider::new(
             shell.pool().clone(),
             settings.provider.clone(),

@@ -14,11 +14,16 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use coord::etcd_client::Client as EtcdClient;
+use shop_common::auth::{BearerToken, InternalToken};
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
 use shop_proto::v1::order_service_client::OrderServiceClient;
 use shop_proto::v1::payment_service_client::PaymentServiceClient;
 use testcontainers::compose::DockerCompose;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+
+/// A channel whose calls present the stack's internal token (an operator's client).
+pub type Operator = InterceptedService<Channel, BearerToken>;
 
 /// Session TTL of every service in the stack: short, so failover is quick to see.
 pub const TTL: Duration = Duration::from_secs(2);
@@ -74,6 +79,8 @@ pub struct Stack {
     base_env: HashMap<String, String>,
     /// The environment compose commands run with now (base + a recreate's extras).
     env: HashMap<String, String>,
+    /// The stack's internal token (made by `scripts/secrets.sh` for this project).
+    token: InternalToken,
 }
 
 impl Stack {
@@ -84,9 +91,21 @@ impl Stack {
         extra_files: &[PathBuf],
         extra_env: &[(&str, &str)],
     ) -> Result<Stack, String> {
-        let mut files = vec![repo_root().join("compose.yaml")];
+        let mut files = vec![
+            repo_root().join("compose.yaml"),
+            repo_root().join("docker/compose.etcd.yaml"),
+        ];
         files.extend(extra_files.iter().cloned());
-        let env = Self::environment(extra_env);
+        // The project's own internal token, made once like a deployment's.
+        let token_path = repo_root().join(format!(".secrets/{project}-internal-token"));
+        let token_path = token_path.to_string_lossy().into_owned();
+        let mut make = tokio::process::Command::new(repo_root().join("scripts/secrets.sh"));
+        make.arg(&token_path);
+        output_of(make, "scripts/secrets.sh").await?;
+        let token = InternalToken::from_file("INTERNAL_TOKEN_PATH", &token_path)
+            .map_err(|e| e.to_string())?;
+        let mut env = Self::environment(extra_env);
+        env.insert("INTERNAL_TOKEN_PATH".to_owned(), token_path);
         let mut compose = DockerCompose::with_local_client(files.as_slice())
             .with_project_name(project)
             .with_env_vars(env.clone())
@@ -98,6 +117,7 @@ impl Stack {
             files,
             base_env: env.clone(),
             env,
+            token,
         })
     }
 
@@ -175,20 +195,30 @@ impl Stack {
             .map_err(|e| format!("connect to {service}: {e}"))
     }
 
-    pub async fn order(&self, service: &str) -> OrderServiceClient<Channel> {
-        OrderServiceClient::new(self.channel(service, 50051).await.expect("order channel"))
+    /// The stack's internal token, for an operator's own clients.
+    pub fn token(&self) -> &InternalToken {
+        &self.token
     }
 
-    pub async fn inventory(&self, service: &str) -> InventoryServiceClient<Channel> {
-        InventoryServiceClient::new(
-            self.channel(service, 50052)
-                .await
-                .expect("inventory channel"),
-        )
+    /// An operator's client of `service` (it presents the internal token).
+    pub async fn order(&self, service: &str) -> OrderServiceClient<Operator> {
+        let channel = self.channel(service, 50051).await.expect("order channel");
+        OrderServiceClient::with_interceptor(channel, self.token.interceptor())
     }
 
-    pub async fn payment(&self, service: &str) -> PaymentServiceClient<Channel> {
-        PaymentServiceClient::new(self.channel(service, 50053).await.expect("payment channel"))
+    /// An operator's client of `service` (it presents the internal token).
+    pub async fn inventory(&self, service: &str) -> InventoryServiceClient<Operator> {
+        let channel = self
+            .channel(service, 50052)
+            .await
+            .expect("inventory channel");
+        InventoryServiceClient::with_interceptor(channel, self.token.interceptor())
+    }
+
+    /// An operator's client of `service` (it presents the internal token).
+    pub async fn payment(&self, service: &str) -> PaymentServiceClient<Operator> {
+        let channel = self.channel(service, 50053).await.expect("payment channel");
+        PaymentServiceClient::with_interceptor(channel, self.token.interceptor())
     }
 
     /// An etcd client on the published member (etcd1).

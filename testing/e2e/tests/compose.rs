@@ -4,6 +4,9 @@
 //! 1. 100 concurrent buyers race for 40 units through both order replicas: 0 oversold,
 //!    and every accepted order is paid by the payment replicas (order → inventory →
 //!    payment queue → payment → order → inventory commit).
+//!    Then (1b) a customer (published port, no token) calling PaymentResult, Commit,
+//!    Release or SetStock is UNAUTHENTICATED and nothing changes; compose.yaml
+//!    publishes no etcd.
 //! 2. The inventory replica holding a SKU lock is `docker pause`d past its lease TTL: the
 //!    other replica takes the lock and sells; on unpause the stale holder's write is
 //!    rejected by its fencing token; nothing is oversold.
@@ -21,18 +24,18 @@
 use std::time::{Duration, Instant};
 
 use coord::etcd_client::GetOptions;
-use e2e::{step, Stack, TTL};
+use e2e::{step, Operator, Stack, TTL};
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
+use shop_proto::v1::order_service_client::OrderServiceClient;
 use shop_proto::v1::{
-    CreateOrderRequest, GetOrderRequest, GetPaymentRequest, GetStockRequest, LineItem,
-    ListLeadersRequest, OrderStatus, PaymentStatus, ReserveOutcome, ReserveRequest,
-    SetStockRequest, Stock, Strategy,
+    CommitRequest, CreateOrderRequest, GetOrderRequest, GetPaymentRequest, GetStockRequest,
+    LineItem, ListLeadersRequest, OrderStatus, PaymentResultRequest, PaymentStatus, ReleaseRequest,
+    ReserveOutcome, ReserveRequest, SetStockRequest, Stock, Strategy,
 };
-use tonic::transport::Channel;
 
 const PROJECT: &str = "coord-shop-e2e";
 
-async fn stock(inventory: &mut InventoryServiceClient<Channel>, sku: &str) -> Stock {
+async fn stock(inventory: &mut InventoryServiceClient<Operator>, sku: &str) -> Stock {
     inventory
         .get_stock(GetStockRequest { sku: sku.into() })
         .await
@@ -58,6 +61,7 @@ async fn the_shop_in_compose_survives_kills_pauses_and_member_loss() {
     step(started, "stack is healthy");
 
     let sale = flash_sale_through_both_order_replicas(&stack, started).await;
+    customers_cannot_reach_internal_calls(&stack, &sale, started).await;
     paused_lock_holder_is_fenced(&mut stack, started).await;
     orders_continue_without_one_etcd_member(&stack, started).await;
     killed_job_leader_is_replaced(&stack, started).await;
@@ -65,6 +69,98 @@ async fn the_shop_in_compose_survives_kills_pauses_and_member_loss() {
 
     step(started, "docker compose down");
     stack.down().await.expect("compose down");
+}
+
+/// Scenario 1b: the published ports give a customer CreateOrder/GetOrder and reads,
+/// nothing internal: without the internal token every internal call is refused and the
+/// stock and the orders are as they were. compose.yaml alone publishes no etcd member.
+async fn customers_cannot_reach_internal_calls(stack: &Stack, sale: &Sold, started: Instant) {
+    step(started, "scenario 1b: a customer calls internal methods");
+    let config = std::process::Command::new("docker")
+        .args(["compose", "-f"])
+        .arg(e2e::repo_root().join("compose.yaml"))
+        .args(["config", "--format", "json"])
+        .env("INTERNAL_TOKEN_PATH", "/dev/null")
+        .output()
+        .expect("docker compose config");
+    let config: serde_json::Value =
+        serde_json::from_slice(&config.stdout).expect("compose config as JSON");
+    for member in [
+        "etcd1",
+        "etcd2",
+        "etcd3",
+        "pg-order",
+        "pg-inventory",
+        "pg-payment",
+    ] {
+        assert!(
+            config["services"][member]["ports"].is_null(),
+            "compose.yaml publishes {member}"
+        );
+    }
+    let before = stock(&mut stack.inventory("inventory-1").await, &sale.sku).await;
+    let order_id = sale.orders[0].clone();
+    let customer = |service: &'static str, port: u16| async move {
+        stack
+            .channel(service, port)
+            .await
+            .expect("customer channel")
+    };
+    let mut orders = OrderServiceClient::new(customer("order-1", 50051).await);
+    let mut inventory = InventoryServiceClient::new(customer("inventory-2", 50052).await);
+    let refused = [
+        orders
+            .payment_result(PaymentResultRequest {
+                order_id: order_id.clone(),
+                ok: false,
+                payment_id: String::new(),
+                reason: "forged".into(),
+            })
+            .await
+            .map(drop),
+        inventory
+            .release(ReleaseRequest {
+                order_id: order_id.clone(),
+            })
+            .await
+            .map(drop),
+        inventory
+            .commit(CommitRequest {
+                order_id: order_id.clone(),
+            })
+            .await
+            .map(drop),
+        inventory
+            .set_stock(SetStockRequest {
+                sku: sale.sku.clone(),
+                available: 1_000,
+                strategy: 0,
+            })
+            .await
+            .map(drop),
+    ];
+    for answer in refused {
+        let err = answer.expect_err("an internal call without the token");
+        assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    }
+    let order = orders
+        .get_order(GetOrderRequest {
+            order_id: order_id.clone(),
+        })
+        .await
+        .expect("a customer reads its order")
+        .into_inner();
+    assert_eq!(order.status, OrderStatus::Paid as i32, "still PAID");
+    let after = stock(&mut stack.inventory("inventory-1").await, &sale.sku).await;
+    assert_eq!(
+        (after.available, after.reserved, after.sold),
+        (before.available, before.reserved, before.sold),
+        "the refused calls changed no stock"
+    );
+    step(
+        started,
+        "  4 internal calls without the token: UNAUTHENTICATED, nothing changed",
+    );
 }
 
 /// What scenario 1 sold: its SKU and the ids of the orders it accepted.

@@ -33,10 +33,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use shop_common::auth::Authorized;
 use shop_common::domain::Strategy;
 use shop_proto::v1 as pb;
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
-use tonic::transport::Channel;
 use tonic::Code;
 
 mod buyers;
@@ -202,7 +202,7 @@ async fn set_up(
     config: &RunConfig,
     names: &RunNames,
     strategy: Strategy,
-    inventory: &mut InventoryServiceClient<Channel>,
+    inventory: &mut InventoryServiceClient<Authorized>,
 ) -> anyhow::Result<()> {
     for sku in &names.skus {
         match inventory
@@ -259,7 +259,7 @@ async fn open_when_filled(
     config: &RunConfig,
     shop: &Shop,
     names: &RunNames,
-    inventory: &mut InventoryServiceClient<Channel>,
+    inventory: &mut InventoryServiceClient<Authorized>,
     bar: &ProgressBar,
 ) -> anyhow::Result<pb::Sale> {
     if config.direct_reserve {
@@ -290,7 +290,7 @@ async fn open_when_filled(
 
 async fn open_sale(
     names: &RunNames,
-    inventory: &mut InventoryServiceClient<Channel>,
+    inventory: &mut InventoryServiceClient<Authorized>,
 ) -> anyhow::Result<pb::Sale> {
     Ok(inventory
         .open_sale(pb::OpenSaleRequest {
@@ -304,7 +304,7 @@ async fn open_sale(
 /// Other processes: learn when the sale opened.
 async fn wait_until_open(
     names: &RunNames,
-    inventory: &mut InventoryServiceClient<Channel>,
+    inventory: &mut InventoryServiceClient<Authorized>,
 ) -> anyhow::Result<pb::Sale> {
     let deadline = Instant::now() + FILL_TIMEOUT + Duration::from_secs(20);
     loop {

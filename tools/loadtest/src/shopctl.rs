@@ -9,13 +9,26 @@
 use std::io::Write;
 use std::time::Duration;
 
+use shop_common::auth::{Authorized as Operator, BearerToken, InternalToken};
 use shop_common::config::grpc_uri;
 use shop_common::domain::{OrderId, SaleId, Sku};
+use shop_common::retry::Backoff;
 use shop_proto::v1 as pb;
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
 use shop_proto::v1::order_service_client::OrderServiceClient;
 use shop_proto::v1::payment_service_client::PaymentServiceClient;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+
+/// The internal token from `--token-file` / `INTERNAL_TOKEN_FILE`: admin commands
+/// (stock set, sale create/open) need it; without it shopctl makes customer calls only.
+fn token(args: &Args) -> Result<Option<InternalToken>, ShopctlError> {
+    args.token_file
+        .as_deref()
+        .map(|path| InternalToken::from_file("INTERNAL_TOKEN_FILE", path))
+        .transpose()
+        .map_err(|e| ShopctlError::Input(e.0))
+}
 
 mod args;
 mod error;
@@ -26,28 +39,45 @@ use error::rpc;
 pub use error::ShopctlError;
 use orders::{create_request, watch_order, write_order};
 
-async fn connect(service: &'static str, addr: &str) -> Result<Channel, ShopctlError> {
+/// Connects (retrying a service that is not reachable yet with back-off, see
+/// `shop_common::retry`) and presents `token` on every call.
+async fn connect(
+    service: &'static str,
+    addr: &str,
+    token: &Option<InternalToken>,
+) -> Result<Operator, ShopctlError> {
     let addr = grpc_uri(addr);
     let unreachable = |reason: String| ShopctlError::Unreachable {
         service,
         addr: addr.clone(),
         reason,
     };
-    Channel::from_shared(addr.clone())
+    let endpoint = Channel::from_shared(addr.clone())
         .map_err(|e| unreachable(format!("not a URI: {e}")))?
         .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(30))
-        .connect()
+        .timeout(Duration::from_secs(30));
+    let channel = Backoff::default()
+        .retry(|| {
+            let endpoint = endpoint.clone();
+            async move {
+                endpoint.connect().await.map_err(|e| {
+                    tonic::Status::unavailable(shop_common::telemetry::error_chain(&e))
+                })
+            }
+        })
         .await
-        .map_err(|e| unreachable(shop_common::telemetry::error_chain(&e)))
+        .map_err(|status| unreachable(status.message().to_owned()))?;
+    Ok(InterceptedService::new(channel, BearerToken(token.clone())))
 }
 
 /// Runs one command, writing what it shows to `out`.
 pub async fn run(args: Args, out: &mut impl Write) -> Result<(), ShopctlError> {
+    let token = token(&args)?;
     match args.command {
         Command::Stock(command) => {
-            let mut inventory =
-                InventoryServiceClient::new(connect("inventory", &args.inventory_addr).await?);
+            let mut inventory = InventoryServiceClient::new(
+                connect("inventory", &args.inventory_addr, &token).await?,
+            );
             let stock = match command {
                 StockCommand::Set {
                     sku,
@@ -95,7 +125,8 @@ pub async fn run(args: Args, out: &mut impl Write) -> Result<(), ShopctlError> {
             )?;
         }
         Command::Order(command) => {
-            let mut orders = OrderServiceClient::new(connect("order", &args.order_addr).await?);
+            let mut orders =
+                OrderServiceClient::new(connect("order", &args.order_addr, &token).await?);
             match command {
                 OrderCommand::Create {
                     items,
@@ -136,8 +167,9 @@ pub async fn run(args: Args, out: &mut impl Write) -> Result<(), ShopctlError> {
             }
         }
         Command::Sale(command) => {
-            let mut inventory =
-                InventoryServiceClient::new(connect("inventory", &args.inventory_addr).await?);
+            let mut inventory = InventoryServiceClient::new(
+                connect("inventory", &args.inventory_addr, &token).await?,
+            );
             let sale = match command {
                 SaleCommand::Create { sale_id, limit } => {
                     let sale_id = SaleId::parse("sale_id", &sale_id)?;
@@ -182,7 +214,7 @@ pub async fn run(args: Args, out: &mut impl Write) -> Result<(), ShopctlError> {
         Command::Leaders => leaders(&args, out).await?,
         Command::Queue => {
             let mut payments =
-                PaymentServiceClient::new(connect("payment", &args.payment_addr).await?);
+                PaymentServiceClient::new(connect("payment", &args.payment_addr, &token).await?);
             let depth = payments
                 .queue_depth(pb::QueueDepthRequest {})
                 .await
@@ -200,13 +232,14 @@ pub async fn run(args: Args, out: &mut impl Write) -> Result<(), ShopctlError> {
 /// Every service's leaders; a service that cannot be asked is shown as such, and the
 /// command then fails after showing the others.
 async fn leaders(args: &Args, out: &mut impl Write) -> Result<(), ShopctlError> {
+    let token = token(args)?;
     let mut first_error = None;
     for (service, addr) in [
         ("order", &args.order_addr),
         ("inventory", &args.inventory_addr),
         ("payment", &args.payment_addr),
     ] {
-        let answer = match connect(service, addr).await {
+        let answer = match connect(service, addr, &token).await {
             Ok(channel) => {
                 let request = pb::ListLeadersRequest {};
                 match service {

@@ -4,8 +4,11 @@
 
 use inventory_service::repository::{InventoryDb, StockAudit};
 use shop_common::domain::{Sku, Strategy};
+use std::net::SocketAddr;
+
 use shop_harness::Services;
 use shop_proto::v1 as pb;
+use shop_test_support::TcpProxy;
 
 /// Inventory and order ([`Services`], payment not started: tests report payment
 /// results by hand), with what the order suites ask of them.
@@ -144,6 +147,37 @@ pub fn create_request(
         strategy: strategy.to_proto() as i32,
         sale_id: None,
     }
+}
+
+/// A proxy in front of the tests' Postgres, to cut a service off from its database.
+pub async fn postgres_proxy() -> TcpProxy {
+    let server = shop_test_support::server_options();
+    proxy_to(server.get_host(), server.get_port()).await
+}
+
+/// A proxy in front of the tests' etcd (its first endpoint).
+pub async fn etcd_proxy() -> TcpProxy {
+    let endpoints = shop_test_support::etcd_endpoints();
+    let first = endpoints.split(',').next().unwrap_or_default();
+    let first = first.split_once("://").map_or(first, |(_, rest)| rest);
+    let (host, port) = first.rsplit_once(':').expect("host:port");
+    proxy_to(host, port.parse().expect("etcd port")).await
+}
+
+async fn proxy_to(host: &str, port: u16) -> TcpProxy {
+    let target: SocketAddr = tokio::net::lookup_host((host, port))
+        .await
+        .unwrap()
+        .next()
+        .expect("an address");
+    TcpProxy::start(target).await
+}
+
+/// A lazily connecting channel to `uri`.
+pub fn channel(uri: String) -> tonic::transport::Channel {
+    tonic::transport::Channel::from_shared(uri)
+        .unwrap()
+        .connect_lazy()
 }
 
 pub fn unique_key() -> String {

@@ -3,8 +3,11 @@
 //! mocks). Needs `scripts/postgres.sh start` and `scripts/etcd.sh start` (or
 //! `DATABASE_URL` / `ETCD_ENDPOINTS`).
 
+mod auth;
+mod backoff;
 mod bad_input;
 mod buyers;
+mod health;
 mod helpers;
 mod idempotency;
 mod jobs;

@@ -2,15 +2,14 @@
 //! leaves nothing half-done that a retry with the same key cannot finish, and the
 //! shop recovers when the dependency is back.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use shop_common::domain::Strategy;
 use shop_proto::v1 as pb;
-use shop_test_support::{server_options, TcpProxy};
+use shop_test_support::TcpProxy;
 use tonic::Code;
 
-use crate::helpers::{status, unique_key, TestShop};
+use crate::helpers::{postgres_proxy, status, unique_key, TestShop};
 
 /// Which service reaches Postgres through the proxy.
 #[derive(Clone, Copy)]
@@ -21,13 +20,7 @@ enum Behind {
 
 /// A shop whose `behind` service reaches Postgres through a proxy the test can cut.
 async fn shop_with_postgres_proxy(behind: Behind) -> (TestShop, TcpProxy) {
-    let server = server_options();
-    let target: SocketAddr = tokio::net::lookup_host((server.get_host(), server.get_port()))
-        .await
-        .unwrap()
-        .next()
-        .expect("Postgres address");
-    let proxy = TcpProxy::start(target).await;
+    let proxy = postgres_proxy().await;
     let port = proxy.addr().port();
     let shop = TestShop::spawn_with(|inventory, order| {
         let database = match behind {

@@ -36,8 +36,6 @@ use shop_proto::v1::order_service_client::OrderServiceClient;
 use shop_test_support::{etcd_endpoints, init_test_logging, unique_etcd_prefix, TestDatabase};
 use tonic::transport::server::TcpIncoming;
 
-use shop_harness::set_stock;
-
 use crate::helpers::{create_order, settled};
 
 /// Set in a service process: which service it runs.
@@ -259,8 +257,18 @@ async fn one_paid_order_reaches_an_otlp_collector_as_one_trace_from_three_proces
     let order_db = TestDatabase::create("otlp_order").await;
     let payment_db = TestDatabase::create("otlp_payment").await;
     let replica = |service: &str| format!("{service}-otlp-{run}");
+    // The deployed services need the internal token from a file, as in compose.
+    let secret = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let token = shop_common::auth::InternalToken::new(&secret).unwrap();
+    let token_file = std::env::temp_dir().join(format!("otlp-internal-token-{run}"));
+    std::fs::write(&token_file, format!("{secret}\n")).expect("write the token file");
     let common = |service: &str, db: &TestDatabase| {
         vec![
+            ("INTERNAL_TOKEN_FILE", token_file.display().to_string()),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.clone()),
             ("REPLICA_ID", replica(service)),
             ("DATABASE_URL", db.url()),
@@ -281,10 +289,20 @@ async fn one_paid_order_reaches_an_otlp_collector_as_one_trace_from_three_proces
     let payment = ServiceProcess::start("payment", &payment_vars).await;
 
     let tea = format!("tea-{run}");
-    let stock = InventoryServiceClient::connect(inventory.uri())
+    let stock = tonic::transport::Channel::from_shared(inventory.uri())
+        .unwrap()
+        .connect()
         .await
         .unwrap();
-    set_stock(&stock, &tea, 3, pb::Strategy::Mutex).await;
+    InventoryServiceClient::with_interceptor(stock, token.interceptor())
+        .set_stock(pb::SetStockRequest {
+            sku: tea.clone(),
+            available: 3,
+            strategy: pb::Strategy::Mutex as i32,
+        })
+        .await
+        .expect("the operator stocks with the token");
+    let _ = std::fs::remove_file(&token_file);
     let orders = OrderServiceClient::connect(order.uri()).await.unwrap();
     let key = format!("otlp-{run}");
     let created = create_order(

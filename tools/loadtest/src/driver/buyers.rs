@@ -56,7 +56,8 @@ impl Buyers {
                     strategy: strategy.to_proto() as i32,
                     sale_id: sale_id.clone(),
                 };
-                let mut client = shop.orders[buyer % shop.orders.len()].clone();
+                let client = shop.orders[buyer % shop.orders.len()].clone();
+                let backoff = shop_common::retry::Backoff::default();
                 let mut inventory = config.direct_reserve.then(|| shop.inventory.clone());
                 let key_prefix = format!("{}b{buyer}-", names.process_key_prefix);
                 let global = (config.cluster.index * config.buyers + buyer) as u64;
@@ -83,14 +84,22 @@ impl Buyers {
                         request.items = picker.cart(&mut rng);
                         let submitted = clock.now();
                         let reply = match &mut inventory {
-                            None => client.create_order(request).await.map(|order| {
-                                let order = order.into_inner();
-                                let reserved = matches!(
-                                    pb::OrderStatus::try_from(order.status),
-                                    Ok(pb::OrderStatus::Reserved | pb::OrderStatus::Paid)
-                                );
-                                (reserved, order.order_id)
-                            }),
+                            // UNAVAILABLE (a replica restarting) is retried with
+                            // back-off under the same key, not in a tight loop.
+                            None => backoff
+                                .retry(|| {
+                                    let (mut client, request) = (client.clone(), request.clone());
+                                    async move { client.create_order(request).await }
+                                })
+                                .await
+                                .map(|order| {
+                                    let order = order.into_inner();
+                                    let reserved = matches!(
+                                        pb::OrderStatus::try_from(order.status),
+                                        Ok(pb::OrderStatus::Reserved | pb::OrderStatus::Paid)
+                                    );
+                                    (reserved, order.order_id)
+                                }),
                             Some(inventory) => {
                                 let order_id = Uuid::new_v4().to_string();
                                 inventory

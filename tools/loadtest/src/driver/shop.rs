@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use shop_common::auth::{Authorized, BearerToken, InternalToken};
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
 use shop_proto::v1::order_service_client::OrderServiceClient;
 use tonic::transport::Channel;
@@ -17,7 +18,9 @@ const BUYERS_PER_CONNECTION: usize = 100;
 /// Connections shared by the strategies of a run.
 pub(super) struct Shop {
     pub(super) orders: Vec<OrderServiceClient<Channel>>,
-    pub(super) inventory: InventoryServiceClient<Channel>,
+    /// Presents the operator's internal token (`INTERNAL_TOKEN_FILE`): the setup
+    /// stocks SKUs and creates and opens sales, and direct Reserves are internal.
+    pub(super) inventory: InventoryServiceClient<Authorized>,
     pub(super) auditor: Auditor,
     pub(super) session: coord::Session,
 }
@@ -40,8 +43,12 @@ impl Shop {
                 channel(&config.endpoints.order, "order").await?,
             ));
         }
-        let inventory =
-            InventoryServiceClient::new(channel(&config.endpoints.inventory, "inventory").await?);
+        let token = InternalToken::from_lookup(shop_common::config::env_var)
+            .map_err(|e| anyhow::anyhow!(e.0))?;
+        let inventory = InventoryServiceClient::with_interceptor(
+            channel(&config.endpoints.inventory, "inventory").await?,
+            BearerToken(token),
+        );
         let auditor = Auditor::connect(&config.databases).await?;
         let etcd = config
             .cluster

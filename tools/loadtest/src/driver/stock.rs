@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
+use shop_common::auth::Authorized;
 use shop_proto::v1 as pb;
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
-use tonic::transport::Channel;
 
 use super::shop::Clock;
 use crate::config::{RunConfig, Scenario};
@@ -25,7 +25,7 @@ impl StockSampler {
     pub(super) fn start(
         config: &RunConfig,
         names: &RunNames,
-        mut inventory: InventoryServiceClient<Channel>,
+        mut inventory: InventoryServiceClient<Authorized>,
         clock: Clock,
     ) -> StockSampler {
         if !config.sample_stock {

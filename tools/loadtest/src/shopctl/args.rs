@@ -34,6 +34,10 @@ pub struct Args {
         default_value = "http://127.0.0.1:50053"
     )]
     pub payment_addr: String,
+    /// A file holding the shop's internal token (scripts/secrets.sh), presented on every
+    /// call: admin commands need it.
+    #[arg(long, global = true, env = "INTERNAL_TOKEN_FILE")]
+    pub token_file: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }

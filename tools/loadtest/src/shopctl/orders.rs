@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use shop_common::domain::{CustomerId, Quantity, SaleId, Sku, Strategy};
 use shop_proto::v1 as pb;
 use shop_proto::v1::order_service_client::OrderServiceClient;
-use tonic::transport::Channel;
 
 use super::error::{rpc, ShopctlError};
 
@@ -137,7 +136,7 @@ pub(super) fn write_order(out: &mut impl Write, order: &pb::Order) -> std::io::R
 
 /// Polls the order, printing each status it passes through, until it is final.
 pub(super) async fn watch_order(
-    orders: &mut OrderServiceClient<Channel>,
+    orders: &mut OrderServiceClient<super::Operator>,
     order_id: &str,
     timeout: Duration,
     out: &mut impl Write,
