@@ -45,17 +45,7 @@ async fn a_same_order_reserve_is_not_told_sold_out_by_its_own_reservation() {
     app.set_stock_as("plum", 2, Some(Strategy::Mutex)).await;
     let order = new_order_id();
     let mut pause = pause_at(Moment::AfterOwnRow, order_id(&order));
-    let b = tokio::spawn({
-        let client = app.client();
-        let request = crate::helpers::reserve_request(&order, &[("plum", 2)], Strategy::Mutex);
-        async move {
-            client
-                .clone()
-                .reserve(request)
-                .await
-                .map(|r| r.into_inner())
-        }
-    });
+    let b = app.spawn_reserve(&order, &[("plum", 2)], Strategy::Mutex);
     arrived(&mut pause, "B").await;
 
     let a = app
@@ -92,17 +82,7 @@ async fn a_release_racing_a_refused_stm_reserve_leaves_a_tombstone() {
     let order = new_order_id();
     let mut refused = pause_at(Moment::BeforeUnprepare, order_id(&order));
     let mut found = pause_at(Moment::ReleaseFoundRow, order_id(&order));
-    let reserve = tokio::spawn({
-        let client = app.client();
-        let request = crate::helpers::reserve_request(&order, &[("quince", 1)], Strategy::Stm);
-        async move {
-            client
-                .clone()
-                .reserve(request)
-                .await
-                .map(|r| r.into_inner())
-        }
-    });
+    let reserve = app.spawn_reserve(&order, &[("quince", 1)], Strategy::Stm);
     arrived(&mut refused, "the Reserve").await;
     assert_eq!(
         reservation_state(&app, &order).await.as_deref(),
@@ -175,17 +155,7 @@ async fn a_reserve_whose_stm_claim_was_withdrawn_gives_its_units_back() {
     let order = new_order_id();
     let mut refused = pause_at(Moment::BeforeUnprepare, order_id(&order));
     let mut granted = pause_at(Moment::BeforeRecord, order_id(&order));
-    let spawn_reserve = || {
-        let client = app.client();
-        let request = crate::helpers::reserve_request(&order, &[("sloe", 1)], Strategy::Stm);
-        tokio::spawn(async move {
-            client
-                .clone()
-                .reserve(request)
-                .await
-                .map(|r| r.into_inner())
-        })
-    };
+    let spawn_reserve = || app.spawn_reserve(&order, &[("sloe", 1)], Strategy::Stm);
     let a = spawn_reserve();
     arrived(&mut refused, "A").await;
     app.release(&other).await.unwrap();

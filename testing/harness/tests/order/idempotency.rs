@@ -116,11 +116,9 @@ async fn one_key_from_two_customers_is_two_orders_and_leaks_nothing() {
 async fn a_failed_attempt_does_not_release_the_units_a_concurrent_one_reserved() {
     use std::sync::Arc;
 
-    use order_service::domain::{CustomerTier, IdempotencyKey, NewOrder};
     use order_service::payment::PaymentQueueNotWired;
     use order_service::repository::OrdersDb;
     use order_service::saga::Saga;
-    use shop_common::domain::{Cart, CustomerId};
     use shop_test_support::TcpProxy;
     use tokio::sync::Notify;
 
@@ -154,14 +152,7 @@ async fn a_failed_attempt_does_not_release_the_units_a_concurrent_one_reserved()
     )
     .with_reserve_failed_hook(Arc::new(hook));
     let key = unique_key();
-    let new = NewOrder {
-        idempotency_key: IdempotencyKey::parse("key", &key).unwrap(),
-        customer_id: CustomerId::parse("customer", "alice").unwrap(),
-        customer_tier: CustomerTier::Gold,
-        cart: Cart::parse("items", [("tea", 3)]).unwrap(),
-        strategy: Some(Strategy::Pg),
-        sale_id: None,
-    };
+    let new = alices_tea_order(&key, Strategy::Pg);
     let attempt_a = tokio::spawn(async move { a.create_order(new).await });
     failed.notified().await;
     proxy.restore();
@@ -193,11 +184,9 @@ async fn a_failed_attempt_does_not_release_the_units_a_concurrent_one_reserved()
 #[tokio::test]
 async fn a_reserve_that_lands_after_a_same_key_rejection_gives_its_units_back() {
     use inventory_service::hooks::{pause_at, Moment};
-    use order_service::domain::{CustomerTier, IdempotencyKey, NewOrder};
     use order_service::payment::PaymentQueueNotWired;
     use order_service::repository::{Inserted, OrdersDb};
     use order_service::saga::Saga;
-    use shop_common::domain::{Cart, CustomerId};
     use std::sync::Arc;
 
     let shop = TestShop::spawn().await;
@@ -209,14 +198,7 @@ async fn a_reserve_that_lands_after_a_same_key_rejection_gives_its_units_back() 
     assert_eq!(status(&holder), pb::OrderStatus::Reserved);
 
     let key = unique_key();
-    let new = NewOrder {
-        idempotency_key: IdempotencyKey::parse("key", &key).unwrap(),
-        customer_id: CustomerId::parse("customer", "alice").unwrap(),
-        customer_tier: CustomerTier::Gold,
-        cart: Cart::parse("items", [("tea", 3)]).unwrap(),
-        strategy: Some(Strategy::Mutex),
-        sale_id: None,
-    };
+    let new = alices_tea_order(&key, Strategy::Mutex);
     // Attempt A: its own saga, on the real inventory; the order row is created first
     // so that the test knows the id to hold A's Reserve at.
     let a = Saga::new(
@@ -268,4 +250,17 @@ async fn a_reserve_that_lands_after_a_same_key_rejection_gives_its_units_back() 
     );
     t.check(3).unwrap();
     shop.stop().await;
+}
+
+/// Alice's order of three tea under `key`, as the saga takes it (the tests that drive
+/// an attempt through a saga of their own).
+fn alices_tea_order(key: &str, strategy: Strategy) -> order_service::domain::NewOrder {
+    NewOrder {
+        idempotency_key: IdempotencyKey::parse("key", key).unwrap(),
+        customer_id: CustomerId::parse("customer", "alice").unwrap(),
+        customer_tier: CustomerTier::Gold,
+        cart: Cart::parse("items", [("tea", 3)]).unwrap(),
+        strategy: Some(strategy),
+        sale_id: None,
+    }
 }
