@@ -255,6 +255,8 @@ async fn a_reserve_that_lands_after_a_same_key_rejection_gives_its_units_back() 
 /// Alice's order of three tea under `key`, as the saga takes it (the tests that drive
 /// an attempt through a saga of their own).
 fn alices_tea_order(key: &str, strategy: Strategy) -> order_service::domain::NewOrder {
+    use order_service::domain::{CustomerTier, IdempotencyKey, NewOrder};
+    use shop_common::domain::{Cart, CustomerId};
     NewOrder {
         idempotency_key: IdempotencyKey::parse("key", key).unwrap(),
         customer_id: CustomerId::parse("customer", "alice").unwrap(),
