@@ -6,7 +6,7 @@
 //! | [`startup`] | `Settings` from the environment; `Application`: the shared `ServiceShell` plus the handlers and the reconcile job |
 //! | [`grpc`] | the `shop.v1.InventoryService` handlers; `grpc/proto.rs` protobuf ⇄ domain, `grpc/status.rs` errors ⇄ status |
 //! | [`reservation`] | Reserve under the SKUs' strategy (`none`, `mutex-unfenced`, `mutex`, `stm`, `pg`), SKU locks |
-//! | `hooks` | feature `test-hooks` only (this crate's tests): hold a Reserve inside its critical section |
+//! | `hooks` | feature `test-hooks` only (tests): hold a Reserve or Release at a named moment (`moment!` marks them) |
 //! | [`stm`] | the `stm` strategy's etcd side: counters, customer counts, holds |
 //! | [`sales`] | flash sales: a coord Barrier holds Reserves until the sale opens |
 //! | [`catalog`] | prices: SetPrices under a coord RwMutex's write side, Quote under its read side |
@@ -14,6 +14,15 @@
 //! | [`reconcile`] | the leader-elected `reconcile-stock` job (drift report, stm hold sweep) |
 //!
 //! The saga, the strategies and fencing are described in `docs/architecture.md`.
+
+/// Marks a moment a test may hold an order's request at (`hooks::Moment`); nothing
+/// without the feature `test-hooks`.
+macro_rules! moment {
+    ($moment:ident, $order:expr) => {
+        #[cfg(feature = "test-hooks")]
+        $crate::hooks::reached($crate::hooks::Moment::$moment, $order).await;
+    };
+}
 
 pub mod catalog;
 pub mod grpc;

@@ -191,6 +191,7 @@ impl Reserver {
         if let Some(outcome) = self.db.earlier_outcome(order, cart).await? {
             return Ok((strategy, outcome));
         }
+        moment!(AfterOwnRow, order);
         self.reserve_with(request, strategy)
             .await
             .map(|outcome| (strategy, outcome))
@@ -242,8 +243,12 @@ impl Reserver {
                 // be served, and answering from it takes nothing (stock only grows
                 // by SetStock or a Release). In a rush, most buyers arrive after the
                 // last unit is gone; they now cost one read instead of a lock cycle.
+                // But the units may be gone to this very order: a concurrent attempt
+                // with the same order id may have reserved since the own-row check
+                // above. So the answer is decided by the order's row read after the
+                // stock: a reservation there is this Reserve's answer too.
                 if let Some(shortage) = self.db.short_line(cart).await? {
-                    return Ok(ReserveOutcome::OutOfStock(shortage));
+                    return Ok(sold_out_unless_own(&self.db, order, cart, shortage).await?);
                 }
                 let held = match coord::timeout(self.lock_timeout, self.locks.lock_all(cart.skus()))
                     .await
@@ -308,9 +313,11 @@ impl Reserver {
             }
         };
         if let Some(refused) = refused {
+            moment!(BeforeUnprepare, order);
             self.db.unprepare(order).await?;
             return Ok(refused);
         }
+        moment!(BeforeRecord, order);
         let recorded = self.db.reserve(input, StockCheck::Decided).await;
         match &recorded {
             // Taken in etcd but not in Postgres: a Release overtook us, or Postgres
@@ -324,6 +331,14 @@ impl Reserver {
                 }
             }
             Ok(_) => {}
+            // A concurrent attempt of this order was refused and withdrew the claim:
+            // nothing is recorded, so the etcd units go back now.
+            Err(e @ ReserveDbError::ClaimWithdrawn(_)) => {
+                tracing::info!(%order, error = %e, "stm: claim withdrawn by a concurrent attempt; giving the units back");
+                if let Err(e) = self.stm.give_back(order).await {
+                    tracing::warn!(%order, error = %e, "stm: giving back units failed; the reconcile job will");
+                }
+            }
             Err(e) => {
                 tracing::warn!(%order, error = %e, "stm: taken in etcd, not recorded in Postgres; a retry or Release finishes it");
             }
@@ -378,6 +393,24 @@ impl Reserver {
         }
         Ok(settled)
     }
+}
+
+/// The answer to a Reserve that read `shortage`: the order's own earlier decision if
+/// its row (read now, after the stock) has one, else out of stock. Knockout (tests
+/// only, `knockout-sold-out-shortcut`): the stock read alone answers, as it once did.
+async fn sold_out_unless_own(
+    db: &InventoryDb,
+    order: OrderId,
+    cart: &Cart,
+    shortage: crate::repository::Shortage,
+) -> Result<ReserveOutcome, ReserveDbError> {
+    #[cfg(not(feature = "knockout-sold-out-shortcut"))]
+    if let Some(own) = db.earlier_outcome(order, cart).await? {
+        return Ok(own);
+    }
+    #[cfg(feature = "knockout-sold-out-shortcut")]
+    let _ = (db, order, cart);
+    Ok(ReserveOutcome::OutOfStock(shortage))
 }
 
 /// The per-SKU coord Mutexes of the `mutex` strategy, all under the process's one

@@ -96,6 +96,14 @@ fn claimed_by_another_attempt(order: &Order) -> bool {
         && order.status_reason.starts_with(CLAIM_REASON)
 }
 
+/// Whether the order ended in a status that owns no reservation (a Reserve that took
+/// units for it must give them back). Knockout (tests only,
+/// `knockout-late-reserve-release`): never, as before.
+fn holds_no_units(order: &Order) -> bool {
+    !cfg!(feature = "knockout-late-reserve-release")
+        && matches!(order.status, OrderStatus::Rejected | OrderStatus::Cancelled)
+}
+
 /// What [`Saga::release_claimed`] did.
 enum Claim {
     /// Claimed, released and deleted.
@@ -253,6 +261,20 @@ impl Saga {
             .transition(id, OrderStatus::Pending, to, &reason, None)
             .await?;
         let (order, moved) = match current {
+            // This Reserve took units, but a concurrent attempt with the same key had
+            // already ended the order without any (REJECTED: its Reserve found no
+            // stock before units came back; CANCELLED): nothing will ever settle these
+            // units, so give them back. The order's answer stands.
+            Some((order, false))
+                if to == OrderStatus::Reserved
+                    && !claimed_by_another_attempt(&order)
+                    && holds_no_units(&order) =>
+            {
+                if let Err(e) = self.release(id).await {
+                    tracing::warn!(order_id = %id, error = %e.message(), "releasing a reservation of an order that ended without one failed");
+                }
+                (order, false)
+            }
             Some((order, moved)) if moved || !claimed_by_another_attempt(&order) => (order, moved),
             // A failed attempt claimed the order (or already deleted it): the units this
             // Reserve took belong to no order, so give them back.

@@ -78,7 +78,9 @@ impl From<ReserveRpcError> for Status {
             ReserveError::Db(ReserveDbError::DifferentCart(_)) => {
                 Status::failed_precondition(e.to_string())
             }
-            ReserveError::Db(ReserveDbError::InProgress(_)) => Status::aborted(e.to_string()),
+            ReserveError::Db(ReserveDbError::InProgress(_) | ReserveDbError::ClaimWithdrawn(_)) => {
+                Status::aborted(e.to_string())
+            }
             ReserveError::Sale(sale) => sale_status(sale),
             ReserveError::Db(ReserveDbError::Database(db)) => status_for(db, "reserve"),
             ReserveError::Db(ReserveDbError::MissingToken(_)) => {
@@ -110,6 +112,9 @@ impl From<SettleRpcError> for Status {
             }
             SettleRpcError::Settle(SettleError::Db(SettleDbError::Database(e))) => {
                 status_for(&e, "settle")
+            }
+            SettleRpcError::Settle(e @ SettleError::Db(SettleDbError::Raced { .. })) => {
+                Status::aborted(e.to_string())
             }
             SettleRpcError::Settle(
                 e @ SettleError::Db(SettleDbError::StaleFencingToken { .. }),

@@ -254,6 +254,10 @@ pub enum ReserveDbError {
     /// with another strategy cannot take over.
     #[error("order {0} is being reserved with strategy stm; retry, or release it")]
     InProgress(OrderId),
+    /// The order's claim vanished under this Reserve: a concurrent stm attempt of the
+    /// same order was refused by etcd and withdrew it. Nothing was recorded; retry.
+    #[error("order {0}: a concurrent stm Reserve of it was refused and withdrew the order's claim; nothing was reserved, retry")]
+    ClaimWithdrawn(OrderId),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -275,6 +279,11 @@ pub enum SettleDbError {
     /// lock was lost while releasing. Nothing was released; retry.
     #[error("stale fencing token {token} for SKU {sku}: the lock was lost while releasing; nothing was released, retry")]
     StaleFencingToken { sku: String, token: i64 },
+    /// Stm Reserves of the order kept claiming it and withdrawing (etcd refused them)
+    /// between this Release's tombstone insert and its lock: nothing was released and
+    /// nothing is reserved; retry.
+    #[error("order {order}: concurrent stm Reserves of it withdrew their claim {attempts} times while releasing; nothing was released, retry")]
+    Raced { order: OrderId, attempts: u32 },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }

@@ -165,12 +165,13 @@ impl InventoryDb {
             if self.reservation_state(order).await? == Some(ReservationState::Preparing) {
                 return Err(ReserveDbError::InProgress(order));
             }
-            return self.earlier_outcome(order, cart).await?.ok_or_else(|| {
-                sqlx::Error::Protocol(format!(
-                    "reservation of order {order} conflicted but is not there"
-                ))
-                .into()
-            });
+            // No row at all: the claim we conflicted with (or, for `Decided`, our own
+            // PREPARING claim) was an stm attempt's, withdrawn since because etcd
+            // refused that attempt. Nothing is reserved; the caller may retry.
+            return self
+                .earlier_outcome(order, cart)
+                .await?
+                .ok_or(ReserveDbError::ClaimWithdrawn(order));
         }
         for (i, line) in cart.lines().iter().enumerate() {
             let (sku, quantity) = (&line.sku, line.quantity.get());
@@ -180,8 +181,7 @@ impl InventoryDb {
                     if read < i64::from(quantity) {
                         Err(shortage(sku, quantity, Some(read)))
                     } else {
-                        #[cfg(feature = "test-hooks")]
-                        crate::hooks::in_section(order).await;
+                        moment!(InSection, order);
                         tokio::time::sleep(think_time).await;
                         let token = fencing_token(guard, sku)?;
                         write_in_section(&mut tx, sku, quantity, read, token).await?;

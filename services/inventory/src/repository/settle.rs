@@ -10,6 +10,10 @@ use sqlx::{Postgres, Transaction};
 use super::model::{ReservationState, SettleDbError, Settled};
 use super::stock::InventoryDb;
 
+/// How often a Release writes its tombstone again after the row it conflicted with
+/// vanished (see [`InventoryDb::release`]).
+const RELEASE_ATTEMPTS: u32 = 5;
+
 impl InventoryDb {
     /// Moves an order's reserved units to sold. Idempotent.
     pub async fn commit(&self, order: OrderId) -> Result<Settled, SettleDbError> {
@@ -88,28 +92,49 @@ impl InventoryDb {
                 strategy: None,
             });
         }
-        let mut tx = self.pool().begin().await?;
-        let tombstone = sqlx::query(
-            "INSERT INTO reservations (order_id, state) VALUES ($1, 'RELEASED')
-             ON CONFLICT (order_id) DO NOTHING",
-        )
-        .bind(order.as_uuid())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if tombstone {
-            tx.commit().await?;
-            tracing::info!(%order, "release before reserve: tombstone written");
-            return Ok(Settled {
-                state: ReservationState::Released,
-                strategy: None,
-            });
-        }
-        let Some((state, strategy)) = lock_reservation(&mut tx, order).await? else {
-            return Err(SettleDbError::Database(sqlx::Error::Protocol(format!(
-                "reservation of order {order} conflicted but is not there"
-            ))));
+        // The tombstone insert conflicts with the order's row; then that row is locked.
+        // Between the two, an stm Reserve that etcd refused may delete its PREPARING
+        // claim (`unprepare`): it reserved nothing, so the tombstone goes in after all
+        // — try again. Each retry needs another stm attempt of the order to claim and
+        // be refused in that window; a few in a row is a named race, not a fault.
+        let mut attempts = 0;
+        let (mut tx, state, strategy) = loop {
+            attempts += 1;
+            let mut tx = self.pool().begin().await?;
+            let tombstone = sqlx::query(
+                "INSERT INTO reservations (order_id, state) VALUES ($1, 'RELEASED')
+                 ON CONFLICT (order_id) DO NOTHING",
+            )
+            .bind(order.as_uuid())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if tombstone {
+                tx.commit().await?;
+                tracing::info!(%order, "release before reserve: tombstone written");
+                return Ok(Settled {
+                    state: ReservationState::Released,
+                    strategy: None,
+                });
+            }
+            moment!(ReleaseFoundRow, order);
+            match lock_reservation(&mut tx, order).await? {
+                Some((state, strategy)) => break (tx, state, strategy),
+                #[cfg(feature = "knockout-release-race")]
+                None => {
+                    return Err(SettleDbError::Database(sqlx::Error::Protocol(format!(
+                        "reservation of order {order} conflicted but is not there"
+                    ))))
+                }
+                #[cfg(not(feature = "knockout-release-race"))]
+                None if attempts < RELEASE_ATTEMPTS => {
+                    tracing::info!(%order, "release: the order's unfinished stm claim was withdrawn meanwhile; writing the tombstone again");
+                    tx.rollback().await?;
+                }
+                #[cfg(not(feature = "knockout-release-race"))]
+                None => return Err(SettleDbError::Raced { order, attempts }),
+            }
         };
         let released = Settled {
             state: ReservationState::Released,

@@ -163,17 +163,7 @@ pub(crate) async fn pause_inside_the_critical_section(strategy: Strategy) -> Pau
 
     let order_a = new_order_id();
     let pause = pause_in_section(OrderId::parse("order", &order_a).unwrap());
-    let first = tokio::spawn({
-        let client = app.client();
-        let request = crate::helpers::reserve_request(&order_a, &[("kiwi", 1)], strategy);
-        async move {
-            client
-                .clone()
-                .reserve(request)
-                .await
-                .map(|r| r.into_inner())
-        }
-    });
+    let first = app.spawn_reserve(&order_a, &[("kiwi", 1)], strategy);
     tokio::time::timeout(Duration::from_secs(30), pause.inside)
         .await
         .expect("A reaches its critical section")

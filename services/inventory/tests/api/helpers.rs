@@ -106,6 +106,19 @@ impl TestInventory {
             .await
     }
 
+    /// Sends a Reserve in a task of its own (for a test that holds it at a moment and
+    /// acts meanwhile).
+    pub fn spawn_reserve(
+        &self,
+        order_id: &str,
+        items: &[(&str, i32)],
+        strategy: Strategy,
+    ) -> tokio::task::JoinHandle<Result<pb::ReserveResponse, tonic::Status>> {
+        let mut client = self.client();
+        let request = reserve_request(order_id, items, strategy);
+        tokio::spawn(async move { client.reserve(request).await.map(|r| r.into_inner()) })
+    }
+
     /// What GetStock answers about a SKU.
     pub async fn get_stock(&self, sku: &str) -> pb::Stock {
         self.client()

@@ -10,6 +10,7 @@ mod helpers;
 mod knockouts;
 mod limits;
 mod properties;
+mod races;
 mod replicas;
 mod reservations;
 mod sales;

@@ -1,14 +1,54 @@
-//! The duplicate-messages fault: saga messages replayed and reordered while the load runs.
+//! The duplicate-messages fault: saga messages duplicated concurrently and reordered
+//! while the load runs.
 
 use shop_proto::v1 as pb;
+use shop_proto::v1::inventory_service_client::InventoryServiceClient;
+use shop_proto::v1::order_service_client::OrderServiceClient;
+use tonic::transport::Channel;
 
 use crate::Stack;
 
-/// Sends saga messages again and out of order, as a network or a retrying client
-/// would, while the load runs; checks each answer is the idempotent one.
+/// How many duplicated orders (and Release/Reserve pairs) one run sends, all at once.
+const ROUNDS: usize = 20;
+
+/// The clients one round sends its duplicates through: both order replicas, both
+/// inventory replicas.
+#[derive(Clone)]
+struct Replicas {
+    orders: [OrderServiceClient<Channel>; 2],
+    inventories: [InventoryServiceClient<Channel>; 2],
+}
+
+/// Sends saga messages twice at the same moment (through different replicas), and a
+/// Release racing its order's Reserve, as a retrying client or a network would, while
+/// the load runs; checks every answer is the idempotent one. The rounds run
+/// concurrently too.
 pub(super) async fn replay_saga_messages(stack: &Stack, hot_sku: &str) -> anyhow::Result<String> {
-    let mut inventory = stack.inventory("inventory-2").await;
-    let mut orders = stack.order("order-1").await;
+    let replicas = Replicas {
+        orders: [stack.order("order-1").await, stack.order("order-2").await],
+        inventories: [
+            stack.inventory("inventory-1").await,
+            stack.inventory("inventory-2").await,
+        ],
+    };
+    let rounds = (0..ROUNDS).map(|i| round(replicas.clone(), hot_sku, i));
+    let mut problems = Vec::new();
+    for result in futures::future::join_all(rounds).await {
+        problems.extend(result?);
+    }
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "concurrent duplicate messages were not idempotent: {}",
+            problems.join("; ")
+        );
+    }
+    Ok(format!(
+        "{ROUNDS} CreateOrders sent twice at once (one per order replica), then their Reserve twice at once (one per inventory replica), and {ROUNDS} Releases racing their Reserve (+ a second Release each), all rounds concurrent: every answer idempotent"
+    ))
+}
+
+/// One round; the problems it found.
+async fn round(mut r: Replicas, hot_sku: &str, i: usize) -> anyhow::Result<Vec<String>> {
     let line = || {
         vec![pb::LineItem {
             sku: hot_sku.to_owned(),
@@ -16,76 +56,72 @@ pub(super) async fn replay_saga_messages(stack: &Stack, hot_sku: &str) -> anyhow
         }]
     };
     let mut problems = Vec::new();
-    let (mut duplicates, mut early_releases) = (0, 0);
-    for i in 0..20 {
-        // The same CreateOrder twice: one order.
-        let request = pb::CreateOrderRequest {
-            idempotency_key: format!("dup-{hot_sku}-{i}"),
-            customer_id: format!("dup-{i}"),
-            items: line(),
-            strategy: pb::Strategy::Mutex as i32,
-            ..Default::default()
-        };
-        let first = orders.create_order(request.clone()).await?.into_inner();
-        let second = orders.create_order(request).await?.into_inner();
-        if first.order_id != second.order_id {
-            problems.push(format!(
-                "CreateOrder twice made two orders: {}",
-                first.order_id
-            ));
-        }
-        // Its Reserve again: the same answer, nothing more taken.
-        let again = inventory
-            .reserve(pb::ReserveRequest {
-                order_id: first.order_id.clone(),
-                items: line(),
-                strategy: first.strategy,
-                customer_id: format!("dup-{i}"),
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
+    // The same CreateOrder twice at once, through both replicas: one order, one answer.
+    let request = pb::CreateOrderRequest {
+        idempotency_key: format!("dup-{hot_sku}-{i}"),
+        customer_id: format!("dup-{i}"),
+        items: line(),
+        strategy: pb::Strategy::Mutex as i32,
+        ..Default::default()
+    };
+    let [o1, o2] = &mut r.orders;
+    let (first, second) = tokio::join!(o1.create_order(request.clone()), o2.create_order(request));
+    let (first, second) = (first?.into_inner(), second?.into_inner());
+    if first.order_id != second.order_id {
+        problems.push(format!(
+            "CreateOrder twice at once made two orders: {} and {}",
+            first.order_id, second.order_id
+        ));
+    }
+    // Its Reserve twice at once, through both inventory replicas: the order's answer,
+    // nothing more taken.
+    let reserve = pb::ReserveRequest {
+        order_id: first.order_id.clone(),
+        items: line(),
+        strategy: first.strategy,
+        customer_id: format!("dup-{i}"),
+        ..Default::default()
+    };
+    let [i1, i2] = &mut r.inventories;
+    let (a, b) = tokio::join!(i1.reserve(reserve.clone()), i2.reserve(reserve));
+    for again in [a?.into_inner(), b?.into_inner()] {
         if first.status == pb::OrderStatus::Reserved as i32
             && again.outcome != pb::ReserveOutcome::Reserved as i32
         {
             problems.push(format!(
-                "a repeated Reserve of {} answered {again:?}",
+                "a duplicate Reserve of RESERVED order {} answered {again:?}",
                 first.order_id
             ));
         }
-        duplicates += 2;
-        // A Release that overtakes its Reserve: the late Reserve takes nothing.
-        let early = uuid::Uuid::new_v4().to_string();
-        inventory
-            .release(pb::ReleaseRequest {
-                order_id: early.clone(),
-            })
-            .await?;
-        let late = inventory
-            .reserve(pb::ReserveRequest {
-                order_id: early.clone(),
-                items: line(),
-                strategy: pb::Strategy::Mutex as i32,
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
-        if late.outcome != pb::ReserveOutcome::AlreadyReleased as i32 {
-            problems.push(format!("a Reserve after its Release answered {late:?}"));
-        }
-        early_releases += 1;
-        // A second Release of it: still released, once.
-        inventory
-            .release(pb::ReleaseRequest { order_id: early })
-            .await?;
     }
-    if !problems.is_empty() {
-        anyhow::bail!(
-            "replayed messages were not idempotent: {}",
-            problems.join("; ")
-        );
+    // A Release racing its Reserve: either may land first, but once the Release has
+    // answered, the order holds nothing — a later Reserve takes nothing.
+    let early = uuid::Uuid::new_v4().to_string();
+    let reserve = pb::ReserveRequest {
+        order_id: early.clone(),
+        items: line(),
+        strategy: pb::Strategy::Mutex as i32,
+        ..Default::default()
+    };
+    let release = pb::ReleaseRequest {
+        order_id: early.clone(),
+    };
+    let (released, raced) = tokio::join!(i1.release(release.clone()), i2.reserve(reserve.clone()));
+    released?;
+    let raced = raced?.into_inner();
+    if ![
+        pb::ReserveOutcome::Reserved as i32,
+        pb::ReserveOutcome::AlreadyReleased as i32,
+    ]
+    .contains(&raced.outcome)
+    {
+        problems.push(format!("a Reserve racing its Release answered {raced:?}"));
     }
-    Ok(format!(
-        "{duplicates} duplicate CreateOrder/Reserve calls and {early_releases} Release-before-Reserve pairs (+ a second Release each): every answer idempotent"
-    ))
+    // A second Release (the racing Reserve may have won): still released, once.
+    i2.release(release).await?;
+    let late = i1.reserve(reserve).await?.into_inner();
+    if late.outcome != pb::ReserveOutcome::AlreadyReleased as i32 {
+        problems.push(format!("a Reserve after its Release answered {late:?}"));
+    }
+    Ok(problems)
 }

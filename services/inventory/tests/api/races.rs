@@ -1,0 +1,190 @@
+//! Races between requests of one order (a retried or duplicated Reserve, a Release
+//! overtaking a Reserve), each held at the moment that matters through the
+//! `test-hooks` feature: the service announces the moment, the test makes the other
+//! request act there. Every answer must be one the order's reservation row agrees
+//! with, and no race the code can name may come back as INTERNAL.
+
+use std::time::Duration;
+
+use inventory_service::hooks::{pause_at, Moment, Pause};
+use shop_common::domain::{OrderId, Strategy};
+use shop_proto::v1 as pb;
+use tonic::Code;
+
+use crate::helpers::{new_order_id, outcome, TestInventory};
+
+/// Waits until the paused request is at its moment.
+async fn arrived(pause: &mut Pause, what: &str) {
+    tokio::time::timeout(Duration::from_secs(30), &mut pause.inside)
+        .await
+        .unwrap_or_else(|_| panic!("{what} never reached its moment"))
+        .unwrap();
+}
+
+fn order_id(raw: &str) -> OrderId {
+    OrderId::parse("order", raw).unwrap()
+}
+
+/// The order's reservation state, from the database (`None`: no row).
+async fn reservation_state(app: &TestInventory, order: &str) -> Option<String> {
+    sqlx::query_scalar("SELECT state FROM reservations WHERE order_id = $1::uuid")
+        .bind(order)
+        .fetch_optional(&app.pool)
+        .await
+        .unwrap()
+}
+
+/// Two Reserves of one order under `mutex`, stock equal to the cart. B has consulted
+/// the order's row (nothing yet) when A reserves every unit; B then reads the stock:
+/// zero. That zero is A's — the same order's — reservation, so B's answer must be
+/// RESERVED. Answered "out of stock", the order would be rejected while it holds
+/// every unit, and no job looks at rejected orders: leaked for good.
+#[tokio::test]
+async fn a_same_order_reserve_is_not_told_sold_out_by_its_own_reservation() {
+    let app = TestInventory::spawn().await;
+    app.set_stock_as("plum", 2, Some(Strategy::Mutex)).await;
+    let order = new_order_id();
+    let mut pause = pause_at(Moment::AfterOwnRow, order_id(&order));
+    let b = app.spawn_reserve(&order, &[("plum", 2)], Strategy::Mutex);
+    arrived(&mut pause, "B").await;
+
+    let a = app
+        .reserve(&order, &[("plum", 2)], Strategy::Mutex)
+        .await
+        .unwrap();
+    assert_eq!(outcome(&a), pb::ReserveOutcome::Reserved);
+    assert_eq!(app.truth("plum").await.available(), 0, "A took every unit");
+
+    pause.resume.send(()).unwrap();
+    let b = b.await.unwrap().expect("B answers");
+    assert_eq!(
+        outcome(&b),
+        pb::ReserveOutcome::Reserved,
+        "B was told {:?} ({}) while its own order holds the units",
+        outcome(&b),
+        b.reason
+    );
+    let truth = app.truth("plum").await;
+    truth.assert_consistent(2);
+    assert_eq!((truth.reserved(), truth.promised()), (2, 2));
+    app.stop().await;
+}
+
+/// An stm Reserve that etcd refused still holds the order's PREPARING claim when a
+/// Release of the order arrives: the Release's tombstone insert finds the row. The
+/// Reserve then withdraws its claim, before the Release locks the row it found. The
+/// order reserved nothing, so the Release must leave its tombstone and succeed (it
+/// once answered INTERNAL: "conflicted but is not there").
+#[tokio::test]
+async fn a_release_racing_a_refused_stm_reserve_leaves_a_tombstone() {
+    let app = TestInventory::spawn().await;
+    app.set_stock_as("quince", 0, Some(Strategy::Stm)).await;
+    let order = new_order_id();
+    let mut refused = pause_at(Moment::BeforeUnprepare, order_id(&order));
+    let mut found = pause_at(Moment::ReleaseFoundRow, order_id(&order));
+    let reserve = app.spawn_reserve(&order, &[("quince", 1)], Strategy::Stm);
+    arrived(&mut refused, "the Reserve").await;
+    assert_eq!(
+        reservation_state(&app, &order).await.as_deref(),
+        Some("PREPARING")
+    );
+
+    let release = tokio::spawn({
+        let client = app.client();
+        let request = pb::ReleaseRequest {
+            order_id: order.clone(),
+        };
+        async move {
+            client
+                .clone()
+                .release(request)
+                .await
+                .map(|r| r.into_inner())
+        }
+    });
+    arrived(&mut found, "the Release").await;
+    refused.resume.send(()).unwrap();
+    let reserved = reserve.await.unwrap().expect("the Reserve answers");
+    assert_eq!(outcome(&reserved), pb::ReserveOutcome::OutOfStock);
+    assert_eq!(
+        reservation_state(&app, &order).await,
+        None,
+        "claim withdrawn"
+    );
+
+    found.resume.send(()).unwrap();
+    let released = release.await.unwrap().unwrap_or_else(|status| {
+        panic!(
+            "the Release failed: {:?} {}",
+            status.code(),
+            status.message()
+        )
+    });
+    assert_eq!(released.state, pb::ReservationState::Released as i32);
+    assert_eq!(
+        reservation_state(&app, &order).await.as_deref(),
+        Some("RELEASED")
+    );
+    // The tombstone holds: a late Reserve of the order takes nothing.
+    app.set_stock_as("quince", 1, Some(Strategy::Stm)).await;
+    let late = app
+        .reserve(&order, &[("quince", 1)], Strategy::Stm)
+        .await
+        .unwrap();
+    assert_eq!(outcome(&late), pb::ReserveOutcome::AlreadyReleased);
+    app.truth("quince").await.assert_consistent(1);
+    app.stop().await;
+}
+
+/// Two stm Reserves of one order: A is refused by etcd (out of stock) and holds
+/// before withdrawing the order's claim; meanwhile units come back and B takes them
+/// in etcd, then holds before recording. A withdraws; B finds no claim to complete.
+/// B must say so by name (ABORTED, retry) and give its etcd units back, not answer
+/// INTERNAL and leave the etcd counter short of Postgres.
+#[tokio::test]
+async fn a_reserve_whose_stm_claim_was_withdrawn_gives_its_units_back() {
+    let app = TestInventory::spawn().await;
+    app.set_stock_as("sloe", 1, Some(Strategy::Stm)).await;
+    let other = new_order_id();
+    let held = app
+        .reserve(&other, &[("sloe", 1)], Strategy::Stm)
+        .await
+        .unwrap();
+    assert_eq!(outcome(&held), pb::ReserveOutcome::Reserved);
+
+    let order = new_order_id();
+    let mut refused = pause_at(Moment::BeforeUnprepare, order_id(&order));
+    let mut granted = pause_at(Moment::BeforeRecord, order_id(&order));
+    let spawn_reserve = || app.spawn_reserve(&order, &[("sloe", 1)], Strategy::Stm);
+    let a = spawn_reserve();
+    arrived(&mut refused, "A").await;
+    app.release(&other).await.unwrap();
+    assert_eq!(app.stm_counter("sloe").await, Some(1), "the unit is back");
+    let b = spawn_reserve();
+    arrived(&mut granted, "B").await;
+    assert_eq!(app.stm_counter("sloe").await, Some(0), "B took it in etcd");
+
+    refused.resume.send(()).unwrap();
+    let a = a.await.unwrap().expect("A answers");
+    assert_eq!(outcome(&a), pb::ReserveOutcome::OutOfStock);
+    granted.resume.send(()).unwrap();
+    match b.await.unwrap() {
+        Err(status) => assert_eq!(status.code(), Code::Aborted, "{status:?}"),
+        Ok(b) => panic!("B answered {:?}, yet its claim is gone", outcome(&b)),
+    }
+    assert_eq!(
+        app.stm_counter("sloe").await,
+        Some(1),
+        "B gave its etcd unit back"
+    );
+    assert_eq!(reservation_state(&app, &order).await, None);
+    // A retry of the order now reserves normally.
+    let retry = app
+        .reserve(&order, &[("sloe", 1)], Strategy::Stm)
+        .await
+        .unwrap();
+    assert_eq!(outcome(&retry), pb::ReserveOutcome::Reserved);
+    assert_eq!(app.stm_counter("sloe").await, Some(0));
+    app.truth("sloe").await.assert_consistent(1);
+    app.stop().await;
+}
