@@ -381,6 +381,14 @@ fn translated_pages() -> Vec<(String, String)> {
             "docs/primitives/README.md".to_owned(),
             "docs/zh-CN/primitives/README.md".to_owned(),
         ),
+        (
+            "docs/deploy.md".to_owned(),
+            "docs/zh-CN/deploy.md".to_owned(),
+        ),
+        (
+            "docs/scaling.md".to_owned(),
+            "docs/zh-CN/scaling.md".to_owned(),
+        ),
     ];
     for name in scenes::SCENES {
         let [english, chinese] = primitive_pages(name);
