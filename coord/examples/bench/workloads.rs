@@ -157,7 +157,10 @@ fn mutex_contended<'a>(session: &'a Session, job: &'a Job, _: usize) -> BoxedOp<
 /// cycles one etcd serves when no two contend.
 fn mutex_spread<'a>(session: &'a Session, job: &'a Job, index: usize) -> BoxedOp<'a> {
     let per_worker = job.per_worker.max(1);
-    Box::pin(lock_cycle(session, format!("{}/ms/{}", job.key, index / per_worker)))
+    Box::pin(lock_cycle(
+        session,
+        format!("{}/ms/{}", job.key, index / per_worker),
+    ))
 }
 
 async fn lock_cycle(session: &Session, name: String) -> anyhow::Result<()> {
