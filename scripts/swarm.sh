@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The shop on Docker Swarm, on this machine's engine, for real:
 #   scripts/swarm.sh up     # swarm init (only if the engine is in no swarm), local images,
-#                           # docker stack deploy deploy/swarm/stack.yaml, wait until healthy
-#   scripts/swarm.sh test [--duration 60s] [--strategy mutex]
+#                           # docker stack deploy deploy/swarm/stack.yaml (+ stack.test.yaml:
+#                           # leader jobs acting in seconds), wait until healthy
+#   scripts/swarm.sh test [--duration 90s] [--strategy mutex]
 #                           # while the load tester runs: a rolling update of inventory,
 #                           # a killed order task rescheduled, the order job leader's task
 #                           # stopped; then the load tester's auditor must find nothing
@@ -10,7 +11,7 @@
 #   scripts/swarm.sh down   # stack rm, its volumes, and the engine as `up` found it
 #                           # (leaves the swarm and removes docker_gwbridge only if `up`
 #                           # created them)
-#   scripts/swarm.sh ci     # up, a short test, down (down also on failure)
+#   scripts/swarm.sh ci     # up, test, down (down also on failure)
 # Environment: SWARM_STACK (default coordshop), SHOP_IMAGE (default coord-shop:dev; built
 # by scripts/images.sh if missing), PROFILE (debug|release, for that build).
 # Each fault waits for its moment: the next one starts only after the swarm converged
@@ -37,14 +38,21 @@ wait_for() {
 
 containers_of() { docker ps -q --filter "label=com.docker.swarm.service.name=${stack}_$1" "${@:2}"; }
 
-# Every service of the stack runs all its replicas, each healthy.
+# Every service of the stack runs all its replicas, each healthy (or without a health
+# check: etcd), and the etcd cluster answers.
 converged() {
-  local svc want healthy
+  local svc want ready
   for svc in $(docker stack services "$stack" --format '{{.Name}}'); do
     want=$(docker service inspect "$svc" --format '{{.Spec.Mode.Replicated.Replicas}}')
-    healthy=$(docker ps -q --filter "label=com.docker.swarm.service.name=$svc" --filter health=healthy | wc -l)
-    [ "$healthy" -ge "$want" ] || return 1
+    case "$(docker service inspect "$svc" --format '{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}')" in
+      updating | rollback_started | paused | rollback_paused) return 1 ;;
+    esac
+    ready=$(docker ps --filter "label=com.docker.swarm.service.name=$svc" --format '{{.Status}}' \
+      | grep -v 'health: starting\|unhealthy' | grep -c '^Up' || true)
+    [ "$ready" -ge "$want" ] || return 1
   done
+  docker exec "$(containers_of etcd1 | head -1)" etcdctl --endpoints=http://etcd1:2379,http://etcd2:2379,http://etcd3:2379 \
+    endpoint health >/dev/null 2>&1
 }
 
 up() {
@@ -70,7 +78,8 @@ up() {
     docker image inspect "$i" >/dev/null 2>&1 || { log "building images"; SHOP_IMAGE=$image scripts/images.sh all; break; }
   done
   log "docker stack deploy $stack (3 etcd, 3 Postgres, 2 replicas of order, inventory, payment)"
-  SHOP_IMAGE=$image docker stack deploy --resolve-image never -c deploy/swarm/stack.yaml "$stack" >/dev/null
+  SHOP_IMAGE=$image docker stack deploy --resolve-image never -c deploy/swarm/stack.yaml \
+    -c deploy/swarm/stack.test.yaml "$stack" >/dev/null 2>&1
   wait_for 240 converged || { docker stack ps "$stack" --no-trunc >&2; die "stack did not become healthy"; }
   log "stack $stack healthy"
 }
@@ -107,9 +116,9 @@ down() {
   log "down: swarm $(docker info --format '{{.Swarm.LocalNodeState}}')"
 }
 
-# One-off tool containers on the stack's network.
+# A tool container on the stack's network, with the shop's addresses.
 tool() {
-  docker run --rm --network "$net" \
+  docker run --network "$net" \
     -e ORDER_ADDR=http://order:50051 -e INVENTORY_ADDR=http://inventory:50052 \
     -e PAYMENT_ADDR=http://payment:50053 -e ETCD_ENDPOINTS=etcd1:2379,etcd2:2379,etcd3:2379 \
     -e ORDER_DATABASE_URL=postgres://postgres@pg-order:5432/order \
@@ -136,12 +145,14 @@ more_orders() {
 }
 
 # The replica holding the order service's expire-reservations job.
+# (The holder is the job's proclamation, JSON with the replica's name.)
 order_leader() {
-  tool "$image" shopctl leaders 2>/dev/null | awk '$1 == "order" && $2 == "expire-reservations" { print $3 }'
+  tool --rm "$image" shopctl leaders 2>/dev/null \
+    | awk '$1 == "order" && $2 == "expire-reservations"' | grep -o '"replica":"[^"]*"' | cut -d'"' -f4
 }
 
 test_() {
-  local duration=60s strategy=mutex
+  local duration=90s strategy=mutex
   while [ $# -gt 0 ]; do
     case "$1" in
       --duration) duration=$2; shift 2 ;;
@@ -204,6 +215,6 @@ case "${1:-}" in
   ci)
     trap down EXIT
     up
-    test_ --duration "${SWARM_CI_DURATION:-40s}" ;;
+    test_ --duration "${SWARM_CI_DURATION:-90s}" ;;
   *) echo "usage: $0 up|test [--duration D] [--strategy S]|down|ci" >&2; exit 2 ;;
 esac
