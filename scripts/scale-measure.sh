@@ -67,8 +67,8 @@ accepted = sum(r["orders_accepted"] for r in runs)
 secs = sum(r["elapsed_s"] for r in runs)
 print(f"scale-measure: {orders} orders ({accepted} accepted) in {secs:.1f} s = {orders / secs:.0f} orders/s; "
       f"strategies {','.join(r['strategy'] for r in runs)}; invariants: "
-      + ", ".join(f"{r['strategy']} oversold {r['audit']['oversold']} lost {r['audit']['lost_orders']} "
-                  f"duplicate payments {r['audit']['duplicate_payments']}" for r in runs))
+      + ", ".join(f"{r['strategy']} oversold {r['oversold']} lost {r['lost_orders']} "
+                  f"duplicate payments {r['duplicate_payments']}" for r in runs))
 print("per order (all orders, accepted or not):")
 for k in ["proposals", "puts", "txns", "ranges", "deletes", "fsyncs", "grpc_msgs"]:
     print(f"  etcd {k:<10} {delta.get(k, 0) / orders:8.2f}")
