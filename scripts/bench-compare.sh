@@ -13,7 +13,8 @@
 #   `bench --list`, or --only) once with coord and once with Go, back to back, so that
 #   noise from other load on the machine hits both: coord first for the 1st, 3rd, …
 #   workload of odd rounds and the 2nd, 4th, … of even rounds, Go first otherwise.
-#   Workloads with no Go counterpart (work_queue_roundtrip, semaphore_contended) run
+#   Workloads with no Go counterpart (work_queue_roundtrip, semaphore_contended,
+#   put_concurrent, mutex_spread) run
 #   coord only.
 # - Every result line (both implementations, all rounds) is kept in --out
 #   (default target/bench-compare/<UTC timestamp>.jsonl); the table is printed by

@@ -12,6 +12,10 @@
 #   - openssl (Debian bookworm), with which coord's TLS tests make throwaway certificates.
 #   - chromium and chromium-driver (Debian bookworm): the console's browser test drives
 #     headless Chromium through chromedriver (WebDriver).
+#   - kubernetes-validate (PyPI, pinned) for scripts/k8s-validate.sh, which renders
+#     deploy/kubernetes with `kubectl kustomize` (kustomize v5: the machine's kubectl;
+#     Debian's kubernetes-client only where there is none, and its kustomize is too
+#     old for components, which k8s-validate.sh then says).
 # Prints the PATH addition to use: eval "$(scripts/install-deps.sh --env)".
 set -euo pipefail
 DEPS=${COORD_SHOP_DEPS:-$HOME/.cache/coord-shop/deps}
@@ -29,6 +33,7 @@ if [ $env_only = 0 ]; then
   [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
   command -v chromium >/dev/null || need_apt+=(chromium)
   command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
+  command -v kubectl >/dev/null || need_apt+=(kubernetes-client)
   if [ ${#need_apt[@]} -gt 0 ]; then
     echo "install-deps: apt-get install ${need_apt[*]}" >&2
     quiet apt-get update
@@ -45,6 +50,11 @@ if [ $env_only = 0 ]; then
     quiet apt-get "${o[@]}" update
     (cd "$apt_dir" && quiet apt-get "${o[@]}" download etcd-server etcd-client docker-compose)
     for deb in "$apt_dir"/*.deb; do dpkg -x "$deb" "$DEPS/root"; done
+  fi
+  kv=1.37.0
+  if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('kubernetes-validate') != '$kv')" 2>/dev/null; then
+    echo "install-deps: pip install kubernetes-validate==$kv" >&2
+    python3 -m pip install -q --disable-pip-version-check "kubernetes-validate==$kv" >/dev/null
   fi
   mkdir -p "$HOME/.docker/cli-plugins"
   if ! docker compose version >/dev/null 2>&1; then

@@ -7,6 +7,8 @@
 # Ports: etcd N+0 (peer N+1), Postgres N+2, order N+11, inventory N+12, payment N+13
 # (N = 23790 unless --port-base). Service logs go to target/loadtest-bench/.
 # --keep leaves the shop running (for more runs; stop it with --stop).
+# PROFILE=debug uses debug binaries instead (no release build; CPU figures are then
+# several times a release build's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 base=23790 keep=0 stop=0
@@ -39,7 +41,10 @@ stop_all() {
 if [ $stop = 1 ]; then stop_all; exit 0; fi
 
 eval "$(scripts/install-deps.sh --env)"
-cargo build -q --release -p grpc-health -p inventory-service -p order-service -p payment-service -p loadtest --bins
+profile=${PROFILE:-release}
+profile_flag=--release
+[ "$profile" = debug ] && profile_flag=
+cargo build -q $profile_flag -p grpc-health -p inventory-service -p order-service -p payment-service -p loadtest --bins
 
 if [ ! -f "$logs/inventory.pid" ]; then
   scripts/etcd.sh start "$etcd_port"
@@ -48,10 +53,10 @@ if [ ! -f "$logs/inventory.pid" ]; then
   export ETCD_ENDPOINTS=127.0.0.1:$etcd_port RUST_LOG=${RUST_LOG:-warn} METRICS_ADDR=${METRICS_ADDR:-off}
   export ORDER_ADDR=127.0.0.1:$order_port INVENTORY_ADDR=127.0.0.1:$inventory_port PAYMENT_ADDR=127.0.0.1:$payment_port
   start() { # service port
-    GRPC_ADDR=127.0.0.1:$2 DATABASE_URL=$pg/$1 nohup "target/release/$1" >"$logs/$1.log" 2>&1 &
+    GRPC_ADDR=127.0.0.1:$2 DATABASE_URL=$pg/$1 nohup "target/$profile/$1" >"$logs/$1.log" 2>&1 &
     echo $! >"$logs/$1.pid"
     for _ in $(seq 1 100); do
-      target/release/grpc-health "127.0.0.1:$2" >/dev/null 2>&1 && return 0
+      "target/$profile/grpc-health" "127.0.0.1:$2" >/dev/null 2>&1 && return 0
       sleep 0.1
     done
     echo "loadtest-bench: $1 did not become healthy (log: $logs/$1.log)" >&2
@@ -81,7 +86,7 @@ $(ticks "$(cat "$logs/payment.pid")") $(ticks "$(cat "${TMPDIR:-/tmp}/coord-shop
 echo "loadtest-bench: machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 before=($(cpu_snapshot))
 status=0
-/usr/bin/time -f "%U %S" -o "$logs/loadtest.time" target/release/loadtest \
+/usr/bin/time -f "%U %S" -o "$logs/loadtest.time" "target/$profile/loadtest" \
   --order-addr "127.0.0.1:$order_port" --inventory-addr "127.0.0.1:$inventory_port" \
   --order-db "$pg/order" --inventory-db "$pg/inventory" --payment-db "$pg/payment" \
   --etcd-endpoints "127.0.0.1:$etcd_port" "$@" || status=$?

@@ -17,7 +17,8 @@
 //! - single-worker workloads run `n` operations; contended ones run
 //!   `n / workers * 2` per worker; `double_barrier_round` runs `n / 20` rounds with
 //!   `min(workers, 4)` workers;
-//! - `work_queue_roundtrip` and `semaphore_contended` have no Go counterpart;
+//! - `work_queue_roundtrip`, `semaphore_contended`, `put_concurrent` and `mutex_spread`
+//!   have no Go counterpart;
 //! - the program runs on Tokio's default multi-threaded runtime, as a service would
 //!   (`--current-thread` switches to the single-threaded one);
 //! - every operation's latency is recorded; `p50_ms`/`p99_ms` are the sorted

@@ -59,6 +59,11 @@ pub const WORKLOADS: &[Workload] = &[
         op: put_floor,
     },
     Workload {
+        name: "put_concurrent",
+        shape: Shape::Contended,
+        op: put_concurrent,
+    },
+    Workload {
         name: "mutex_uncontended",
         shape: Shape::Single,
         op: mutex_uncontended,
@@ -67,6 +72,11 @@ pub const WORKLOADS: &[Workload] = &[
         name: "mutex_contended",
         shape: Shape::Contended,
         op: mutex_contended,
+    },
+    Workload {
+        name: "mutex_spread",
+        shape: Shape::Contended,
+        op: mutex_spread,
     },
     Workload {
         name: "election_campaign_resign",
@@ -123,6 +133,16 @@ fn put_floor<'a>(session: &'a Session, job: &'a Job, _: usize) -> BoxedOp<'a> {
     })
 }
 
+/// Every worker puts its own keys at once: how many writes one etcd commits per second
+/// when many clients write (etcd batches them into fewer raft entries and fsyncs).
+fn put_concurrent<'a>(session: &'a Session, job: &'a Job, index: usize) -> BoxedOp<'a> {
+    Box::pin(async move {
+        let key = format!("{}/pc/{index}", job.key);
+        session.client().put(key, "x", None).await?;
+        Ok(())
+    })
+}
+
 /// Lock and unlock a name nobody else uses.
 fn mutex_uncontended<'a>(session: &'a Session, job: &'a Job, _: usize) -> BoxedOp<'a> {
     Box::pin(lock_cycle(session, format!("{}/m1", job.key)))
@@ -131,6 +151,16 @@ fn mutex_uncontended<'a>(session: &'a Session, job: &'a Job, _: usize) -> BoxedO
 /// Lock and unlock a name every worker uses.
 fn mutex_contended<'a>(session: &'a Session, job: &'a Job, _: usize) -> BoxedOp<'a> {
     Box::pin(lock_cycle(session, format!("{}/m2", job.key)))
+}
+
+/// Every worker locks and unlocks its own name: many SKUs' locks at once, how many lock
+/// cycles one etcd serves when no two contend.
+fn mutex_spread<'a>(session: &'a Session, job: &'a Job, index: usize) -> BoxedOp<'a> {
+    let per_worker = job.per_worker.max(1);
+    Box::pin(lock_cycle(
+        session,
+        format!("{}/ms/{}", job.key, index / per_worker),
+    ))
 }
 
 async fn lock_cycle(session: &Session, name: String) -> anyhow::Result<()> {
