@@ -96,16 +96,20 @@ impl Stack {
             repo_root().join("docker/compose.etcd.yaml"),
         ];
         files.extend(extra_files.iter().cloned());
-        // The project's own internal token, made once like a deployment's.
-        let token_path = repo_root().join(format!(".secrets/{project}-internal-token"));
-        let token_path = token_path.to_string_lossy().into_owned();
+        // The project's own internal token, made once like a deployment's; compose's
+        // `internal-token` service takes it from INTERNAL_TOKEN_DIR.
+        let token_dir = repo_root().join(format!(".secrets/{project}"));
+        let token_path = token_dir.join("internal-token").to_string_lossy().into_owned();
         let mut make = tokio::process::Command::new(repo_root().join("scripts/secrets.sh"));
         make.arg(&token_path);
         output_of(make, "scripts/secrets.sh").await?;
-        let token = InternalToken::from_file("INTERNAL_TOKEN_PATH", &token_path)
+        let token = InternalToken::from_file("INTERNAL_TOKEN_FILE", &token_path)
             .map_err(|e| e.to_string())?;
         let mut env = Self::environment(extra_env);
-        env.insert("INTERNAL_TOKEN_PATH".to_owned(), token_path);
+        env.insert(
+            "INTERNAL_TOKEN_DIR".to_owned(),
+            token_dir.to_string_lossy().into_owned(),
+        );
         let mut compose = DockerCompose::with_local_client(files.as_slice())
             .with_project_name(project)
             .with_env_vars(env.clone())

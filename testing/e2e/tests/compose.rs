@@ -80,7 +80,6 @@ async fn customers_cannot_reach_internal_calls(stack: &Stack, sale: &Sold, start
         .args(["compose", "-f"])
         .arg(e2e::repo_root().join("compose.yaml"))
         .args(["config", "--format", "json"])
-        .env("INTERNAL_TOKEN_PATH", "/dev/null")
         .output()
         .expect("docker compose config");
     let config: serde_json::Value =
