@@ -14,6 +14,7 @@
 //!   metrics — or, with `until TEXT`, once the command has printed TEXT. Its output is
 //!   what it printed by the end of the group (the runner waits for the lines the page
 //!   shows, then stops the commands, last started first).
+//! - A `background until TEXT` block holds one command; all that follows it is output.
 //! - `cargo run -q -p coord --example NAME -- ARGS` runs the example built for the docs
 //!   tests (see `docs_outputs`), against the fresh etcd.
 //!
@@ -65,8 +66,18 @@ impl FreshEtcd {
         let child = Command::new("etcd")
             .args(["--name", "docs", "--data-dir"])
             .arg(&dir)
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
             .args(["--initial-cluster", &format!("docs={peer}")])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -78,7 +89,10 @@ impl FreshEtcd {
             _dir: tempdir_lite::Dir(dir),
         };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while etcd.metric("etcd_debugging_mvcc_current_revision").is_none() {
+        while etcd
+            .metric("etcd_debugging_mvcc_current_revision")
+            .is_none()
+        {
             assert!(Instant::now() < deadline, "the fresh etcd did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -140,6 +154,19 @@ fn commands(body: &str) -> Vec<(String, Vec<String>)> {
     out
 }
 
+/// The first command of a block, with everything after it as its output.
+fn one_command(commands: Vec<(String, Vec<String>)>) -> Vec<(String, Vec<String>)> {
+    let mut rest = commands.into_iter();
+    let Some((command, mut output)) = rest.next() else {
+        return Vec::new();
+    };
+    for (more, more_output) in rest {
+        output.extend(shown(&more).lines().map(str::to_owned));
+        output.extend(more_output);
+    }
+    vec![(command, output)]
+}
+
 /// How a command is shown: `$ ` then its continuation lines with `> `.
 fn shown(command: &str) -> String {
     let mut lines = command.lines();
@@ -179,7 +206,10 @@ fn run_foreground(etcd: &FreshEtcd, commands: &[(String, Vec<String>)]) -> Vec<S
     const SEPARATOR: &str = "\u{1e}--next-command--";
     let mut script = String::new();
     for (command, _) in commands {
-        script.push_str(&format!("echo '{SEPARATOR}'\n{{ {}\n}} 2>&1\n", runnable(command)));
+        script.push_str(&format!(
+            "echo '{SEPARATOR}'\n{{ {}\n}} 2>&1\n",
+            runnable(command)
+        ));
     }
     let out = shell(etcd)
         .args(["-c", &script])
@@ -241,7 +271,7 @@ impl Background {
 
     /// Waits until it has printed `want` lines (at most a few seconds), then stops it
     /// (Enter for an example holding a scene, then kill) and returns its output.
-    fn stop(mut self, want: usize) -> String {
+    fn stop(&mut self, want: usize) -> String {
         let deadline = Instant::now() + Duration::from_secs(if updating() { 2 } else { 10 });
         while Instant::now() < deadline
             && (updating() || self.lines.lock().expect("lines").len() < want)
@@ -258,6 +288,14 @@ impl Background {
         let _ = self.child.kill();
         let _ = self.child.wait();
         self.output()
+    }
+}
+
+/// A test that fails half-way leaves no command running.
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -335,6 +373,12 @@ fn etcdctl_sessions_in_the_docs_are_what_etcd_answers() {
                 let options = options.get(2).copied().unwrap_or("");
                 if let Some(rest) = options.trim().strip_prefix("background") {
                     let until = rest.trim().strip_prefix("until ").map(str::trim);
+                    // With `until`, the block is one command (an example whose output
+                    // may itself show `$ ` lines).
+                    let commands = match until {
+                        Some(_) => one_command(commands),
+                        None => commands,
+                    };
                     let started = commands
                         .iter()
                         .map(|(c, _)| Background::start(&etcd, c, until))
@@ -352,7 +396,7 @@ fn etcdctl_sessions_in_the_docs_are_what_etcd_answers() {
                     .into_iter()
                     .zip(&shapes)
                     .rev()
-                    .map(|(b, (_, want))| b.stop(*want))
+                    .map(|(mut b, (_, want))| b.stop(*want))
                     .collect();
                 outputs.reverse();
                 let commands: Vec<(String, Vec<String>)> =

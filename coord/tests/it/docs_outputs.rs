@@ -138,7 +138,10 @@ fn example_outputs_on_the_pages_are_what_the_examples_print() {
             let mut words = block.arg.split_whitespace();
             let example = words.next().unwrap_or_default().to_owned();
             let flags: Vec<&str> = words.collect();
-            if let Some(flag) = flags.iter().find(|f| !matches!(**f, "unordered" | "digits")) {
+            if let Some(flag) = flags
+                .iter()
+                .find(|f| !matches!(**f, "unordered" | "digits"))
+            {
                 problems.push(format!("{}: unknown output flag {flag:?}", path.display()));
                 continue;
             }
@@ -148,12 +151,12 @@ fn example_outputs_on_the_pages_are_what_the_examples_print() {
             let real = run_example(&example, flags.contains(&"digits"));
             let shown = super::docs::block_body(&text, &block);
             // Unordered: lines in another order than the page's still match it.
-            let want = if flags.contains(&"unordered") && sorted_lines(&real) == sorted_lines(&shown)
-            {
-                shown
-            } else {
-                real
-            };
+            let want =
+                if flags.contains(&"unordered") && sorted_lines(&real) == sorted_lines(&shown) {
+                    shown
+                } else {
+                    real
+                };
             // One run per block kind: the English and the Chinese page show the same block.
             expected.insert(block.arg.clone(), want);
         }
