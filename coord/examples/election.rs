@@ -23,13 +23,26 @@ async fn main() -> anyhow::Result<()> {
         .expect("observe never ends by itself")?;
     println!("observer: at start: {}", describe(&first));
     let observer = tokio::spawn(async move {
+        // A new leader is printed once: observers see the latest value, so a value
+        // proclaimed and replaced quickly may never be seen (an election is no log).
+        let mut leader_key: Option<String> = None;
         let mut leaders_seen = 0;
         while let Some(change) = changes.next().await {
-            let change = change?;
-            println!("observer: {}", describe(&change));
-            match change {
-                LeaderEvent::Leader(_) => leaders_seen += 1,
-                LeaderEvent::NoLeader if leaders_seen > 0 => break,
+            match change? {
+                LeaderEvent::Leader(leader) => {
+                    if leader_key.as_deref() != Some(leader.key.as_str()) {
+                        leaders_seen += 1;
+                        println!(
+                            "observer: leader number {leaders_seen} (key {}, token {})",
+                            leader.key, leader.rev
+                        );
+                        leader_key = Some(leader.key.clone());
+                    }
+                }
+                LeaderEvent::NoLeader if leaders_seen > 0 => {
+                    println!("observer: no leader");
+                    break;
+                }
                 LeaderEvent::NoLeader => {}
             }
         }

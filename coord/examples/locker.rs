@@ -25,8 +25,8 @@ fn main() -> anyhow::Result<()> {
             std::thread::spawn(move || -> coord::Result<()> {
                 locker.lock()?;
                 println!(
-                    "thread {worker} holds the lock: {:?}",
-                    locker.fencing_token()
+                    "thread {worker} holds the lock with fencing token {}",
+                    locker.fencing_token().unwrap_or_default()
                 );
                 locker.unlock()
             })

@@ -414,6 +414,8 @@ pub async fn etcdctl(
             .args(prefix_args)
             .arg(&endpoints)
             .args(&args)
+            // etcdctl refuses a flag that an environment variable also sets.
+            .env_remove("ETCDCTL_ENDPOINTS")
             .output()
             .await;
         match output {

@@ -21,19 +21,19 @@ use std::path::{Path, PathBuf};
 #[path = "../../examples/tour/scenes.rs"]
 mod scenes;
 
-fn repo_root() -> PathBuf {
+pub(super) fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("coord/ is inside the repository")
         .to_path_buf()
 }
 
-fn updating() -> bool {
+pub(super) fn updating() -> bool {
     std::env::var("COORD_UPDATE_DOCS").is_ok_and(|v| v == "1")
 }
 
 /// Every Markdown file of the repository outside build output.
-fn markdown_files() -> Vec<PathBuf> {
+pub(super) fn markdown_files() -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         let mut entries: Vec<_> = std::fs::read_dir(dir)
             .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
@@ -56,7 +56,7 @@ fn markdown_files() -> Vec<PathBuf> {
     out
 }
 
-fn relative(path: &Path) -> String {
+pub(super) fn relative(path: &Path) -> String {
     path.strip_prefix(repo_root())
         .unwrap_or(path)
         .display()
@@ -64,15 +64,15 @@ fn relative(path: &Path) -> String {
 }
 
 /// A fenced block that follows a marker line `<!-- KIND: ARG -->`.
-struct MarkedBlock {
-    arg: String,
+pub(super) struct MarkedBlock {
+    pub(super) arg: String,
     /// Line index of the opening fence.
     open: usize,
     /// Line index of the closing fence.
     close: usize,
 }
 
-fn marked_blocks(text: &str, kind: &str) -> Result<Vec<MarkedBlock>, String> {
+pub(super) fn marked_blocks(text: &str, kind: &str) -> Result<Vec<MarkedBlock>, String> {
     let tag = format!("<!-- {kind}:");
     let fences = fences(text);
     let mut blocks = Vec::new();
@@ -93,7 +93,7 @@ fn marked_blocks(text: &str, kind: &str) -> Result<Vec<MarkedBlock>, String> {
     Ok(blocks)
 }
 
-fn block_body(text: &str, block: &MarkedBlock) -> String {
+pub(super) fn block_body(text: &str, block: &MarkedBlock) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[block.open + 1..block.close].join("\n")
 }
@@ -112,7 +112,7 @@ fn with_body(text: &str, block: &MarkedBlock, body: &str) -> String {
 /// more hex digits that contain a digit and do not start with `0`; zero-padded
 /// sequence numbers stay exact), the seconds a lease has left and the order in which
 /// etcd lists a lease's keys.
-fn normalize(output: &str) -> String {
+pub(super) fn normalize(output: &str) -> String {
     let mut out = String::new();
     let mut run = String::new();
     let flush = |run: &mut String, out: &mut String| {
@@ -162,7 +162,7 @@ fn normalize(output: &str) -> String {
 
 /// Checks (or, updating, rewrites) every `kind` block of every Markdown file against
 /// `expected(arg)`; returns the mismatches.
-fn check_blocks(
+pub(super) fn check_blocks(
     kind: &str,
     files: &[PathBuf],
     expected: &HashMap<String, String>,

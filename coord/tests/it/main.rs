@@ -8,6 +8,8 @@
 mod barrier;
 mod common;
 mod docs;
+mod docs_etcdctl;
+mod docs_outputs;
 mod double_barrier;
 mod election;
 mod leader;
