@@ -21,6 +21,8 @@ cd "$(dirname "$0")/.."
 stack=${SWARM_STACK:-coordshop}
 image=${SHOP_IMAGE:-coord-shop:dev}
 state=${COORD_SHOP_CACHE:-$HOME/.cache/coord-shop}/swarm-$stack.state
+# The internal token the services and the tool containers present (made once, kept).
+token=$PWD/.secrets/swarm-$stack/internal-token
 net=${stack}_shop
 start=$(date +%s)
 log() { echo "swarm [$(( $(date +%s) - start ))s]: $*" >&2; }
@@ -78,7 +80,8 @@ up() {
     docker image inspect "$i" >/dev/null 2>&1 || { log "building images"; SHOP_IMAGE=$image scripts/images.sh all; break; }
   done
   log "docker stack deploy $stack (3 etcd, 3 Postgres, 2 replicas of order, inventory, payment)"
-  SHOP_IMAGE=$image docker stack deploy --resolve-image never -c deploy/swarm/stack.yaml \
+  scripts/secrets.sh "$token" >/dev/null
+  INTERNAL_TOKEN_PATH=$token SHOP_IMAGE=$image docker stack deploy --resolve-image never -c deploy/swarm/stack.yaml \
     -c deploy/swarm/stack.test.yaml "$stack" >/dev/null 2>&1
   wait_for 240 converged || { docker stack ps "$stack" --no-trunc >&2; die "stack did not become healthy"; }
   log "stack $stack healthy"
@@ -119,6 +122,7 @@ down() {
 # A tool container on the stack's network, with the shop's addresses.
 tool() {
   docker run --network "$net" \
+    -v "$token:/run/shop-token:ro" -e INTERNAL_TOKEN_FILE=/run/shop-token \
     -e ORDER_ADDR=http://order:50051 -e INVENTORY_ADDR=http://inventory:50052 \
     -e PAYMENT_ADDR=http://payment:50053 -e ETCD_ENDPOINTS=etcd1:2379,etcd2:2379,etcd3:2379 \
     -e ORDER_DATABASE_URL=postgres://postgres@pg-order:5432/order \
