@@ -402,18 +402,16 @@ fn per_order(value: Option<f64>) -> String {
 
 /// One line: etcd writes and requests, Postgres transactions, CPU ms by process.
 fn cost_line(c: &Cost) -> String {
-    let methods = c
-        .etcd_requests_by_method
-        .iter()
-        .map(|(m, n)| format!("{m} {n:.2}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let cpu = c
-        .cpu_ms_per_order
-        .iter()
-        .map(|(p, ms)| format!("{p} {ms:.2}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let joined = |map: &BTreeMap<String, f64>| {
+        map.iter()
+            .map(|(name, n)| format!("{name} {n:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (methods, cpu) = (
+        joined(&c.etcd_requests_by_method),
+        joined(&c.cpu_ms_per_order),
+    );
     format!(
         "etcd {} writes, {} requests ({methods}); Postgres {} transactions; CPU ms: {}",
         per_order(c.etcd_writes_per_order),
