@@ -5,23 +5,26 @@
 #   scripts/loadtest-bench.sh [--port-base N] [--keep] -- <loadtest options>
 #   scripts/loadtest-bench.sh -- --scenario flash-sale --strategy all --buyers 200 --stock 100
 # Ports: etcd N+0 (peer N+1), Postgres N+2, order N+11, inventory N+12, payment N+13
-# (N = 23790 unless --port-base). Service logs go to target/loadtest-bench/.
+# (N = 23790 unless --port-base; --etcd-port and --pg-port move those two alone).
+# Service logs go to target/loadtest-bench/.
 # --keep leaves the shop running (for more runs; stop it with --stop).
 # PROFILE=debug uses debug binaries instead (no release build; CPU figures are then
 # several times a release build's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-base=23790 keep=0 stop=0
+base=23790 keep=0 stop=0 etcd_port= pg_port=
 while [ $# -gt 0 ]; do
   case "$1" in
     --port-base) base=$2; shift 2 ;;
     --keep) keep=1; shift ;;
+    --etcd-port) etcd_port=$2; shift 2 ;;
+    --pg-port) pg_port=$2; shift 2 ;;
     --stop) stop=1; shift ;;
     --) shift; break ;;
     *) echo "loadtest-bench: unknown option $1 (options for loadtest go after --)" >&2; exit 2 ;;
   esac
 done
-etcd_port=$base pg_port=$((base + 2))
+etcd_port=${etcd_port:-$base} pg_port=${pg_port:-$((base + 2))}
 order_port=$((base + 11)) inventory_port=$((base + 12)) payment_port=$((base + 13))
 logs=target/loadtest-bench
 mkdir -p "$logs"
@@ -89,7 +92,7 @@ status=0
 /usr/bin/time -f "%U %S" -o "$logs/loadtest.time" "target/$profile/loadtest" \
   --order-addr "127.0.0.1:$order_port" --inventory-addr "127.0.0.1:$inventory_port" \
   --order-db "$pg/order" --inventory-db "$pg/inventory" --payment-db "$pg/payment" \
-  --etcd-endpoints "127.0.0.1:$etcd_port" "$@" || status=$?
+  --etcd-endpoints "127.0.0.1:$etcd_port" --cpu-port "payment=$payment_port" "$@" || status=$?
 after=($(cpu_snapshot))
 hz=$(getconf CLK_TCK)
 names=(order inventory payment etcd postgres)

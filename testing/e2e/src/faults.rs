@@ -143,6 +143,8 @@ async fn load_configs(
             per_customer_limit: 0,
             customers: options.buyers * 2,
             amount: Amount::Duration(options.duration),
+            rate: None,
+            cpu_ports: Vec::new(),
             use_sale: true,
             direct_reserve: false,
             endpoints: Endpoints {

@@ -1,5 +1,6 @@
-//! `--report DIR`: per strategy a latency histogram, throughput over time and stock
-//! over time, each as `<strategy>-<chart>.png` and `.svg`, drawn with plotters.
+//! `--report DIR`: per strategy a latency histogram, throughput over time, stock
+//! over time and the cost per order (CPU ms by process; etcd writes and requests,
+//! Postgres transactions in the legend), each as `<strategy>-<chart>.png` and `.svg`, drawn with plotters.
 //!
 //! Text needs a TrueType font, read at run time (nothing is downloaded or embedded):
 //! `--font`/`LOADTEST_FONT`, else DejaVu Sans where Debian's `fonts-dejavu-core` puts
@@ -16,10 +17,11 @@ use plotters::style::FontStyle;
 use crate::report::StrategyReport;
 
 /// The charts of one strategy: file stem and title.
-pub const CHARTS: [(&str, &str); 3] = [
+pub const CHARTS: [(&str, &str); 4] = [
     ("latency", "latency histogram"),
     ("throughput", "throughput over time"),
     ("stock", "stock over time"),
+    ("cost", "cost per order"),
 ];
 
 /// Where fonts are looked for when none is given.
@@ -89,6 +91,7 @@ where
     let result = match chart {
         "latency" => latency(&root, report),
         "throughput" => throughput(&root, report),
+        "cost" => cost(&root, report),
         _ => stock(&root, report),
     };
     result.map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -290,5 +293,52 @@ fn stock<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &StrategyReport) 
         )?;
     }
     legend(&mut chart, SeriesLabelPosition::MiddleRight)?;
+    Ok(())
+}
+
+/// Bars of CPU milliseconds per order by process; the counts per order in the legend.
+fn cost<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &StrategyReport) -> Drawn<DB> {
+    root.fill(&WHITE)?;
+    let c = &r.cost;
+    let bars: Vec<(&String, f64)> = c.cpu_ms_per_order.iter().map(|(p, &ms)| (p, ms)).collect();
+    let top = bars.iter().map(|b| b.1).fold(0.1, f64::max);
+    let n = bars.len().max(1);
+    let mut chart = ChartBuilder::on(root)
+        .caption(title(r, "CPU per order"), ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..n as f64, 0.0..top * 1.25)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n)
+        .x_label_formatter(&|x| {
+            bars.get(x.floor() as usize)
+                .map(|b| b.0.clone())
+                .unwrap_or_default()
+        })
+        .x_desc("process")
+        .y_desc("CPU ms per order")
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 16))
+        .draw()?;
+    chart.draw_series(bars.iter().enumerate().map(|(i, b)| {
+        let x = i as f64;
+        Rectangle::new([(x + 0.15, 0.0), (x + 0.85, b.1)], BLUE.mix(0.7).filled())
+    }))?;
+    let per = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.2}"));
+    let counts = [
+        format!("etcd writes {}", per(c.etcd_writes_per_order)),
+        format!("etcd requests {}", per(c.etcd_requests_per_order)),
+        format!("Postgres transactions {}", per(c.pg_xacts_per_order)),
+    ];
+    for line in counts {
+        chart
+            .draw_series(std::iter::empty::<Rectangle<(f64, f64)>>())?
+            .label(format!("{line} per order"))
+            .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], BLACK.filled()));
+    }
+    legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     Ok(())
 }

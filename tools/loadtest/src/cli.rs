@@ -48,6 +48,13 @@ pub struct Args {
     /// Keep ordering for this long (e.g. 10s, 500ms, 2m) instead of one order per buyer.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
+    /// Open loop: start orders at this constant rate (orders/s) and measure latency from
+    /// each order's due time; --buyers is then the most orders in flight. Default: closed loop.
+    #[arg(long, value_parser = parse_rate)]
+    pub rate: Option<f64>,
+    /// Count this process's CPU too: NAME=PORT of a local process listening on PORT (repeatable).
+    #[arg(long, value_parser = parse_cpu_port)]
+    pub cpu_port: Vec<(String, u16)>,
     /// cart-mix: how many SKUs.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub skus: u32,
@@ -179,6 +186,31 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+fn parse_rate(raw: &str) -> Result<f64, String> {
+    let rate: f64 = raw
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a number of orders per second"))?;
+    if !(rate > 0.0 && rate <= 1_000_000.0) {
+        return Err(format!(
+            "{raw}: must be more than 0 and at most 1000000 orders/s"
+        ));
+    }
+    Ok(rate)
+}
+
+fn parse_cpu_port(raw: &str) -> Result<(String, u16), String> {
+    let (name, port) = raw
+        .split_once('=')
+        .ok_or_else(|| format!("{raw:?}: expected NAME=PORT, e.g. payment=50053"))?;
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("{raw:?}: {port:?} is not a TCP port"))?;
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(format!("{raw:?}: the name must be letters, digits or '-'"));
+    }
+    Ok((name.to_owned(), port))
+}
+
 fn parse_zipf(raw: &str) -> Result<f64, String> {
     let s: f64 = raw
         .parse()
@@ -278,6 +310,8 @@ impl Args {
                 (None, Some(d)) => Amount::Duration(d),
                 (None, None) => Amount::OnePerBuyer,
             },
+            rate: self.rate,
+            cpu_ports: self.cpu_port.clone(),
             use_sale: !self.no_sale,
             direct_reserve: self.direct_reserve,
             endpoints: Endpoints {

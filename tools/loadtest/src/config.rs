@@ -109,6 +109,15 @@ pub struct RunConfig {
     /// Distinct customers over all processes' buyers (buyers share them round robin).
     pub customers: usize,
     pub amount: Amount,
+    /// Open loop: orders start at this many per second (order `n` is due `n / rate`
+    /// seconds after the start, whatever the earlier ones are doing), and latency counts
+    /// from the due time, so a stall delays every order due during it (no coordinated
+    /// omission). `buyers` is then the most orders in flight. None: closed loop (each
+    /// buyer orders again when answered).
+    pub rate: Option<f64>,
+    /// More processes whose CPU time the cost counts: name and the TCP port each listens
+    /// on (etcd, Postgres, order and inventory are found from their addresses).
+    pub cpu_ports: Vec<(String, u16)>,
     /// Put the orders in a flash sale that opens (coord Barrier in the inventory
     /// service) once every process's buyers have submitted; without it the buyers only
     /// start together.

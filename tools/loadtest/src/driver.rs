@@ -27,7 +27,8 @@
 //! latencies assume clocks that agree (true on one host).
 //!
 //! The process's connections and clock are in `driver/shop.rs`, the buyers in
-//! `driver/buyers.rs`, the stock chart's sampler in `driver/stock.rs`.
+//! `driver/buyers.rs`, the stock chart's sampler in `driver/stock.rs`. What the orders
+//! cost ([`crate::cost`]) is read right before the buyers start and after settling.
 
 use std::time::{Duration, Instant};
 
@@ -111,6 +112,7 @@ async fn play(
     } else {
         "ordering"
     });
+    let cost_before = shop.probe.read().await;
     let buyers = Buyers::spawn(config, shop, strategy, &names, clock, bar.clone());
 
     let window_start = if config.use_sale {
@@ -138,6 +140,12 @@ async fn play(
         .await
         .context("reading the order database")?;
     let stock = sampler.stop(window_start).await;
+    bar.set_message("reading what the orders cost");
+    let cost = crate::cost::cost(
+        &cost_before,
+        &shop.probe.read_after().await,
+        samples.samples.len(),
+    );
 
     bar.set_message("auditing the databases");
     let audit = shop
@@ -160,13 +168,7 @@ async fn play(
     bar.finish_and_clear();
 
     let measurements = Measurements::new(&samples.samples, window_start, stock);
-    Ok(StrategyReport::new(
-        config,
-        strategy,
-        measurements,
-        audit,
-        samples.errors,
-    ))
+    Ok(StrategyReport::new(config, strategy, measurements, audit, samples.errors).with_cost(cost))
 }
 
 fn progress_bar(config: &RunConfig, strategy: Strategy) -> ProgressBar {

@@ -13,6 +13,7 @@
 //! | [`scenario`] | what the buyers order (flash-sale, Zipf cart-mix, customer-limit) and the run's names |
 //! | [`driver`] | one run: setup, start barrier, the rush, sale opening, settling, audit |
 //! | [`audit`] | the invariants, read-only from the order, inventory and payment databases |
+//! | [`cost`] | what an order costs: etcd writes and requests, Postgres transactions, CPU per process |
 //! | [`stats`] | HDR latency histogram and time series of one strategy's samples |
 //! | [`report`] | [`StrategyReport`]: tables, `--json` objects, markdown summary |
 //! | [`charts`] | `--report`: latency histogram, throughput and stock over time (PNG, SVG) |
@@ -23,6 +24,7 @@ pub mod audit;
 pub mod charts;
 pub mod cli;
 pub mod config;
+pub mod cost;
 pub mod driver;
 pub mod report;
 pub mod scenario;

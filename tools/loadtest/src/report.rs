@@ -12,6 +12,7 @@ use shop_common::domain::Strategy;
 
 use crate::audit::Audit;
 use crate::config::RunConfig;
+use crate::cost::Cost;
 use crate::scenario::RunNames;
 use crate::stats::Measurements;
 
@@ -56,6 +57,13 @@ pub struct StrategyReport {
     pub max_ms: f64,
     /// Failed calls by "CODE: message", most frequent first.
     pub errors: Vec<(String, usize)>,
+    /// What an order cost the servers (etcd, Postgres, CPU), see [`crate::cost`].
+    #[serde(flatten)]
+    pub cost: Cost,
+    /// `closed` (each buyer orders again when answered) or `open` (`--rate`: latency
+    /// from each order's due time).
+    pub load: &'static str,
+    pub rate: Option<f64>,
     #[serde(skip)]
     pub measurements: Measurements,
 }
@@ -109,9 +117,22 @@ impl StrategyReport {
             p99_ms: m.latency_ms(0.99),
             max_ms: m.max_ms(),
             errors,
+            cost: Cost::default(),
+            load: if config.rate.is_some() {
+                "open"
+            } else {
+                "closed"
+            },
+            rate: config.rate,
             measurements,
             audit,
         }
+    }
+
+    /// The report with what its orders cost.
+    pub fn with_cost(mut self, cost: Cost) -> StrategyReport {
+        self.cost = cost;
+        self
     }
 
     /// The invariants this strategy promises and broke. `none` promises everything
@@ -316,6 +337,7 @@ fn details(r: &StrategyReport) -> Vec<(String, String)> {
             r.audit.payment_mismatch_examples.join("; "),
         ));
     }
+    lines.push(("cost per order".into(), cost_line(&r.cost)));
     for (message, n) in r.errors.iter().take(3) {
         lines.push(("failed calls".into(), format!("{n} × {message}")));
     }
@@ -367,6 +389,60 @@ pub fn render_text(reports: &[StrategyReport]) -> String {
     for r in &rows {
         writeln!(out, "{}", line(r)).unwrap();
     }
+    writeln!(out, "\ncost per order").unwrap();
+    for r in reports {
+        writeln!(out, "  {:<8}  {}", r.strategy, cost_line(&r.cost)).unwrap();
+    }
+    out
+}
+
+fn per_order(value: Option<f64>) -> String {
+    value.map_or("n/a".to_owned(), |v| format!("{v:.2}"))
+}
+
+/// One line: etcd writes and requests, Postgres transactions, CPU ms by process.
+fn cost_line(c: &Cost) -> String {
+    let joined = |map: &BTreeMap<String, f64>| {
+        map.iter()
+            .map(|(name, n)| format!("{name} {n:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (methods, cpu) = (
+        joined(&c.etcd_requests_by_method),
+        joined(&c.cpu_ms_per_order),
+    );
+    format!(
+        "etcd {} writes, {} requests ({methods}); Postgres {} transactions; CPU ms: {}",
+        per_order(c.etcd_writes_per_order),
+        per_order(c.etcd_requests_per_order),
+        per_order(c.pg_xacts_per_order),
+        if cpu.is_empty() { "n/a".into() } else { cpu },
+    )
+}
+
+/// The cost per order side by side, as a markdown table.
+pub fn markdown_cost_table(reports: &[StrategyReport]) -> String {
+    let mut out = String::new();
+    writeln!(
+        out,
+        "| strategy | etcd writes | etcd requests | Postgres xacts | CPU ms (all processes) |"
+    )
+    .unwrap();
+    writeln!(out, "|---|---:|---:|---:|---:|").unwrap();
+    for r in reports {
+        let c = &r.cost;
+        writeln!(
+            out,
+            "| {} | {} | {} | {} | {} |",
+            r.strategy,
+            per_order(c.etcd_writes_per_order),
+            per_order(c.etcd_requests_per_order),
+            per_order(c.pg_xacts_per_order),
+            per_order(c.cpu_ms_per_order.get("total").copied()),
+        )
+        .unwrap();
+    }
     out
 }
 
@@ -393,6 +469,8 @@ pub fn markdown_summary(
     writeln!(out, "# Load test: {}\n", heading(reports)).unwrap();
     writeln!(out, "Command: `{command}`\n").unwrap();
     out.push_str(&markdown_table(reports));
+    writeln!(out, "\nCost per order:\n").unwrap();
+    out.push_str(&markdown_cost_table(reports));
     for r in reports {
         writeln!(out, "\n## {}\n", r.strategy).unwrap();
         for (label, value) in details(r) {

@@ -25,6 +25,8 @@ pub enum Outcome {
 /// One answered CreateOrder, times relative to the process's clock origin.
 #[derive(Debug, Clone, Copy)]
 pub struct Sample {
+    /// When the buyer sent it; with `--rate`, when it was due (the open loop's
+    /// schedule), so time spent waiting for a free buyer counts as latency.
     pub submitted: Duration,
     pub answered: Duration,
     pub outcome: Outcome,

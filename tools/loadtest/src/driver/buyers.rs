@@ -1,9 +1,16 @@
 //! The buyers of one process: each places its orders (CreateOrder, or Reserve itself
 //! with `direct_reserve`), timing every call, until the run's amount is reached.
+//!
+//! Closed loop (default): a buyer orders again as soon as it is answered. Open loop
+//! (`rate`): order `n` of the process is due `n / rate` seconds after the start; a free
+//! buyer takes the next order, waits for its due time if it is early, and the order's
+//! latency counts from the due time — an order due while every buyer was stuck waits,
+//! and that wait is measured (no coordinated omission).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
 
 use indicatif::ProgressBar;
 use rand::rngs::StdRng;
@@ -65,24 +72,42 @@ impl Buyers {
                     StdRng::seed_from_u64(config.seed ^ global.wrapping_mul(0x9E37_79B9_7F4A_7C15));
                 let (picker, tickets, errors, bar) =
                     (picker.clone(), tickets.clone(), errors.clone(), bar.clone());
-                let amount = config.amount;
+                let (amount, rate, buyers) = (config.amount, config.rate, config.buyers);
                 tokio::spawn(async move {
                     let (mut samples, mut accepted) = (Vec::new(), Vec::new());
                     for n in 0.. {
-                        let go_on = match amount {
-                            Amount::OnePerBuyer => n == 0,
-                            Amount::Orders(total) => {
-                                tickets.fetch_add(1, Ordering::Relaxed) < total
+                        let (go_on, due) = match rate {
+                            None => (
+                                match amount {
+                                    Amount::OnePerBuyer => n == 0,
+                                    Amount::Orders(total) => {
+                                        tickets.fetch_add(1, Ordering::Relaxed) < total
+                                    }
+                                    Amount::Duration(d) => n == 0 || clock.now() < d,
+                                },
+                                None,
+                            ),
+                            Some(rate) => {
+                                let ticket = tickets.fetch_add(1, Ordering::Relaxed);
+                                let due = Duration::from_secs_f64(ticket as f64 / rate);
+                                let go_on = match amount {
+                                    Amount::OnePerBuyer => ticket < buyers,
+                                    Amount::Orders(total) => ticket < total,
+                                    Amount::Duration(d) => due < d,
+                                };
+                                (go_on, Some(due))
                             }
-                            Amount::Duration(d) => n == 0 || clock.now() < d,
                         };
                         if !go_on {
                             break;
                         }
+                        if let Some(due) = due {
+                            tokio::time::sleep_until((clock.origin + due).into()).await;
+                        }
                         let mut request = template.clone();
                         request.idempotency_key = format!("{key_prefix}{n}");
                         request.items = picker.cart(&mut rng);
-                        let submitted = clock.now();
+                        let submitted = due.unwrap_or_else(|| clock.now());
                         let reply = match &mut inventory {
                             // UNAVAILABLE (a replica restarting) is retried with
                             // back-off under the same key, not in a tight loop.

@@ -11,6 +11,7 @@ use tonic::transport::Channel;
 
 use crate::audit::Auditor;
 use crate::config::RunConfig;
+use crate::cost::CostProbe;
 
 /// Buyers per gRPC connection to the order service (HTTP/2 streams share one).
 const BUYERS_PER_CONNECTION: usize = 100;
@@ -23,6 +24,8 @@ pub(super) struct Shop {
     pub(super) inventory: InventoryServiceClient<Authorized>,
     pub(super) auditor: Auditor,
     pub(super) session: coord::Session,
+    /// Reads what the orders cost (etcd, Postgres, CPU) before and after each strategy.
+    pub(super) probe: CostProbe,
 }
 
 pub(super) async fn channel(uri: &str, service: &str) -> anyhow::Result<Channel> {
@@ -56,6 +59,7 @@ impl Shop {
             .connect()
             .await
             .context("cannot reach etcd (ETCD_ENDPOINTS)")?;
+        let probe = CostProbe::connect(config, etcd.clone()).await?;
         let session = coord::Session::builder(etcd)
             .ttl(10)
             .build()
@@ -66,6 +70,7 @@ impl Shop {
             inventory,
             auditor,
             session,
+            probe,
         })
     }
 }

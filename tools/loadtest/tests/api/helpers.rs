@@ -53,6 +53,8 @@ impl Shop {
             per_customer_limit: 0,
             customers: buyers,
             amount: Amount::OnePerBuyer,
+            rate: None,
+            cpu_ports: Vec::new(),
             use_sale: true,
             direct_reserve: false,
             endpoints: Endpoints {

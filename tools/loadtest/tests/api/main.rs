@@ -3,5 +3,6 @@
 //! etcd — and the truth checked in those databases.
 
 mod binaries;
+mod cost;
 mod helpers;
 mod runs;

@@ -200,7 +200,7 @@ async fn cart_mix_orders_several_skus_and_the_charts_are_written() {
     std::fs::create_dir_all(&dir).unwrap();
     loadtest::charts::register_font(None).expect("a font (fonts-dejavu-core)");
     loadtest::cli::write_report(&dir, &reports).expect("the report");
-    for chart in ["latency", "throughput", "stock"] {
+    for chart in ["latency", "throughput", "stock", "cost"] {
         let png = std::fs::read(dir.join(format!("mutex-{chart}.png"))).unwrap();
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{chart}.png is a PNG");
         let svg = std::fs::read_to_string(dir.join(format!("mutex-{chart}.svg"))).unwrap();
@@ -209,6 +209,13 @@ async fn cart_mix_orders_several_skus_and_the_charts_are_written() {
     let summary = std::fs::read_to_string(dir.join("summary.md")).unwrap();
     assert!(summary.contains("| mutex |"), "{summary}");
     assert!(summary.contains("mutex-stock.png"), "{summary}");
+    // The cost chart and table carry what the servers counted for this run.
+    let cost_svg = std::fs::read_to_string(dir.join("mutex-cost.svg")).unwrap();
+    assert!(
+        cost_svg.contains("etcd writes") && cost_svg.contains("etcd"),
+        "cost.svg"
+    );
+    assert!(summary.contains("| strategy | etcd writes |"), "{summary}");
     std::fs::remove_dir_all(&dir).ok();
 }
 
