@@ -99,7 +99,10 @@ impl Stack {
         // The project's own internal token, made once like a deployment's; compose's
         // `internal-token` service takes it from INTERNAL_TOKEN_DIR.
         let token_dir = repo_root().join(format!(".secrets/{project}"));
-        let token_path = token_dir.join("internal-token").to_string_lossy().into_owned();
+        let token_path = token_dir
+            .join("internal-token")
+            .to_string_lossy()
+            .into_owned();
         let mut make = tokio::process::Command::new(repo_root().join("scripts/secrets.sh"));
         make.arg(&token_path);
         output_of(make, "scripts/secrets.sh").await?;

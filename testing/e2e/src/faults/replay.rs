@@ -1,12 +1,10 @@
 //! The duplicate-messages fault: saga messages duplicated concurrently and reordered
 //! while the load runs.
 
+use crate::{Operator, Stack};
 use shop_proto::v1 as pb;
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
 use shop_proto::v1::order_service_client::OrderServiceClient;
-use tonic::transport::Channel;
-
-use crate::Stack;
 
 /// How many duplicated orders (and Release/Reserve pairs) one run sends, all at once.
 const ROUNDS: usize = 20;
@@ -15,8 +13,8 @@ const ROUNDS: usize = 20;
 /// inventory replicas.
 #[derive(Clone)]
 struct Replicas {
-    orders: [OrderServiceClient<Channel>; 2],
-    inventories: [InventoryServiceClient<Channel>; 2],
+    orders: [OrderServiceClient<Operator>; 2],
+    inventories: [InventoryServiceClient<Operator>; 2],
 }
 
 /// Sends saga messages twice at the same moment (through different replicas), and a
