@@ -138,7 +138,10 @@ async fn settle_unreported(payments: &WorkerContext, row: &PaymentRow) -> anyhow
             Some(charge_id) => {
                 payments
                     .provider
-                    .refund(charge_id, idempotency_key(row.order_id, "refund").as_deref())
+                    .refund(
+                        charge_id,
+                        idempotency_key(row.order_id, "refund").as_deref(),
+                    )
                     .await
             }
             None => Err(ProviderError::NoSuchCharge("(none recorded)".into())),

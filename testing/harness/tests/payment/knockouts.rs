@@ -89,7 +89,10 @@ async fn without_the_provider_key_a_redelivered_payment_is_charged_twice() {
     let (status, ledger) = a_worker_dies_after_charging().await;
     let found = ledger.duplicate_charges();
     eprintln!("KNOCKOUT guard=provider-key scenario=\"a worker charges and dies before recording; the redelivery charges again\" violations={found}");
-    assert!(found > 0, "the key knocked out, yet one charge: {status:?} {ledger:?}");
+    assert!(
+        found > 0,
+        "the key knocked out, yet one charge: {status:?} {ledger:?}"
+    );
 }
 
 /// Without the lease, the dead worker's claim outlives it: no live worker gets the
@@ -101,5 +104,8 @@ async fn without_the_claim_lease_a_dead_workers_charge_is_kept_for_a_cancelled_o
     let (status, ledger) = a_worker_dies_after_charging().await;
     let found = violations(&only_order(&ledger), status, &ledger);
     eprintln!("KNOCKOUT guard=claim-lease scenario=\"a worker charges and dies holding the claim; the order expires\" violations={found}");
-    assert!(found > 0, "the lease knocked out, yet no violation: {status:?} {ledger:?}");
+    assert!(
+        found > 0,
+        "the lease knocked out, yet no violation: {status:?} {ledger:?}"
+    );
 }

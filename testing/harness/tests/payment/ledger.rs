@@ -54,7 +54,11 @@ async fn a_repeated_key_returns_the_first_charge_and_no_key_is_a_new_charge() {
     assert_ne!(unkeyed.charge_id, first.charge_id);
     let ledger = shop.ledger(&[&order.to_string()]).await;
     assert_eq!(
-        (ledger.charges, ledger.kept_by(order), ledger.duplicate_charges()),
+        (
+            ledger.charges,
+            ledger.kept_by(order),
+            ledger.duplicate_charges()
+        ),
         (2, 2, 1),
         "the ledger holds the double charge: {ledger:?}"
     );
@@ -74,10 +78,8 @@ async fn twenty_requests_racing_with_one_key_make_one_charge() {
     let ask = request(order, 1_000, true, Some("race-key"));
     let racers = (0..20).map(|_| worker.provider.authorize(&ask));
     let answers = futures::future::join_all(racers).await;
-    let ids: std::collections::BTreeSet<String> = answers
-        .into_iter()
-        .map(|a| a.unwrap().charge_id)
-        .collect();
+    let ids: std::collections::BTreeSet<String> =
+        answers.into_iter().map(|a| a.unwrap().charge_id).collect();
     assert_eq!(ids.len(), 1, "one charge for all: {ids:?}");
     assert_eq!(shop.provider_charges(&order.to_string()).await, 1);
     worker.die(Vec::new()).await;
@@ -106,7 +108,10 @@ async fn authorize_then_capture_then_refund_each_once_per_key() {
     let refund = provider.refund(&held.charge_id, Some("r")).await.unwrap();
     assert_eq!(refund.amount_minor, 3_000);
     let repeat = provider.refund(&held.charge_id, Some("r")).await.unwrap();
-    assert_eq!(repeat, refund, "a repeated key answers with the first refund");
+    assert_eq!(
+        repeat, refund,
+        "a repeated key answers with the first refund"
+    );
     // A new refund request (another key) finds nothing left to give back.
     let more = provider.refund(&held.charge_id, Some("r2")).await;
     assert!(
@@ -157,6 +162,10 @@ async fn a_forged_queue_item_cannot_change_the_amount_charged() {
             .fetch_all(&shop.payment_pool)
             .await
             .unwrap();
-    assert_eq!(charged, vec![owed], "the provider charged the order's amount");
+    assert_eq!(
+        charged,
+        vec![owed],
+        "the provider charged the order's amount"
+    );
     shop.stop().await;
 }

@@ -130,10 +130,10 @@ async fn a_processing_payment_whose_request_was_dead_lettered_is_driven_again_an
     let (claim, request) = worker.claim().await;
     let order_id = request.order_id.parse().unwrap();
     worker
-            .db
-            .begin(order_id, &request, request.amount_minor)
-            .await
-            .unwrap();
+        .db
+        .begin(order_id, &request, request.amount_minor)
+        .await
+        .unwrap();
     let first = charge_order(&worker.provider, order_id, request.amount_minor)
         .await
         .unwrap();
