@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use coord::{Claimed, Session, WorkQueue};
 use payment_service::ledger::LedgerAudit;
-use payment_service::provider::SimulatedProvider;
+use payment_service::provider::{Charge, SimulatedProvider};
 use payment_service::repository::{PaymentRow, PaymentsDb};
+use payment_service::worker::charge_order;
 use shop_common::coordination::SharedSession;
 use shop_common::payments::{payment_queue, PaymentItem};
 use shop_harness::{Services, ShopSettings};
@@ -262,6 +263,19 @@ impl CrashingWorker {
             .expect("a payment request is queued");
         let request = PaymentItem::decode(item.payload()).unwrap();
         (item, request)
+    }
+
+    /// Begins the payment of `request` and gets the provider to charge it, as a worker
+    /// does (the order's idempotency key), without recording the answer.
+    pub async fn begin_and_charge(&self, request: &PaymentItem) -> Charge {
+        let order_id = request.order_id.parse().unwrap();
+        self.db
+            .begin(order_id, request, request.amount_minor)
+            .await
+            .unwrap();
+        charge_order(&self.provider, order_id, request.amount_minor)
+            .await
+            .unwrap()
     }
 
     /// Dies holding `claims`: the lease is revoked (no destructor runs, no nack), so

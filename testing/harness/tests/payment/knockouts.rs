@@ -11,7 +11,6 @@
 use std::time::Duration;
 
 use payment_service::ledger::LedgerAudit;
-use payment_service::worker::charge_order;
 use shop_proto::v1 as pb;
 use shop_proto::v1::CustomerTier;
 
@@ -36,16 +35,7 @@ async fn a_worker_dies_after_charging() -> (pb::OrderStatus, LedgerAudit) {
     let order = shop.buy("k", "erin", CustomerTier::Standard, &tea, 1).await;
     let worker = shop.crashing_worker().await;
     let (claim, request) = worker.claim().await;
-    let order_id = request.order_id.parse().unwrap();
-    worker
-        .db
-        .begin(order_id, &request, request.amount_minor)
-        .await
-        .unwrap();
-    let charge = charge_order(&worker.provider, order_id, request.amount_minor)
-        .await
-        .unwrap();
-    assert!(charge.ok());
+    assert!(worker.begin_and_charge(&request).await.ok());
     worker.die(vec![claim]).await;
 
     shop.start_payment().await;

@@ -128,15 +128,7 @@ async fn a_processing_payment_whose_request_was_dead_lettered_is_driven_again_an
     // recording the answer; the request runs out of deliveries.
     let worker = shop.crashing_worker().await;
     let (claim, request) = worker.claim().await;
-    let order_id = request.order_id.parse().unwrap();
-    worker
-        .db
-        .begin(order_id, &request, request.amount_minor)
-        .await
-        .unwrap();
-    let first = charge_order(&worker.provider, order_id, request.amount_minor)
-        .await
-        .unwrap();
+    let first = worker.begin_and_charge(&request).await;
     worker.die_and_dead_letter(vec![claim]).await;
     assert_eq!(
         shop.payment_row(&order.order_id).await.state,
