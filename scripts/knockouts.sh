@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Knockouts: shows that every guard carries the weight. For each guard it builds the
-# suite (inventory's, or shop-harness's order suite) with the test-only feature that removes exactly that guard
+# suite (inventory's, or shop-harness's order or payment suite) with the test-only feature that removes exactly that guard
 # (never part of a normal build), runs the test that puts the load the guard exists
 # for on it, and reads what the auditor saw (the test's `KNOCKOUT` line). A knockout
 # is caught when the test passes: the auditor reported a violation.
@@ -18,7 +18,8 @@ case "${1:-}" in
 esac
 
 # package, test binary, feature (in the package's Cargo.toml) and test
-# (services/inventory/tests/api/knockouts.rs, testing/harness/tests/order/knockouts.rs)
+# (services/inventory/tests/api/knockouts.rs, testing/harness/tests/order/knockouts.rs,
+# testing/harness/tests/payment/knockouts.rs)
 knockouts=(
   "inventory-service api knockout-lock knockouts::without_the_etcd_lock_mutex_unfenced_oversells"
   "inventory-service api knockout-fencing knockouts::without_the_fencing_token_a_paused_holder_oversells"
@@ -28,6 +29,8 @@ knockouts=(
   "inventory-service api knockout-customer-limit knockouts::without_the_limit_one_customer_buys_past_it"
   "inventory-service api knockout-tombstone knockouts::without_the_tombstone_a_late_reserve_hangs_on_to_stock"
   "shop-harness order knockout-idempotency-key knockouts::without_the_idempotency_key_one_key_makes_many_orders"
+  "shop-harness payment knockout-provider-key knockouts::without_the_provider_key_a_redelivered_payment_is_charged_twice"
+  "shop-harness payment knockout-claim-lease knockouts::without_the_claim_lease_a_dead_workers_charge_is_kept_for_a_cancelled_order"
 )
 
 uncaught=0

@@ -35,6 +35,17 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
     vec![0]
 }
 
+/// The claim key's put options: under the consumer's lease, so the claim ends with
+/// the consumer (a crashed one's items come back). The test-only knockout
+/// `knockout-claim-lease` (scripts/knockouts.sh) puts it without a lease: a claim
+/// then outlives its consumer.
+fn claim_lease(session: &Session) -> Option<PutOptions> {
+    if cfg!(feature = "knockout-claim-lease") {
+        return None;
+    }
+    Some(PutOptions::new().with_lease(session.lease()))
+}
+
 /// The first key after `key` (for paging through a range).
 fn kv_after(key: &[u8]) -> Vec<u8> {
     let mut next = key.to_vec();
@@ -221,11 +232,7 @@ impl WorkQueue {
                 key_missing(claim_key.as_str()),
             ])
             .and_then([
-                TxnOp::put(
-                    claim_key.as_str(),
-                    claim_value,
-                    Some(PutOptions::new().with_lease(session.lease())),
-                ),
+                TxnOp::put(claim_key.as_str(), claim_value, claim_lease(session)),
                 TxnOp::put(item_key, encode_item(&envelope, &payload), None),
             ]);
         let (mut client, lease, task_key) =

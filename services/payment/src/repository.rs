@@ -87,8 +87,14 @@ impl PaymentsDb {
 
     /// Records that a delivery of `order_id` started: inserts the row (PROCESSING) the
     /// first time, counts the delivery otherwise, and returns the row as it now is — a
-    /// final row means an earlier delivery already finished the payment.
-    pub async fn begin(&self, order_id: Uuid, request: &PaymentItem) -> sqlx::Result<PaymentRow> {
+    /// final row means an earlier delivery already finished the payment. `amount_minor`
+    /// is the order's (read from the order service), not the queue item's.
+    pub async fn begin(
+        &self,
+        order_id: Uuid,
+        request: &PaymentItem,
+        amount_minor: i64,
+    ) -> sqlx::Result<PaymentRow> {
         let row = sqlx::query(&format!(
             "INSERT INTO payments (order_id, customer_id, tier, amount_minor, state)
              VALUES ($1, $2, $3, $4, 'PROCESSING')
@@ -98,7 +104,7 @@ impl PaymentsDb {
         .bind(order_id)
         .bind(&request.customer_id)
         .bind(&request.tier)
-        .bind(request.amount_minor)
+        .bind(amount_minor)
         .fetch_one(&self.pool)
         .await?;
         Ok(to_row(&row))

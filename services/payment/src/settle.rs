@@ -8,20 +8,20 @@
 //! | found | meaning | what the job does |
 //! |---|---|---|
 //! | CAPTURED / FAILED, not confirmed (`reported_at` empty) | the worker died after recording the provider's answer and before the order service confirmed it, and its queue item is gone (dead-lettered, lost) or still being retried | reports it again (`PaymentResult`); confirmed → `reported_at` |
-//! | … and the order service refuses a capture because the order is CANCELLED | the reservation expired before the capture arrived | refunds it at the provider (idempotent on the order id) and records REFUNDED |
+//! | … and the order service refuses a capture because the order is CANCELLED | the reservation expired before the capture arrived | refunds its charge at the provider (idempotency key `order-<id>-refund`) and records REFUNDED |
 //! | … refused otherwise | a contradiction only a human can resolve | records the refusal (`report_refusal`), logs an error, stops reporting it |
-//! | PROCESSING | begun, provider's answer never recorded; its queue item may be gone | puts the request back on the queue (a no-op while the item exists); a worker then charges — the provider answers a repeat from its ledger — and reports |
+//! | PROCESSING | begun, provider's answer never recorded; its queue item may be gone | puts the request back on the queue (a no-op while the item exists); a worker then charges — under the order's idempotency key, so the provider answers a repeat with the first charge — and reports |
 //!
 //! # Guarantees
 //! - A payment recorded in the database is never lost: while it is PROCESSING its
 //!   request is on the queue (or put back within a settle period), and while its
 //!   result is unconfirmed it is reported again every settle period.
 //! - At most one charge is kept per order: a capture the order service refused for a
-//!   CANCELLED order is refunded, once (the provider's refund ledger is keyed by the
-//!   order id, and CAPTURED → REFUNDED is a compare-and-set).
+//!   CANCELLED order is refunded, once (the refund carries the order's idempotency key
+//!   `order-<id>-refund`, and CAPTURED → REFUNDED is a compare-and-set).
 //! - Overlapping leaders (a paused leader that has not noticed its lost term) are
 //!   harmless: every write is idempotent — PaymentResult, enqueue by order id, the
-//!   refund ledger, compare-and-set state changes — so no fencing token is needed.
+//!   refund's idempotency key, compare-and-set state changes — so no fencing token is needed.
 //!
 //! # Not guaranteed
 //! - Promptness: recovery starts `SETTLE_AFTER_SECS` after the payment's last change,
@@ -39,10 +39,10 @@ use coord::LeaderContext;
 use shop_common::payments::enqueue_payment;
 use shop_proto::v1 as pb;
 
-use crate::provider::RefundError;
+use crate::provider::ProviderError;
 use crate::report::{report_payment, Reported};
 use crate::repository::{PaymentRow, PaymentState};
-use crate::worker::WorkerContext;
+use crate::worker::{idempotency_key, WorkerContext};
 
 /// The job's name in `ListLeaders` and in its election.
 pub const JOB: &str = "settle-payments";
@@ -134,14 +134,27 @@ async fn settle_unreported(payments: &WorkerContext, row: &PaymentRow) -> anyhow
         Reported::Refused(status) => status,
     };
     if row.state == PaymentState::Captured && order_cancelled(payments, row).await? {
-        let refund = match payments.provider.refund(row.order_id).await {
-            Ok(refund) => refund,
-            Err(RefundError::NothingCaptured(_)) => {
-                // The row says CAPTURED but the provider has no capture: do not invent
-                // money movements, leave it to a human.
-                return refuse(payments, row, "the provider has no capture to refund").await;
+        let refunded = match &row.provider_ref {
+            Some(charge_id) => {
+                payments
+                    .provider
+                    .refund(
+                        charge_id,
+                        idempotency_key(row.order_id, "refund").as_deref(),
+                    )
+                    .await
             }
-            Err(RefundError::Unexpected(e)) => return Err(e),
+            None => Err(ProviderError::NoSuchCharge("(none recorded)".into())),
+        };
+        let refund = match refunded {
+            Ok(refund) => refund,
+            Err(ProviderError::Unexpected(e)) => return Err(e),
+            Err(refused) => {
+                // The row says CAPTURED but the provider has nothing to refund: do not
+                // invent money movements, leave it to a human.
+                let answer = format!("the provider refuses the refund: {refused}");
+                return refuse(payments, row, &answer).await;
+            }
         };
         payments
             .db
@@ -149,11 +162,11 @@ async fn settle_unreported(payments: &WorkerContext, row: &PaymentRow) -> anyhow
                 row.order_id,
                 &format!(
                     "refunded ({}): the order was cancelled before the capture was reported",
-                    refund.refund_ref
+                    refund.refund_id
                 ),
             )
             .await?;
-        tracing::warn!(order_id = %row.order_id, refund = %refund.refund_ref, amount_minor = refund.amount_minor, "capture for a cancelled order refunded");
+        tracing::warn!(order_id = %row.order_id, refund = %refund.refund_id, amount_minor = refund.amount_minor, "capture for a cancelled order refunded");
         return Ok(Settled::Refunded);
     }
     refuse(payments, row, status.message()).await

@@ -1,9 +1,10 @@
 //! Payment workers: every replica runs several, all taking from one queue.
 //!
 //! One delivery: claim (the claim is held under this process's etcd lease) → decode →
-//! `payments` row begins (or is found final) → provider charge (idempotent on the
-//! order id) → row finished → `PaymentResult` to the order service → confirmation
-//! recorded (`reported_at`) → ack. Any failure before the ack gives the item back
+//! the order read from the order service (what to charge is the order's, never the
+//! queue item's) → `payments` row begins (or is found final) → provider charge under
+//! the idempotency key `order-<id>-charge` → row finished → `PaymentResult` to the
+//! order service → confirmation recorded (`reported_at`) → ack. Any failure before the ack gives the item back
 //! (`nack_after`), and a crash gives it back by itself when the lease expires; every
 //! step is safe to repeat (see the crate docs). What a worker leaves unfinished for
 //! good (an item dead-lettered, a refused capture) the `settle-payments` job finishes.
@@ -15,11 +16,12 @@ use coord::Claimed;
 use shop_common::coordination::SharedSession;
 use shop_common::payments::{payment_queue, PaymentItem};
 use shop_common::propagation::TracedChannel;
+use shop_proto::v1 as pb;
 use shop_proto::v1::order_service_client::OrderServiceClient;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::provider::SimulatedProvider;
+use crate::provider::{Charge, ChargeRequest, ProviderError, SimulatedProvider};
 use crate::report::{report_payment, Reported};
 use crate::repository::PaymentsDb;
 
@@ -113,15 +115,16 @@ async fn pay_and_report(
     order_id: Uuid,
     request: &PaymentItem,
 ) -> anyhow::Result<()> {
-    let mut row = context.db.begin(order_id, request).await?;
+    let amount_minor = amount_of_order(&context.orders, order_id).await?;
+    if amount_minor != request.amount_minor {
+        tracing::warn!(order_id = %order_id, queued = request.amount_minor, order = amount_minor, "the payment request's amount is not the order's; charging the order's");
+    }
+    let mut row = context.db.begin(order_id, request, amount_minor).await?;
     if !row.state.is_final() {
-        let charge = context
-            .provider
-            .charge(order_id, request.amount_minor)
-            .await?;
+        let charge = charge_order(&context.provider, order_id, row.amount_minor).await?;
         row = context
             .db
-            .finish(order_id, charge.ok, &charge.provider_ref, &charge.reason)
+            .finish(order_id, charge.ok(), &charge.charge_id, &charge.reason)
             .await?;
     }
     match report_payment(&context.orders, &row).await {
@@ -137,4 +140,52 @@ async fn pay_and_report(
         }
         Err(status) => Err(anyhow::anyhow!("reporting to the order service: {status}")),
     }
+}
+
+/// The idempotency key of an order's `operation` at the provider (`charge`, `refund`):
+/// one per order and operation, so whoever repeats it — a redelivery, the settle job, an
+/// overlapping leader — gets the first result and moves no money.
+pub fn idempotency_key(order_id: Uuid, operation: &str) -> Option<String> {
+    // Test-only knockout (scripts/knockouts.sh): every request goes without a key, so
+    // each delivery of an order is a new charge.
+    if cfg!(feature = "knockout-provider-key") {
+        return None;
+    }
+    Some(format!("order-{order_id}-{operation}"))
+}
+
+/// Charges (authorizes and captures in one request) `amount_minor` for `order_id` under
+/// the order's idempotency key.
+pub async fn charge_order(
+    provider: &SimulatedProvider,
+    order_id: Uuid,
+    amount_minor: i64,
+) -> Result<Charge, ProviderError> {
+    provider
+        .authorize(&ChargeRequest {
+            order_id,
+            amount_minor,
+            capture: true,
+            idempotency_key: idempotency_key(order_id, "charge"),
+        })
+        .await
+}
+
+/// What the order costs, from the order service's record of it (its lines): a queue
+/// item's `amount_minor` is only a copy, and an edited or forged item must not change
+/// what a customer is charged.
+async fn amount_of_order(
+    orders: &OrderServiceClient<TracedChannel>,
+    order_id: Uuid,
+) -> anyhow::Result<i64> {
+    let order = orders
+        .clone()
+        .get_order(pb::GetOrderRequest {
+            order_id: order_id.to_string(),
+        })
+        .await
+        .map_err(|status| anyhow::anyhow!("reading the order to charge: {status}"))?
+        .into_inner();
+    let units: i64 = order.items.iter().map(|l| i64::from(l.quantity)).sum();
+    Ok(units * shop_common::payments::UNIT_PRICE_MINOR)
 }

@@ -9,7 +9,9 @@
 //! | per-customer limit, whatever the strategy | inventory | per sale, customers whose RESERVED + COMMITTED reservations exceed the limit (`limit_violations`) — read from inventory's reservations, so it also covers direct Reserves |
 //! | no lost order | order | every order of the run (by idempotency-key prefix) that is still PENDING or RESERVED after the settle timeout, plus every order this process was told was accepted that the database does not have |
 //! | stock settled | order | PAID/CANCELLED orders whose Commit/Release inventory has not confirmed (`stock_settled`) after the settle timeout |
-//! | one payment per order | payment | payment rows and provider charges beyond the first per order; and payments that disagree with the order (PAID without a captured payment, CANCELLED with one) |
+//! | one payment per order | payment | payment rows beyond the first per order |
+//! | one charge kept per order | payment (the provider's ledger) | charges the provider accepted (`provider_charges`) and refunded (`provider_refunds`) for the run's orders, keyed by the provider's own charge ids; charges kept (not refunded in full) beyond the first per order (`duplicate_charges`, counted in `duplicate_payments` too) — see `payment_service::ledger` |
+//! | payment agrees with the order | payment | PAID without a captured payment or a kept charge, CANCELLED with either (`payment_mismatches`) |
 //! | per-customer limit | order | units of a customer's RESERVED/PAID orders in the sale above the limit |
 //!
 //! The connections are read-only (`default_transaction_read_only`), so the auditor
@@ -22,6 +24,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use inventory_service::repository::InventoryDb;
+use payment_service::ledger::LedgerAudit;
 use shop_common::domain::Sku;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
@@ -72,7 +75,15 @@ pub struct Audit {
     /// releasing (the counters may still move: drift is then not conclusive).
     pub stock_unsettled: i64,
     pub payments: i64,
+    /// Payment rows beyond the first per order, plus `duplicate_charges`.
     pub duplicate_payments: i64,
+    /// Charges the provider accepted for the run's orders, from its own ledger.
+    pub provider_charges: i64,
+    /// Refunds the provider made on them.
+    pub provider_refunds: i64,
+    /// Charges the provider keeps (accepted, not refunded in full) beyond the first per
+    /// order: double charges.
+    pub duplicate_charges: i64,
     pub payment_mismatches: i64,
     pub payment_mismatch_examples: Vec<String>,
     /// Units bought beyond the sale's per-customer limit (None: the sale has no limit).
@@ -294,16 +305,13 @@ impl Auditor {
         .bind(&ids)
         .fetch_all(&self.payment)
         .await?;
-        let charges: Vec<(Uuid, i64)> = sqlx::query_as(
-            "SELECT order_id, count(*) FROM provider_charges
-             WHERE order_id = ANY($1) AND ok GROUP BY order_id",
-        )
-        .bind(&ids)
-        .fetch_all(&self.payment)
-        .await?;
+        let ledger = LedgerAudit::read(&self.payment, &ids).await?;
         audit.payments = payments.iter().map(|(_, n, _)| n).sum();
-        audit.duplicate_payments = payments.iter().map(|(_, n, _)| (n - 1).max(0)).sum::<i64>()
-            + charges.iter().map(|(_, n)| (n - 1).max(0)).sum::<i64>();
+        audit.provider_charges = ledger.charges;
+        audit.provider_refunds = ledger.refunds;
+        audit.duplicate_charges = ledger.duplicate_charges();
+        audit.duplicate_payments =
+            payments.iter().map(|(_, n, _)| (n - 1).max(0)).sum::<i64>() + audit.duplicate_charges;
         let captured: BTreeMap<Uuid, bool> = payments
             .iter()
             .map(|(id, _, captured)| (*id, *captured))
@@ -313,7 +321,8 @@ impl Auditor {
             let problem = match status.as_str() {
                 "PAID" if !was_captured => Some("PAID without a captured payment"),
                 "CANCELLED" if was_captured => Some("CANCELLED although its payment was captured"),
-                _ => None,
+                // The payment service's record agrees; does the provider's ledger?
+                _ => ledger.disagreement(*id, status),
             };
             if let Some(problem) = problem {
                 audit.payment_mismatches += 1;

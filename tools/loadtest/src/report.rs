@@ -186,6 +186,12 @@ impl StrategyReport {
                 self.audit.duplicate_payments
             ));
         }
+        if self.audit.duplicate_charges > 0 {
+            broken.push(format!(
+                "{} double charges kept at the provider",
+                self.audit.duplicate_charges
+            ));
+        }
         if self.audit.payment_mismatches > 0 {
             broken.push(format!(
                 "{} payments disagree with their order",
@@ -294,8 +300,13 @@ fn details(r: &StrategyReport) -> Vec<(String, String)> {
         (
             "payments (payment DB)".into(),
             format!(
-                "{} payments, {} duplicate, {} disagreeing with their order",
-                r.audit.payments, r.audit.duplicate_payments, r.audit.payment_mismatches
+                "{} payments, {} duplicate, {} disagreeing with their order; provider: {} charges, {} refunds, {} double charges",
+                r.audit.payments,
+                r.audit.duplicate_payments,
+                r.audit.payment_mismatches,
+                r.audit.provider_charges,
+                r.audit.provider_refunds,
+                r.audit.duplicate_charges
             ),
         ),
         (

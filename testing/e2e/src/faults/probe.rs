@@ -151,14 +151,18 @@ impl Probe {
         if audit.oversold > 0
             || audit.lost_orders > 0
             || audit.duplicate_payments > 0
+            || audit.duplicate_charges > 0
+            || audit.payment_mismatches > 0
             || audit.conservation_violations > 0
             || audit.status_mismatches > 0
         {
             violations.push(format!(
-                "probe orders: oversold {}, lost {}, duplicate payments {}, conservation broken on {} SKU(s), {} statuses disagreeing with their reservation",
+                "probe orders: oversold {}, lost {}, duplicate payments {}, double charges kept at the provider {}, {} payments disagreeing with their order, conservation broken on {} SKU(s), {} statuses disagreeing with their reservation",
                 audit.oversold,
                 audit.lost_orders,
                 audit.duplicate_payments,
+                audit.duplicate_charges,
+                audit.payment_mismatches,
                 audit.conservation_violations,
                 audit.status_mismatches
             ));

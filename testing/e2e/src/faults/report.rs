@@ -23,6 +23,10 @@ pub struct FaultRun {
     pub lost_orders: i64,
     pub duplicate_payments: i64,
     pub payment_mismatches: i64,
+    /// Charges the provider's own ledger accepted for the run's orders, and those kept
+    /// beyond the first per order (double charges; counted in `duplicate_payments` too).
+    pub provider_charges: i64,
+    pub duplicate_charges: i64,
     /// Longest time no probe order was answered, around the fault.
     pub stall_s: Option<f64>,
     /// The fault's hand-over time, where it has one.
@@ -45,6 +49,8 @@ impl FaultRun {
             lost_orders: 0,
             duplicate_payments: 0,
             payment_mismatches: 0,
+            provider_charges: 0,
+            duplicate_charges: 0,
             stall_s: None,
             failover_s: None,
             violations: vec![why],
@@ -85,6 +91,8 @@ impl FaultRun {
             lost_orders: audit.lost_orders + probe.audit.lost_orders,
             duplicate_payments: audit.duplicate_payments + probe.audit.duplicate_payments,
             payment_mismatches: audit.payment_mismatches + probe.audit.payment_mismatches,
+            provider_charges: audit.provider_charges + probe.audit.provider_charges,
+            duplicate_charges: audit.duplicate_charges + probe.audit.duplicate_charges,
             stall_s: probe.stall.map(|d| d.as_secs_f64()),
             failover_s: injected.failover.map(|d| d.as_secs_f64()),
             violations: violations.into_iter().collect(),

@@ -6,11 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coord::{Claimed, Session, WorkQueue};
-use payment_service::provider::SimulatedProvider;
+use payment_service::ledger::LedgerAudit;
+use payment_service::provider::{Charge, SimulatedProvider};
 use payment_service::repository::{PaymentRow, PaymentsDb};
+use payment_service::worker::charge_order;
 use shop_common::coordination::SharedSession;
 use shop_common::payments::{payment_queue, PaymentItem};
-use shop_harness::Services;
+use shop_harness::{Services, ShopSettings};
 use shop_proto::v1 as pb;
 use shop_proto::v1::order_service_client::OrderServiceClient;
 use shop_proto::v1::payment_service_client::PaymentServiceClient;
@@ -41,12 +43,17 @@ impl Shop {
         adjust: impl FnOnce(&mut payment_service::Settings),
         start_payment: bool,
     ) -> Shop {
+        Shop::spawn_with(|s| adjust(&mut s.payment), start_payment).await
+    }
+
+    /// [`Shop::spawn`] with every service's settings `adjust`ed.
+    pub async fn spawn_with(adjust: impl FnOnce(&mut ShopSettings), start_payment: bool) -> Shop {
         let services = Services::spawn(
             "payment",
             |s| {
                 // `buy` orders with `pg`: the SKUs the tests stock get it.
                 s.inventory.default_strategy = shop_common::domain::Strategy::Pg;
-                adjust(&mut s.payment)
+                adjust(s)
             },
             start_payment,
         )
@@ -120,24 +127,34 @@ impl Shop {
         }
     }
 
-    /// Rows of the provider's ledger for an order (charges performed).
+    /// Charges the provider's ledger holds for an order (accepted or declined).
     pub async fn provider_charges(&self, order_id: &str) -> i64 {
-        self.ledger_rows("provider_charges", order_id).await
+        self.ledger_rows("provider_charges c", order_id).await
     }
 
-    /// Rows of the provider's refund ledger for an order (refunds performed).
+    /// Refunds the provider's ledger holds on an order's charges.
     pub async fn provider_refunds(&self, order_id: &str) -> i64 {
-        self.ledger_rows("provider_refunds", order_id).await
+        self.ledger_rows(
+            "provider_refunds JOIN provider_charges c USING (charge_id)",
+            order_id,
+        )
+        .await
     }
 
     async fn ledger_rows(&self, ledger: &'static str, order_id: &str) -> i64 {
         sqlx::query_scalar(&format!(
-            "SELECT count(*) FROM {ledger} WHERE order_id = $1::uuid"
+            "SELECT count(*) FROM {ledger} WHERE c.order_id = $1::uuid"
         ))
         .bind(order_id)
         .fetch_one(&self.payment_pool)
         .await
         .unwrap()
+    }
+
+    /// The auditors' reading of the provider's ledger for `orders`.
+    pub async fn ledger(&self, orders: &[&str]) -> LedgerAudit {
+        let ids: Vec<uuid::Uuid> = orders.iter().map(|id| id.parse().unwrap()).collect();
+        LedgerAudit::read(&self.payment_pool, &ids).await.unwrap()
     }
 
     /// The payment row of an order, from the database.
@@ -246,6 +263,19 @@ impl CrashingWorker {
             .expect("a payment request is queued");
         let request = PaymentItem::decode(item.payload()).unwrap();
         (item, request)
+    }
+
+    /// Begins the payment of `request` and gets the provider to charge it, as a worker
+    /// does (the order's idempotency key), without recording the answer.
+    pub async fn begin_and_charge(&self, request: &PaymentItem) -> Charge {
+        let order_id = request.order_id.parse().unwrap();
+        self.db
+            .begin(order_id, request, request.amount_minor)
+            .await
+            .unwrap();
+        charge_order(&self.provider, order_id, request.amount_minor)
+            .await
+            .unwrap()
     }
 
     /// Dies holding `claims`: the lease is revoked (no destructor runs, no nack), so

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use coord::Session;
+use payment_service::worker::charge_order;
 use shop_common::payments::payment_queue;
 use shop_proto::v1 as pb;
 use shop_proto::v1::CustomerTier;
@@ -126,8 +127,7 @@ async fn a_worker_that_dies_after_charging_does_not_cause_a_second_charge() {
     assert_eq!(item.id(), order.order_id);
     shop.start_payment().await;
     let provider = shop.provider.clone().unwrap();
-    let first = provider
-        .charge(order.order_id.parse().unwrap(), 1000)
+    let first = charge_order(&provider, order.order_id.parse().unwrap(), 1000)
         .await
         .unwrap();
     let before = provider.charges();
@@ -138,7 +138,7 @@ async fn a_worker_that_dies_after_charging_does_not_cause_a_second_charge() {
     let settled = shop.settled(&order.order_id).await;
     assert_eq!(settled.status, pb::OrderStatus::Paid as i32);
     assert_eq!(
-        settled.payment_id, first.provider_ref,
+        settled.payment_id, first.charge_id,
         "the first charge is the payment"
     );
     assert_eq!(

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use payment_service::repository::PaymentState;
 use payment_service::settle;
+use payment_service::worker::{charge_order, idempotency_key};
 use shop_common::ServiceName;
 use shop_proto::v1 as pb;
 use shop_proto::v1::CustomerTier;
@@ -54,17 +55,19 @@ async fn results_the_order_service_never_confirmed_are_reported_again() {
     for _ in 0..2 {
         let (claim, request) = worker.claim().await;
         let order_id = request.order_id.parse().unwrap();
-        worker.db.begin(order_id, &request).await.unwrap();
+        worker
+            .db
+            .begin(order_id, &request, request.amount_minor)
+            .await
+            .unwrap();
         if request.order_id == paid.order_id {
-            let charge = worker
-                .provider
-                .charge(order_id, request.amount_minor)
+            let charge = charge_order(&worker.provider, order_id, request.amount_minor)
                 .await
                 .unwrap();
-            assert!(charge.ok);
+            assert!(charge.ok());
             worker
                 .db
-                .finish(order_id, true, &charge.provider_ref, "")
+                .finish(order_id, true, &charge.charge_id, "")
                 .await
                 .unwrap();
         } else {
@@ -125,13 +128,7 @@ async fn a_processing_payment_whose_request_was_dead_lettered_is_driven_again_an
     // recording the answer; the request runs out of deliveries.
     let worker = shop.crashing_worker().await;
     let (claim, request) = worker.claim().await;
-    let order_id = request.order_id.parse().unwrap();
-    worker.db.begin(order_id, &request).await.unwrap();
-    let first = worker
-        .provider
-        .charge(order_id, request.amount_minor)
-        .await
-        .unwrap();
+    let first = worker.begin_and_charge(&request).await;
     worker.die_and_dead_letter(vec![claim]).await;
     assert_eq!(
         shop.payment_row(&order.order_id).await.state,
@@ -143,7 +140,7 @@ async fn a_processing_payment_whose_request_was_dead_lettered_is_driven_again_an
     let settled = shop.settled(&order.order_id).await;
     assert_eq!(settled.status, pb::OrderStatus::Paid as i32, "{settled:?}");
     assert_eq!(
-        settled.payment_id, first.provider_ref,
+        settled.payment_id, first.charge_id,
         "the crashed worker's charge is the payment"
     );
     assert_eq!(
@@ -226,19 +223,25 @@ async fn a_capture_for_an_order_cancelled_meanwhile_is_refunded_exactly_once() {
         1,
         "one refund"
     );
-    let refunded: i64 =
-        sqlx::query_scalar("SELECT amount_minor FROM provider_refunds WHERE order_id = $1::uuid")
-            .bind(&order.order_id)
-            .fetch_one(&shop.payment_pool)
-            .await
-            .unwrap();
+    let refunded: i64 = sqlx::query_scalar(
+        "SELECT r.amount_minor FROM provider_refunds r JOIN provider_charges c USING (charge_id)
+         WHERE c.order_id = $1::uuid",
+    )
+    .bind(&order.order_id)
+    .fetch_one(&shop.payment_pool)
+    .await
+    .unwrap();
     assert_eq!(refunded, payment.amount_minor, "the whole charge came back");
     // Asking the provider again (an overlapping leader would) refunds nothing more.
     let provider = shop.provider.clone().unwrap();
     let order_id = order.order_id.parse().unwrap();
-    let again = provider.refund(order_id).await.unwrap();
+    let key = idempotency_key(order_id, "refund");
+    let again = provider
+        .refund(&payment.payment_id, key.as_deref())
+        .await
+        .unwrap();
     assert!(
-        payment.reason.contains(&again.refund_ref),
+        payment.reason.contains(&again.refund_id),
         "{payment:?} vs {again:?}"
     );
     assert_eq!(provider.refunds(), 1);

@@ -68,6 +68,9 @@ async fn loadtest_json_has_one_object_per_strategy_with_the_required_fields() {
             "conservation_violations",
             "status_mismatches",
             "limit_violations",
+            "provider_charges",
+            "provider_refunds",
+            "duplicate_charges",
         ] {
             assert!(object[field].is_i64(), "{field} in {object}");
         }
@@ -84,6 +87,7 @@ async fn loadtest_json_has_one_object_per_strategy_with_the_required_fields() {
             "conservation_violations",
             "status_mismatches",
             "limit_violations",
+            "duplicate_charges",
         ] {
             assert_eq!(object[field], 0, "{field} in {object}");
         }

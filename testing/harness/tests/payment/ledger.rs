@@ -1,0 +1,171 @@
+//! The simulated provider's own ledger and its idempotency keys, asked directly (as a
+//! payment worker would), against real Postgres and etcd; and the amount charged being
+//! the order's, whatever the queue item says.
+
+use payment_service::provider::{ChargeRequest, ChargeStatus, ProviderError};
+use shop_proto::v1 as pb;
+use shop_proto::v1::CustomerTier;
+use uuid::Uuid;
+
+use crate::helpers::{sku, Shop};
+
+fn request(order_id: Uuid, amount_minor: i64, capture: bool, key: Option<&str>) -> ChargeRequest {
+    ChargeRequest {
+        order_id,
+        amount_minor,
+        capture,
+        idempotency_key: key.map(str::to_owned),
+    }
+}
+
+#[tokio::test]
+async fn a_repeated_key_returns_the_first_charge_and_no_key_is_a_new_charge() {
+    let shop = Shop::spawn(|_| {}, false).await;
+    let worker = shop.crashing_worker().await;
+    let provider = &worker.provider;
+    let order = Uuid::new_v4();
+    let key = format!("k-{order}");
+
+    let first = provider
+        .authorize(&request(order, 2_000, true, Some(&key)))
+        .await
+        .unwrap();
+    assert_eq!(first.status, ChargeStatus::Captured);
+    let again = provider
+        .authorize(&request(order, 2_000, true, Some(&key)))
+        .await
+        .unwrap();
+    assert_eq!(again, first, "a repeated key answers with the first charge");
+    assert_eq!(provider.charges(), 1);
+    // The same key for another request is refused, not answered with the first result.
+    let reused = provider
+        .authorize(&request(order, 9_999, true, Some(&key)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(reused, ProviderError::KeyReused { .. }),
+        "{reused}"
+    );
+    // Without a key the provider cannot know it is a repeat: a second charge.
+    let unkeyed = provider
+        .authorize(&request(order, 2_000, true, None))
+        .await
+        .unwrap();
+    assert_ne!(unkeyed.charge_id, first.charge_id);
+    let ledger = shop.ledger(&[&order.to_string()]).await;
+    assert_eq!(
+        (
+            ledger.charges,
+            ledger.kept_by(order),
+            ledger.duplicate_charges()
+        ),
+        (2, 2, 1),
+        "the ledger holds the double charge: {ledger:?}"
+    );
+    // Refunding the extra one settles it: kept once again.
+    provider.refund(&unkeyed.charge_id, None).await.unwrap();
+    let ledger = shop.ledger(&[&order.to_string()]).await;
+    assert_eq!((ledger.refunds, ledger.duplicate_charges()), (1, 0));
+    worker.die(Vec::new()).await;
+    shop.stop().await;
+}
+
+#[tokio::test]
+async fn twenty_requests_racing_with_one_key_make_one_charge() {
+    let shop = Shop::spawn(|s| s.provider.concurrency = 8, false).await;
+    let worker = shop.crashing_worker().await;
+    let order = Uuid::new_v4();
+    let ask = request(order, 1_000, true, Some("race-key"));
+    let racers = (0..20).map(|_| worker.provider.authorize(&ask));
+    let answers = futures::future::join_all(racers).await;
+    let ids: std::collections::BTreeSet<String> =
+        answers.into_iter().map(|a| a.unwrap().charge_id).collect();
+    assert_eq!(ids.len(), 1, "one charge for all: {ids:?}");
+    assert_eq!(shop.provider_charges(&order.to_string()).await, 1);
+    worker.die(Vec::new()).await;
+    shop.stop().await;
+}
+
+#[tokio::test]
+async fn authorize_then_capture_then_refund_each_once_per_key() {
+    let shop = Shop::spawn(|_| {}, false).await;
+    let worker = shop.crashing_worker().await;
+    let provider = &worker.provider;
+    let order = Uuid::new_v4();
+    let held = provider
+        .authorize(&request(order, 3_000, false, Some("a")))
+        .await
+        .unwrap();
+    assert_eq!(held.status, ChargeStatus::Authorized);
+    // Nothing captured yet: nothing to refund.
+    let early = provider.refund(&held.charge_id, Some("r0")).await;
+    assert!(
+        matches!(early, Err(ProviderError::Refused { .. })),
+        "{early:?}"
+    );
+    let captured = provider.capture(&held.charge_id, Some("c")).await.unwrap();
+    assert_eq!(captured.status, ChargeStatus::Captured);
+    let refund = provider.refund(&held.charge_id, Some("r")).await.unwrap();
+    assert_eq!(refund.amount_minor, 3_000);
+    let repeat = provider.refund(&held.charge_id, Some("r")).await.unwrap();
+    assert_eq!(
+        repeat, refund,
+        "a repeated key answers with the first refund"
+    );
+    // A new refund request (another key) finds nothing left to give back.
+    let more = provider.refund(&held.charge_id, Some("r2")).await;
+    assert!(
+        matches!(more, Err(ProviderError::NothingLeftToRefund(_))),
+        "{more:?}"
+    );
+    assert_eq!(provider.refunds(), 1);
+    let missing = provider.capture("ch_nonexistent", None).await;
+    assert!(
+        matches!(missing, Err(ProviderError::NoSuchCharge(_))),
+        "{missing:?}"
+    );
+    worker.die(Vec::new()).await;
+    shop.stop().await;
+}
+
+/// What to charge is the order's (its lines, read from the order service), not the
+/// queue item's copy: an item edited to say 1 minor unit still charges the order's 2 000.
+#[tokio::test]
+async fn a_forged_queue_item_cannot_change_the_amount_charged() {
+    let mut shop = Shop::spawn(|_| {}, false).await;
+    let tea = sku("tea");
+    shop.set_stock(&tea, 5).await;
+    let order = shop.buy("k", "frank", CustomerTier::Gold, &tea, 2).await;
+    let owed = 2 * shop_common::payments::UNIT_PRICE_MINOR;
+
+    // Someone with access to etcd swaps the order service's item for a forged one.
+    let worker = shop.crashing_worker().await;
+    let (claim, mut forged) = worker.claim().await;
+    assert_eq!(forged.amount_minor, owed);
+    claim.ack().await.unwrap();
+    forged.amount_minor = 1;
+    let priority = shop_common::payments::tier_priority(&forged.tier);
+    worker
+        .queue
+        .enqueue_with_id(&forged.order_id, &forged.encode(), priority)
+        .await
+        .unwrap();
+    worker.die(Vec::new()).await;
+
+    shop.start_payment().await;
+    let settled = shop.settled(&order.order_id).await;
+    assert_eq!(settled.status, pb::OrderStatus::Paid as i32, "{settled:?}");
+    assert_eq!(shop.payment_row(&order.order_id).await.amount_minor, owed);
+    let charged: Vec<i64> =
+        sqlx::query_scalar("SELECT amount_minor FROM provider_charges WHERE order_id = $1::uuid")
+            .bind(&order.order_id)
+            .fetch_all(&shop.payment_pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        charged,
+        vec![owed],
+        "the provider charged the order's amount"
+    );
+    shop.stop().await;
+}
