@@ -69,6 +69,35 @@ pub struct Reading {
     cpu: BTreeMap<String, u64>,
 }
 
+/// A per-order figure with two decimals, or `n/a` when it could not be read.
+pub fn per_order(value: Option<f64>) -> String {
+    value.map_or("n/a".to_owned(), |v| format!("{v:.2}"))
+}
+
+impl Cost {
+    /// One line: etcd writes and requests, Postgres transactions, CPU ms by process.
+    pub fn line(&self) -> String {
+        let c = self;
+        let joined = |map: &BTreeMap<String, f64>| {
+            map.iter()
+                .map(|(name, n)| format!("{name} {n:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let (methods, cpu) = (
+            joined(&c.etcd_requests_by_method),
+            joined(&c.cpu_ms_per_order),
+        );
+        format!(
+            "etcd {} writes, {} requests ({methods}); Postgres {} transactions; CPU ms: {}",
+            per_order(c.etcd_writes_per_order),
+            per_order(c.etcd_requests_per_order),
+            per_order(c.pg_xacts_per_order),
+            if cpu.is_empty() { "n/a".into() } else { cpu },
+        )
+    }
+}
+
 /// Where the counters are read.
 pub struct CostProbe {
     etcd: etcd_client::Client,

@@ -12,7 +12,7 @@ use shop_common::domain::Strategy;
 
 use crate::audit::Audit;
 use crate::config::RunConfig;
-use crate::cost::Cost;
+use crate::cost::{per_order, Cost};
 use crate::scenario::RunNames;
 use crate::stats::Measurements;
 
@@ -348,7 +348,7 @@ fn details(r: &StrategyReport) -> Vec<(String, String)> {
             r.audit.payment_mismatch_examples.join("; "),
         ));
     }
-    lines.push(("cost per order".into(), cost_line(&r.cost)));
+    lines.push(("cost per order".into(), r.cost.line()));
     for (message, n) in r.errors.iter().take(3) {
         lines.push(("failed calls".into(), format!("{n} × {message}")));
     }
@@ -402,34 +402,9 @@ pub fn render_text(reports: &[StrategyReport]) -> String {
     }
     writeln!(out, "\ncost per order").unwrap();
     for r in reports {
-        writeln!(out, "  {:<8}  {}", r.strategy, cost_line(&r.cost)).unwrap();
+        writeln!(out, "  {:<8}  {}", r.strategy, r.cost.line()).unwrap();
     }
     out
-}
-
-fn per_order(value: Option<f64>) -> String {
-    value.map_or("n/a".to_owned(), |v| format!("{v:.2}"))
-}
-
-/// One line: etcd writes and requests, Postgres transactions, CPU ms by process.
-fn cost_line(c: &Cost) -> String {
-    let joined = |map: &BTreeMap<String, f64>| {
-        map.iter()
-            .map(|(name, n)| format!("{name} {n:.2}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let (methods, cpu) = (
-        joined(&c.etcd_requests_by_method),
-        joined(&c.cpu_ms_per_order),
-    );
-    format!(
-        "etcd {} writes, {} requests ({methods}); Postgres {} transactions; CPU ms: {}",
-        per_order(c.etcd_writes_per_order),
-        per_order(c.etcd_requests_per_order),
-        per_order(c.pg_xacts_per_order),
-        if cpu.is_empty() { "n/a".into() } else { cpu },
-    )
 }
 
 /// The cost per order side by side, as a markdown table.
