@@ -164,6 +164,7 @@ async fn load_configs(
             progress: false,
             sample_stock: false,
             seed: index as u64,
+            internal_token: Some(stack.token().clone()),
         });
     }
     Ok(configs)

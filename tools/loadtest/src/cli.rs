@@ -335,6 +335,10 @@ impl Args {
             progress: !self.quiet && !self.json,
             sample_stock: self.report.is_some(),
             seed: self.seed,
+            internal_token: shop_common::auth::InternalToken::from_lookup(
+                shop_common::config::env_var,
+            )
+            .map_err(|e| anyhow::anyhow!(e.0))?,
         })
     }
 }

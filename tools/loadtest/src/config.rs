@@ -141,6 +141,9 @@ pub struct RunConfig {
     pub sample_stock: bool,
     /// Seed of the buyers' random choices (carts, quantities).
     pub seed: u64,
+    /// The operator's internal token for the setup's admin calls (stocking, sales);
+    /// the command line reads it from `INTERNAL_TOKEN_FILE`. None: no token presented.
+    pub internal_token: Option<shop_common::auth::InternalToken>,
 }
 
 impl RunConfig {

@@ -45,6 +45,25 @@ pub(super) async fn replay_saga_messages(stack: &Stack, hot_sku: &str) -> anyhow
     ))
 }
 
+/// CreateOrder as a client sends it: ABORTED ("changed by a concurrent attempt with
+/// the same idempotency key; retry") is the answer a duplicate racing its twin may get,
+/// and the client asks again, as the status says; anything else is the answer.
+async fn create_order(
+    client: &mut OrderServiceClient<Operator>,
+    request: pb::CreateOrderRequest,
+) -> anyhow::Result<pb::Order> {
+    let mut attempt = 0u64;
+    loop {
+        match client.create_order(request.clone()).await {
+            Err(status) if status.code() == tonic::Code::Aborted && attempt < 20 => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
+            }
+            answer => return Ok(answer?.into_inner()),
+        }
+    }
+}
+
 /// One round; the problems it found.
 async fn round(mut r: Replicas, hot_sku: &str, i: usize) -> anyhow::Result<Vec<String>> {
     let line = || {
@@ -63,8 +82,9 @@ async fn round(mut r: Replicas, hot_sku: &str, i: usize) -> anyhow::Result<Vec<S
         ..Default::default()
     };
     let [o1, o2] = &mut r.orders;
-    let (first, second) = tokio::join!(o1.create_order(request.clone()), o2.create_order(request));
-    let (first, second) = (first?.into_inner(), second?.into_inner());
+    let (first, second) =
+        tokio::join!(create_order(o1, request.clone()), create_order(o2, request));
+    let (first, second) = (first?, second?);
     if first.order_id != second.order_id {
         problems.push(format!(
             "CreateOrder twice at once made two orders: {} and {}",

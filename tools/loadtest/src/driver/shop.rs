@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use shop_common::auth::{Authorized, BearerToken, InternalToken};
+use shop_common::auth::{Authorized, BearerToken};
 use shop_proto::v1::inventory_service_client::InventoryServiceClient;
 use shop_proto::v1::order_service_client::OrderServiceClient;
 use tonic::transport::Channel;
@@ -46,8 +46,7 @@ impl Shop {
                 channel(&config.endpoints.order, "order").await?,
             ));
         }
-        let token = InternalToken::from_lookup(shop_common::config::env_var)
-            .map_err(|e| anyhow::anyhow!(e.0))?;
+        let token = config.internal_token.clone();
         let inventory = InventoryServiceClient::with_interceptor(
             channel(&config.endpoints.inventory, "inventory").await?,
             BearerToken(token),

@@ -78,6 +78,7 @@ impl Shop {
             progress: false,
             sample_stock: false,
             seed: 7,
+            internal_token: None,
         }
     }
 
