@@ -265,6 +265,18 @@ impl Background {
         }
     }
 
+    /// Waits until it has printed `want` lines (at most a few seconds; not when
+    /// updating, where the page's line counts may be stale).
+    fn wait_for(&self, want: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !updating()
+            && Instant::now() < deadline
+            && self.lines.lock().expect("lines").len() < want
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn output(&self) -> String {
         self.lines.lock().expect("lines").join("\n")
     }
@@ -388,6 +400,14 @@ fn etcdctl_sessions_in_the_docs_are_what_etcd_answers() {
                 } else {
                     let outputs = run_foreground(&etcd, &commands);
                     expected.insert(block.arg.clone(), transcript(&commands, &outputs));
+                    // Terminal 1 shows what terminal 2 just did before the page goes on:
+                    // a watch still replaying history when a later block compacts it
+                    // would be cancelled.
+                    for (_, shapes, started) in &running {
+                        for (background, (_, want)) in started.iter().zip(shapes) {
+                            background.wait_for(*want);
+                        }
+                    }
                 }
             }
             // Terminal 1's commands stop last started first.
