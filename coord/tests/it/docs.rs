@@ -108,22 +108,16 @@ fn with_body(text: &str, block: &MarkedBlock, body: &str) -> String {
     joined
 }
 
-/// Replaces what differs between runs: lease ids and wall-clock numbers (runs of 10 or
-/// more hex digits that contain a digit and do not start with `0`; zero-padded
-/// sequence numbers stay exact), the seconds a lease has left and the order in which
-/// etcd lists a lease's keys.
-pub(super) fn normalize(output: &str) -> String {
+/// `text` with each run of ASCII letters and digits that `is_id` accepts replaced by
+/// `<id>`.
+pub(super) fn ids_replaced(text: &str, is_id: impl Fn(&str) -> bool) -> String {
     let mut out = String::new();
     let mut run = String::new();
     let flush = |run: &mut String, out: &mut String| {
-        let is_id = run.len() >= 10
-            && run.chars().all(|c| c.is_ascii_hexdigit())
-            && run.chars().any(|c| c.is_ascii_digit())
-            && !run.starts_with('0');
-        out.push_str(if is_id { "<id>" } else { run.as_str() });
+        out.push_str(if is_id(run) { "<id>" } else { run.as_str() });
         run.clear();
     };
-    for c in output.chars() {
+    for c in text.chars() {
         if c.is_ascii_alphanumeric() {
             run.push(c);
         } else {
@@ -132,6 +126,20 @@ pub(super) fn normalize(output: &str) -> String {
         }
     }
     flush(&mut run, &mut out);
+    out
+}
+
+/// Replaces what differs between runs: lease ids and wall-clock numbers (runs of 10 or
+/// more hex digits that contain a digit and do not start with `0`; zero-padded
+/// sequence numbers stay exact), the seconds a lease has left and the order in which
+/// etcd lists a lease's keys.
+pub(super) fn normalize(output: &str) -> String {
+    let out = ids_replaced(output, |run| {
+        run.len() >= 10
+            && run.chars().all(|c| c.is_ascii_hexdigit())
+            && run.chars().any(|c| c.is_ascii_digit())
+            && !run.starts_with('0')
+    });
     let mut lines = Vec::new();
     for line in out.lines() {
         let line = match line.find("remaining(") {

@@ -29,7 +29,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::docs::{
-    block_body, check_blocks, markdown_files, marked_blocks, normalize, relative, updating,
+    block_body, check_blocks, ids_replaced, markdown_files, marked_blocks, normalize, relative,
+    updating,
 };
 use super::docs_outputs::{build_examples, examples_dir};
 
@@ -313,25 +314,12 @@ impl Drop for Background {
 
 /// etcdctl prints lease ids zero-padded to 16 hex digits (`lease revoke`).
 fn normalized(text: &str) -> String {
-    let mut out = String::new();
-    let mut run = String::new();
-    let flush = |run: &mut String, out: &mut String| {
-        let padded_id = run.len() == 16
+    let out = ids_replaced(text, |run| {
+        run.len() == 16
             && run.starts_with('0')
             && run.chars().all(|c| c.is_ascii_hexdigit())
-            && run.chars().any(|c| c.is_ascii_alphabetic());
-        out.push_str(if padded_id { "<id>" } else { run.as_str() });
-        run.clear();
-    };
-    for c in text.chars() {
-        if c.is_ascii_alphanumeric() {
-            run.push(c);
-        } else {
-            flush(&mut run, &mut out);
-            out.push(c);
-        }
-    }
-    flush(&mut run, &mut out);
+            && run.chars().any(|c| c.is_ascii_alphabetic())
+    });
     normalize(&out)
 }
 
