@@ -44,6 +44,9 @@ stop_all() {
 if [ $stop = 1 ]; then stop_all; exit 0; fi
 
 eval "$(scripts/install-deps.sh --env)"
+# The services refuse to start without the internal token, and the load tester presents
+# it for stocking and opening the sale: one token for this bench shop, kept with its logs.
+export INTERNAL_TOKEN_FILE=${INTERNAL_TOKEN_FILE:-$(scripts/secrets.sh "$logs/internal-token")}
 profile=${PROFILE:-release}
 profile_flag=--release
 [ "$profile" = debug ] && profile_flag=
