@@ -8,8 +8,10 @@ use anyhow::Context;
 use coord::etcd_client::{Client as EtcdClient, CompactionOptions, GetOptions};
 
 use super::catalogue::Fault;
+use super::leader_change::{kill_job_leader_move_leader, kill_lock_holder_move_leader};
 use super::observe::{etcd_leader, job_leader, keys_under, lease_gone, lock_holder, replica_lease};
 use super::replay::replay_saga_messages;
+use super::section::pause_in_section;
 use super::stack::{HOLD, PROJECT};
 use crate::{Stack, TTL};
 
@@ -17,21 +19,21 @@ use crate::{Stack, TTL};
 type Injected = (String, Option<Duration>);
 
 /// Where a fault lands: the stack, its etcd members (name, endpoint), the run's hot SKU.
-struct Target<'a> {
-    stack: &'a Stack,
-    members: &'a [(String, String)],
+pub(super) struct Target<'a> {
+    pub(super) stack: &'a Stack,
+    pub(super) members: &'a [(String, String)],
     hot_sku: &'a str,
 }
 
 impl Target<'_> {
     /// A client of every etcd member.
-    async fn etcd(&self) -> anyhow::Result<EtcdClient> {
+    pub(super) async fn etcd(&self) -> anyhow::Result<EtcdClient> {
         let endpoints: Vec<String> = self.members.iter().map(|(_, e)| e.clone()).collect();
         EtcdClient::connect(endpoints, None).await.context("etcd")
     }
 
     /// The hot SKU's lock keys.
-    fn locks(&self) -> String {
+    pub(super) fn locks(&self) -> String {
         format!("/shop/locks/sku/{}/", self.hot_sku)
     }
 }
@@ -55,6 +57,10 @@ pub(super) async fn inject(
     members: &[(String, String)],
     hot_sku: &str,
 ) -> Injection {
+    if fault == Fault::PauseInSection {
+        // An experiment of its own, with its own verdict.
+        return pause_in_section(stack, members).await;
+    }
     let target = Target {
         stack,
         members,
@@ -91,6 +97,9 @@ async fn inject_kind(target: &Target<'_>, fault: Fault) -> anyhow::Result<Inject
             None,
         )),
         Fault::CompactEtcd => compact_etcd(target).await,
+        Fault::KillLockHolderMoveLeader => kill_lock_holder_move_leader(target).await,
+        Fault::KillJobLeaderMoveLeader => kill_job_leader_move_leader(target).await,
+        Fault::PauseInSection => unreachable!("handled by `inject`"),
     }
 }
 
@@ -336,7 +345,7 @@ async fn start_again(stack: &Stack, service: &str) -> anyhow::Result<()> {
     stack.start_again(service).await.map_err(anyhow::Error::msg)
 }
 
-fn seconds(d: Option<Duration>) -> String {
+pub(super) fn seconds(d: Option<Duration>) -> String {
     d.map_or_else(|| "—".to_owned(), |d| format!("{:.2}s", d.as_secs_f64()))
 }
 
