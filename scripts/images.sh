@@ -79,8 +79,11 @@ build_shop() {
   # The hooked inventory first, set aside: the normal build below overwrites
   # target/<profile>/inventory (cargo keeps both feature sets' artifacts, so switching
   # back and forth relinks nothing).
-  log "cargo build $flag -p inventory-service --features test-hooks (the hooked inventory)"
-  cargo build -q $flag -p inventory-service --features test-hooks --bin inventory
+  # HOOKED_FEATURES adds test-only features to it, e.g. `test-hooks,knockout-fencing`
+  # to watch the fault suite's pause-in-section fail with fencing removed.
+  local features=${HOOKED_FEATURES:-test-hooks}
+  log "cargo build $flag -p inventory-service --features $features (the hooked inventory)"
+  cargo build -q $flag -p inventory-service --features "$features" --bin inventory
   cp "target/$profile/inventory" "$ctx/hooked/inventory"
   log "cargo build $flag --bins (the shop image's binaries)"
   cargo build -q $flag --workspace --bins
@@ -104,7 +107,7 @@ build_shop() {
   docker build -q -t "${HOOKED_IMAGE:-coord-shop:test-hooks}" -f "$ctx/Dockerfile.hooked" \
     --build-arg "BASE=${SHOP_IMAGE:-coord-shop:dev}" "$ctx" >/dev/null
   rm -rf "$ctx"
-  log "tagged ${HOOKED_IMAGE:-coord-shop:test-hooks} (inventory built with test-hooks)"
+  log "tagged ${HOOKED_IMAGE:-coord-shop:test-hooks} (inventory built with --features $features)"
 }
 
 case "$what" in

@@ -11,6 +11,7 @@ use super::catalogue::Fault;
 use super::leader_change::{kill_job_leader_move_leader, kill_lock_holder_move_leader};
 use super::observe::{etcd_leader, job_leader, keys_under, lease_gone, lock_holder, replica_lease};
 use super::replay::replay_saga_messages;
+use super::report::{seconds, Injection};
 use super::section::pause_in_section;
 use super::stack::{HOLD, PROJECT};
 use crate::{Stack, TTL};
@@ -19,33 +20,23 @@ use crate::{Stack, TTL};
 type Injected = (String, Option<Duration>);
 
 /// Where a fault lands: the stack, its etcd members (name, endpoint), the run's hot SKU.
-pub(super) struct Target<'a> {
-    pub(super) stack: &'a Stack,
-    pub(super) members: &'a [(String, String)],
+struct Target<'a> {
+    stack: &'a Stack,
+    members: &'a [(String, String)],
     hot_sku: &'a str,
 }
 
 impl Target<'_> {
     /// A client of every etcd member.
-    pub(super) async fn etcd(&self) -> anyhow::Result<EtcdClient> {
+    async fn etcd(&self) -> anyhow::Result<EtcdClient> {
         let endpoints: Vec<String> = self.members.iter().map(|(_, e)| e.clone()).collect();
         EtcdClient::connect(endpoints, None).await.context("etcd")
     }
 
     /// The hot SKU's lock keys.
-    pub(super) fn locks(&self) -> String {
+    fn locks(&self) -> String {
         format!("/shop/locks/sku/{}/", self.hot_sku)
     }
-}
-
-/// What injecting a fault came to.
-pub(super) struct Injection {
-    /// What was done, and what the fault's own measurement saw (or why it failed).
-    pub(super) action: String,
-    /// The fault's hand-over time, where it has one.
-    pub(super) failover: Option<Duration>,
-    /// Why the fault could not be injected: a violation of the run.
-    pub(super) error: Option<String>,
 }
 
 /// Injects `fault` (and undoes it). A fault that cannot be injected is recorded, not
@@ -97,8 +88,12 @@ async fn inject_kind(target: &Target<'_>, fault: Fault) -> anyhow::Result<Inject
             None,
         )),
         Fault::CompactEtcd => compact_etcd(target).await,
-        Fault::KillLockHolderMoveLeader => kill_lock_holder_move_leader(target).await,
-        Fault::KillJobLeaderMoveLeader => kill_job_leader_move_leader(target).await,
+        Fault::KillLockHolderMoveLeader => {
+            kill_lock_holder_move_leader(target.stack, target.members, &target.locks()).await
+        }
+        Fault::KillJobLeaderMoveLeader => {
+            kill_job_leader_move_leader(target.stack, target.members).await
+        }
         Fault::PauseInSection => unreachable!("handled by `inject`"),
     }
 }
@@ -343,10 +338,6 @@ async fn kill_until_lease_gone(
 
 async fn start_again(stack: &Stack, service: &str) -> anyhow::Result<()> {
     stack.start_again(service).await.map_err(anyhow::Error::msg)
-}
-
-pub(super) fn seconds(d: Option<Duration>) -> String {
-    d.map_or_else(|| "—".to_owned(), |d| format!("{:.2}s", d.as_secs_f64()))
 }
 
 async fn docker_on(stack: &Stack, verb: &[&str], service: &str) -> anyhow::Result<()> {

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use coord::etcd_client::Client as EtcdClient;
 
-use super::inject::{seconds, Target};
 use super::observe::{job_leader, lock_holder, replica_lease};
+use super::report::seconds;
 use crate::{Stack, TTL};
 
 /// What was done, and the fault's hand-over time.
@@ -25,14 +25,18 @@ const LIMIT: Duration = Duration::from_secs(30);
 
 /// `docker kill` the inventory replica in the hot SKU's lock line, then move the etcd
 /// leader; times until its lease (and its lock keys) are gone.
-pub(super) async fn kill_lock_holder_move_leader(target: &Target<'_>) -> anyhow::Result<Injected> {
-    let mut client = target.etcd().await?;
-    let (lease, queued) = lock_holder(&mut client, &target.locks()).await?;
+pub(super) async fn kill_lock_holder_move_leader(
+    stack: &Stack,
+    members: &[(String, String)],
+    locks: &str,
+) -> anyhow::Result<Injected> {
+    let mut client = etcd(members).await?;
+    let (lease, queued) = lock_holder(&mut client, locks).await?;
     let at = Instant::now();
-    docker_on(target.stack, &["kill"], "inventory-1").await?;
-    let moved = move_leader_while_lease_runs_out(target.members, &mut client, lease, at).await?;
+    docker_on(stack, &["kill"], "inventory-1").await?;
+    let moved = move_leader_while_lease_runs_out(members, &mut client, lease, at).await?;
     let gone = wait_lease_gone(&mut client, lease, at).await?;
-    start_again_after_kill(target.stack, "inventory-1").await?;
+    start_again_after_kill(stack, "inventory-1").await?;
     Ok((
         format!(
             "inventory-1 killed{queued}; {}; its lease expired {} after the kill (TTL {}s); restarted",
@@ -46,19 +50,21 @@ pub(super) async fn kill_lock_holder_move_leader(target: &Target<'_>) -> anyhow:
 
 /// `docker kill` the order replica leading `expire-reservations`, then move the etcd
 /// leader; times until the other replica leads.
-pub(super) async fn kill_job_leader_move_leader(target: &Target<'_>) -> anyhow::Result<Injected> {
-    let stack = target.stack;
+pub(super) async fn kill_job_leader_move_leader(
+    stack: &Stack,
+    members: &[(String, String)],
+) -> anyhow::Result<Injected> {
     let leader = job_leader(stack, "order-2").await;
     let (victim, survivor) = if leader.contains("order-1") {
         ("order-1", "order-2")
     } else {
         ("order-2", "order-1")
     };
-    let mut client = target.etcd().await?;
+    let mut client = etcd(members).await?;
     let lease = replica_lease(&mut client, "order", victim).await?;
     let at = Instant::now();
     docker_on(stack, &["kill"], victim).await?;
-    let moved = move_leader_while_lease_runs_out(target.members, &mut client, lease, at).await?;
+    let moved = move_leader_while_lease_runs_out(members, &mut client, lease, at).await?;
     let mut failover = None;
     while at.elapsed() < LIMIT {
         if job_leader(stack, survivor).await.contains(survivor) {
@@ -219,6 +225,12 @@ async fn member_statuses(members: &[(String, String)]) -> anyhow::Result<Vec<Mem
     }
     anyhow::ensure!(!statuses.is_empty(), "no etcd member answered");
     Ok(statuses)
+}
+
+/// A client of every etcd member.
+async fn etcd(members: &[(String, String)]) -> anyhow::Result<EtcdClient> {
+    let endpoints: Vec<String> = members.iter().map(|(_, e)| e.clone()).collect();
+    EtcdClient::connect(endpoints, None).await.context("etcd")
 }
 
 async fn start_again_after_kill(stack: &Stack, service: &str) -> anyhow::Result<()> {

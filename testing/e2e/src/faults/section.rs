@@ -26,8 +26,8 @@ use loadtest::audit::{AuditScope, Auditor};
 use shop_common::domain::Strategy;
 use shop_proto::v1 as pb;
 
-use super::inject::Injection;
 use super::observe::lease_gone;
+use super::report::Injection;
 use super::stack::{databases, HOLD};
 use crate::{Stack, TTL};
 
