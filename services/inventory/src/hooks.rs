@@ -1,8 +1,8 @@
 //! Test-only hooks (feature `test-hooks`): a test can hold one order's Reserve or
 //! Release at a named moment ([`Moment`]) and is told when it is there. Enabled only
 //! by dev-dependencies (this crate's own on itself, the harness's) and by the fault
-//! suite's hooked inventory image (`scripts/images.sh hooked`); no normal build has
-//! this module.
+//! suite's hooked inventory image (`coord-shop:test-hooks`, from `scripts/images.sh`);
+//! no normal build has this module.
 //!
 //! Across processes (the fault suite's `pause-in-section`, against containers): a
 //! hooked replica started with `TEST_HOOK_PAUSE_IN_SECTION_SKU_PREFIX=<prefix>` holds
