@@ -170,9 +170,16 @@ async fn experiment(
     let key = format!("/shop/test-hooks/in-section/{sku}");
     let announced = tokio::select! {
         announced = announcement(&mut etcd, &key) => announced?,
-        answered = &mut first => anyhow::bail!(
-            "A's Reserve answered without being held ({answered:?}): is inventory-1 running the hooked image?"
-        ),
+        answered = &mut first => {
+            let answer = match answered {
+                Ok(Ok(r)) => r.into_inner().outcome().as_str_name().to_owned(),
+                Ok(Err(status)) => format!("{:?}: {}", status.code(), status.message()),
+                Err(e) => e.to_string(),
+            };
+            anyhow::bail!(
+                "A's Reserve answered ({answer}) without being held: the moment was missed (is inventory-1 running the hooked image, armed for {SKU_PREFIX}?)"
+            )
+        }
     };
     anyhow::ensure!(
         announced.starts_with("inventory-1 "),
