@@ -4,7 +4,10 @@
 # order replicas once per fault while injecting it — a paused or killed lock holder,
 # a killed or SIGTERMed job leader, a stopped etcd member, the etcd leader killed,
 # Postgres restarted, a payment worker killed, a replica cut off from the network,
-# duplicate and out-of-order saga messages, etcd compaction — and rewrites the fault
+# duplicate and out-of-order saga messages, etcd compaction, a lock holder held inside
+# its critical section (pause-in-section, fenced and unfenced, against the hooked
+# inventory image), a lock holder or job leader killed while etcd's leader is moved —
+# and rewrites the fault
 # matrix in docs/reliability.md with what the databases say (oversold, lost orders,
 # duplicate payments) and what it measured (stall, failover).
 #

@@ -7,6 +7,9 @@
 #   postgres:15-bookworm          + Debian's postgresql-15, official-image compatible env
 #   coord-shop:dev                the shop's binaries compiled on the host
 #                                 (docker/Dockerfile.prebuilt; PROFILE=debug|release)
+#   coord-shop:test-hooks         coord-shop:dev with its `inventory` replaced by one built
+#                                 with `--features test-hooks` (only the fault suite's
+#                                 pause-in-section runs it; part of `shop` and `all`)
 #   prom/prometheus:v2.42.0       + Debian bookworm's prometheus (2.42); only for the
 #                                 optional `metrics`/`grafana` compose profiles, so not
 #                                 part of `all` (CI does not build it)
@@ -71,18 +74,40 @@ build_shop() {
   local profile=${PROFILE:-release} ctx
   local flag=--release
   [ "$profile" = debug ] && flag=""
+  ctx=$(mktemp -d)
+  mkdir "$ctx/bin" "$ctx/fonts" "$ctx/hooked"
+  # The hooked inventory first, set aside: the normal build below overwrites
+  # target/<profile>/inventory (cargo keeps both feature sets' artifacts, so switching
+  # back and forth relinks nothing).
+  # HOOKED_FEATURES adds test-only features to it, e.g. `test-hooks,knockout-fencing`
+  # to watch the fault suite's pause-in-section fail with fencing removed.
+  local features=${HOOKED_FEATURES:-test-hooks}
+  log "cargo build $flag -p inventory-service --features $features (the hooked inventory)"
+  cargo build -q $flag -p inventory-service --features "$features" --bin inventory
+  cp "target/$profile/inventory" "$ctx/hooked/inventory"
   log "cargo build $flag --bins (the shop image's binaries)"
   cargo build -q $flag --workspace --bins
-  ctx=$(mktemp -d)
-  mkdir "$ctx/bin" "$ctx/fonts"
   cp docker/Dockerfile.prebuilt "$ctx/Dockerfile"
   # The load tester's charts need a font (fonts-dejavu-core, from install-deps.sh).
   cp /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf "$ctx/fonts/" 2>/dev/null \
     || log "no DejaVuSans.ttf on the host: loadtest --report will not work in the image"
   find "target/$profile" -maxdepth 1 -type f -perm -u+x -exec cp {} "$ctx/bin/" \;
+  # The normal image must carry no hook: its inventory must not know the hook's key.
+  if grep -q "test-hooks/in-section" "$ctx/bin/inventory"; then
+    log "target/$profile/inventory contains the test hook (built with test-hooks?); not tagging"
+    exit 1
+  fi
+  grep -q "test-hooks/in-section" "$ctx/hooked/inventory" \
+    || { log "the hooked inventory has no hook"; exit 1; }
   docker build -q -t "${SHOP_IMAGE:-coord-shop:dev}" "$ctx" >/dev/null
-  rm -rf "$ctx"
   log "tagged ${SHOP_IMAGE:-coord-shop:dev} ($profile binaries)"
+  # The hooked image: the normal one, its inventory replaced.
+  printf 'ARG BASE\nFROM ${BASE}\nCOPY hooked/inventory /usr/local/bin/inventory\n' \
+    >"$ctx/Dockerfile.hooked"
+  docker build -q -t "${HOOKED_IMAGE:-coord-shop:test-hooks}" -f "$ctx/Dockerfile.hooked" \
+    --build-arg "BASE=${SHOP_IMAGE:-coord-shop:dev}" "$ctx" >/dev/null
+  rm -rf "$ctx"
+  log "tagged ${HOOKED_IMAGE:-coord-shop:test-hooks} (inventory built with --features $features)"
 }
 
 case "$what" in

@@ -6,7 +6,7 @@
 //! | [`startup`] | `Settings` from the environment; `Application`: the shared `ServiceShell` plus the handlers and the reconcile job |
 //! | [`grpc`] | the `shop.v1.InventoryService` handlers; `grpc/proto.rs` protobuf ⇄ domain, `grpc/status.rs` errors ⇄ status |
 //! | [`reservation`] | Reserve under the SKUs' strategy (`none`, `mutex-unfenced`, `mutex`, `stm`, `pg`), SKU locks |
-//! | `hooks` | feature `test-hooks` only (tests): hold a Reserve or Release at a named moment (`moment!` marks them) |
+//! | `hooks` | feature `test-hooks` only (tests, the fault suite's hooked image): hold a Reserve or Release at a named moment (`moment!` marks them); across processes, announce an in-section hold in etcd |
 //! | [`stm`] | the `stm` strategy's etcd side: counters, customer counts, holds |
 //! | [`sales`] | flash sales: a coord Barrier holds Reserves until the sale opens |
 //! | [`catalog`] | prices: SetPrices under a coord RwMutex's write side, Quote under its read side |

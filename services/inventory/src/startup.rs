@@ -94,6 +94,8 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let mut shell = ServiceShell::build(&settings.common, &MIGRATOR).await?;
         let session = shell.session().clone();
+        #[cfg(feature = "test-hooks")]
+        crate::hooks::arm_remote(session.clone(), &settings.common.jobs.replica_id);
         let db = InventoryDb::new(shell.pool().clone());
         let sales = Arc::new(Sales::new(
             shell.pool().clone(),

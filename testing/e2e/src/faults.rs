@@ -28,16 +28,20 @@
 //! | `stack` | the suite's compose project and fixed ports, [`stack_up`], its databases and etcd members |
 //! | `inject` | one function per fault kind that injects it (and undoes it) and times its hand-over |
 //! | `observe` | what etcd and the services say around a fault: lock holders, leases, leaders |
+//! | `section` | the pause-in-section fault: a holder paused inside its critical section, fenced and unfenced |
+//! | `leader_change` | a lock holder or job leader killed, then the etcd leader moved; the real failover bound |
 //! | `replay` | the duplicate-messages fault's replayed and reordered saga messages |
 //! | `probe` | the probe orders that measure the stall |
 //! | `report` | [`FaultRun`], its violations, the fault matrix in markdown |
 
 mod catalogue;
 mod inject;
+mod leader_change;
 mod observe;
 mod probe;
 mod replay;
 mod report;
+mod section;
 mod stack;
 
 pub use catalogue::Fault;
@@ -75,10 +79,43 @@ pub async fn run_fault(
     started: Instant,
 ) -> anyhow::Result<FaultRun> {
     let run_id = format!("{}-{:06x}", fault.name(), rand::random::<u32>() & 0xff_ffff);
+    if fault == Fault::PauseInSection {
+        // Both inventory replicas from the hooked image, before the load starts.
+        step(
+            started,
+            "  pause-in-section: inventory replicas from the hooked image",
+        );
+        stack
+            .reconfigure(&section::INVENTORIES, &section::HOOKED)
+            .await
+            .map_err(anyhow::Error::msg)?;
+    }
+    let run = run_load_and_fault(stack, fault, options, started, &run_id).await;
+    if fault == Fault::PauseInSection {
+        // Back to the normal image, for the faults after this one.
+        step(
+            started,
+            "  pause-in-section: inventory replicas from the normal image again",
+        );
+        stack
+            .reconfigure(&section::INVENTORIES, &[])
+            .await
+            .map_err(anyhow::Error::msg)?;
+    }
+    run
+}
+
+async fn run_load_and_fault(
+    stack: &Stack,
+    fault: Fault,
+    options: &Options,
+    started: Instant,
+    run_id: &str,
+) -> anyhow::Result<FaultRun> {
     let members = etcd_endpoints(stack).await?;
-    let configs = load_configs(stack, options, &run_id, &members).await?;
+    let configs = load_configs(stack, options, run_id, &members).await?;
     let hot_sku = format!("lt-{run_id}-{}-sku0", options.strategy.as_str());
-    let probe = Probe::start(stack, &run_id, options.strategy).await?;
+    let probe = Probe::start(stack, run_id, options.strategy).await?;
     let loads: Vec<_> = configs
         .into_iter()
         .map(|config| tokio::spawn(async move { loadtest::run(&config).await }))
@@ -90,20 +127,21 @@ pub async fn run_fault(
     let injected = inject::inject(stack, fault, &members, &hot_sku).await;
     step(started, &format!("  {}: {}", fault.name(), injected.action));
     let mut reports: Vec<StrategyReport> = Vec::new();
-    let mut load_error = None;
-    for load in loads {
+    let mut load_errors = Vec::new();
+    for (index, load) in loads.into_iter().enumerate() {
         match load
             .await
             .context("load task")
             .and_then(|r| r.context("load run"))
         {
             Ok(mut played) => reports.append(&mut played),
-            Err(e) => load_error = Some(e),
+            Err(e) => load_errors.push(format!("load process {index}: {e:#}")),
         }
     }
     let probe = probe.stop(fault_at).await;
-    if let Some(e) = load_error {
-        return Err(e);
+    if !load_errors.is_empty() {
+        // Every failed process is reported, not only the last one.
+        anyhow::bail!("{}", load_errors.join("; "));
     }
     FaultRun::recorded(fault, options.strategy, injected, &reports, probe)
 }

@@ -244,6 +244,20 @@ impl Stack {
         self.start_again(service).await.expect("recreate");
     }
 
+    /// Re-creates `services` with `extra` environment (replacing a previous call's
+    /// extras; compose notices the changed configuration) and waits until they are
+    /// healthy.
+    pub async fn reconfigure(
+        &mut self,
+        services: &[&str],
+        extra: &[(&str, &str)],
+    ) -> Result<(), String> {
+        self.env = Self::with(self.base_env.clone(), extra);
+        let mut args = vec!["up", "-d", "--no-deps", "--wait"];
+        args.extend_from_slice(services);
+        self.compose(&args).await.map(|_| ())
+    }
+
     /// Brings a stopped, killed or changed service back (without its dependencies)
     /// and waits until it is healthy.
     pub async fn start_again(&self, service: &str) -> Result<(), String> {

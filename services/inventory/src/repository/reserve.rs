@@ -182,6 +182,8 @@ impl InventoryDb {
                         Err(shortage(sku, quantity, Some(read)))
                     } else {
                         moment!(InSection, order);
+                        #[cfg(feature = "test-hooks")]
+                        crate::hooks::reached_remote(sku, order).await;
                         tokio::time::sleep(think_time).await;
                         let token = fencing_token(guard, sku)?;
                         write_in_section(&mut tx, sku, quantity, read, token).await?;

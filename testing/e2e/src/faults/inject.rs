@@ -8,8 +8,11 @@ use anyhow::Context;
 use coord::etcd_client::{Client as EtcdClient, CompactionOptions, GetOptions};
 
 use super::catalogue::Fault;
+use super::leader_change::{kill_job_leader_move_leader, kill_lock_holder_move_leader};
 use super::observe::{etcd_leader, job_leader, keys_under, lease_gone, lock_holder, replica_lease};
 use super::replay::replay_saga_messages;
+use super::report::{seconds, Injection};
+use super::section::pause_in_section;
 use super::stack::{HOLD, PROJECT};
 use crate::{Stack, TTL};
 
@@ -36,16 +39,6 @@ impl Target<'_> {
     }
 }
 
-/// What injecting a fault came to.
-pub(super) struct Injection {
-    /// What was done, and what the fault's own measurement saw (or why it failed).
-    pub(super) action: String,
-    /// The fault's hand-over time, where it has one.
-    pub(super) failover: Option<Duration>,
-    /// Why the fault could not be injected: a violation of the run.
-    pub(super) error: Option<String>,
-}
-
 /// Injects `fault` (and undoes it). A fault that cannot be injected is recorded, not
 /// returned as an error: the load still runs to its end, so the next run starts on a
 /// quiet stack.
@@ -55,6 +48,10 @@ pub(super) async fn inject(
     members: &[(String, String)],
     hot_sku: &str,
 ) -> Injection {
+    if fault == Fault::PauseInSection {
+        // An experiment of its own, with its own verdict.
+        return pause_in_section(stack, members).await;
+    }
     let target = Target {
         stack,
         members,
@@ -91,6 +88,13 @@ async fn inject_kind(target: &Target<'_>, fault: Fault) -> anyhow::Result<Inject
             None,
         )),
         Fault::CompactEtcd => compact_etcd(target).await,
+        Fault::KillLockHolderMoveLeader => {
+            kill_lock_holder_move_leader(target.stack, target.members, &target.locks()).await
+        }
+        Fault::KillJobLeaderMoveLeader => {
+            kill_job_leader_move_leader(target.stack, target.members).await
+        }
+        Fault::PauseInSection => unreachable!("handled by `inject`"),
     }
 }
 
@@ -334,10 +338,6 @@ async fn kill_until_lease_gone(
 
 async fn start_again(stack: &Stack, service: &str) -> anyhow::Result<()> {
     stack.start_again(service).await.map_err(anyhow::Error::msg)
-}
-
-fn seconds(d: Option<Duration>) -> String {
-    d.map_or_else(|| "—".to_owned(), |d| format!("{:.2}s", d.as_secs_f64()))
 }
 
 async fn docker_on(stack: &Stack, verb: &[&str], service: &str) -> anyhow::Result<()> {

@@ -4,9 +4,9 @@ use anyhow::Context;
 use loadtest::StrategyReport;
 use shop_common::domain::Strategy;
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use super::catalogue::Fault;
-use super::inject::Injection;
 use super::probe::ProbeResult;
 
 /// What one run recorded.
@@ -129,4 +129,18 @@ pub fn markdown(runs: &[FaultRun]) -> String {
         ));
     }
     out
+}
+
+/// What injecting a fault came to.
+pub(super) struct Injection {
+    /// What was done, and what the fault's own measurement saw (or why it failed).
+    pub(super) action: String,
+    /// The fault's hand-over time, where it has one.
+    pub(super) failover: Option<Duration>,
+    /// Why the fault could not be injected: a violation of the run.
+    pub(super) error: Option<String>,
+}
+
+pub(super) fn seconds(d: Option<Duration>) -> String {
+    d.map_or_else(|| "—".to_owned(), |d| format!("{:.2}s", d.as_secs_f64()))
 }
