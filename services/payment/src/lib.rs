@@ -13,6 +13,7 @@
 //! | [`report`] | the `PaymentResult` call to the order service, shared by workers and the job |
 //! | [`settle`] | the leader-elected `settle-payments` job: reports unconfirmed payments, re-drives stuck ones, refunds captures for cancelled orders |
 //! | [`provider`] | the simulated payment provider: latency, failure rate, its own ledger of charges (authorize, capture) and refunds under its own ids, idempotency keys |
+//! | [`permits`] | the provider's concurrency permits (a coord Semaphore), kept across charges to save two etcd writes per charge |
 //! | [`ledger`] | the auditors' reading of the provider's ledger: charges kept per order, double charges |
 //! | [`repository`] | the `payments` table: one row per order, ever |
 //! | [`grpc`] | GetPayment, QueueDepth, ListLeaders |
@@ -42,6 +43,7 @@
 
 pub mod grpc;
 pub mod ledger;
+pub mod permits;
 pub mod provider;
 pub mod report;
 pub mod repository;

@@ -29,10 +29,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use coord::Semaphore;
 use shop_common::coordination::SharedSession;
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
+
+use crate::permits::PermitPool;
 
 /// How the simulated provider behaves.
 #[derive(Debug, Clone)]
@@ -44,6 +45,9 @@ pub struct ProviderSettings {
     pub seed: u64,
     /// Requests in flight at once, across all replicas.
     pub concurrency: u32,
+    /// How long a permit this process no longer uses is kept for its next request
+    /// ([`crate::permits`]); zero gives it back after every request.
+    pub permit_idle: Duration,
 }
 
 /// Where a charge stands at the provider.
@@ -143,7 +147,7 @@ impl From<sqlx::Error> for ProviderError {
 pub struct SimulatedProvider {
     pool: PgPool,
     settings: ProviderSettings,
-    session: Arc<SharedSession>,
+    permits: Arc<PermitPool>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     charges: AtomicUsize,
@@ -159,10 +163,16 @@ impl SimulatedProvider {
         settings: ProviderSettings,
         session: Arc<SharedSession>,
     ) -> SimulatedProvider {
+        let permits = PermitPool::new(
+            session.clone(),
+            format!("{}/semaphores/provider", session.prefix()),
+            settings.concurrency as usize,
+            settings.permit_idle,
+        );
         SimulatedProvider {
             pool,
             settings,
-            session,
+            permits,
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
             charges: AtomicUsize::new(0),
@@ -192,27 +202,26 @@ impl SimulatedProvider {
         self.refunds.load(Ordering::SeqCst)
     }
 
-    /// Runs one provider request: waits for a permit of the shared concurrency cap, takes
-    /// the provider's latency, runs `request`, releases.
+    /// Runs one provider request: takes a permit of the shared concurrency cap (one
+    /// this process kept, or a new one — [`crate::permits`]), takes the provider's
+    /// latency, runs `request`, puts the permit back.
     async fn call<T>(
         &self,
         request: impl std::future::Future<Output = Result<T, ProviderError>>,
     ) -> Result<T, ProviderError> {
-        let session = self.session.get().await.map_err(anyhow::Error::from)?;
-        let semaphore = Semaphore::new(
-            &session,
-            &format!("{}/semaphores/provider", self.session.prefix()),
-            self.settings.concurrency as usize,
-        )
-        .map_err(anyhow::Error::from)?;
-        let permit = semaphore.acquire().await.map_err(anyhow::Error::from)?;
+        let permit = self.permits.take().await.map_err(anyhow::Error::from)?;
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
         tokio::time::sleep(self.settings.latency).await;
         let answer = request.await;
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        let _ = permit.release().await;
+        self.permits.put_back(permit).await;
         answer
+    }
+
+    /// The permits this process holds for the provider (tests read how many it keeps).
+    pub fn permits(&self) -> &PermitPool {
+        &self.permits
     }
 
     /// Creates a charge of `request.amount_minor` (declined for the orders

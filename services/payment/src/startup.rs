@@ -33,6 +33,7 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/payment");
 /// | `PROVIDER_FAILURE_RATE` | fraction of orders the provider declines (0.0–1.0) | `0.0` |
 /// | `PROVIDER_SEED` | which orders are declined | `0` |
 /// | `PROVIDER_CONCURRENCY` | charges in flight at once, across all replicas (coord Semaphore) | `4` |
+/// | `PROVIDER_PERMIT_IDLE_MS` | how long an unused provider permit is kept for the next charge; `0` gives it back after every request | `250` |
 /// | `SETTLE_AFTER_SECS` | how long a payment may stay PROCESSING, or final and unconfirmed, before `settle-payments` re-drives or reports it | `60` |
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -74,6 +75,11 @@ impl Settings {
                 failure_rate,
                 seed: parse_or("PROVIDER_SEED", lookup("PROVIDER_SEED"), 0)?,
                 concurrency,
+                permit_idle: Duration::from_millis(parse_or(
+                    "PROVIDER_PERMIT_IDLE_MS",
+                    lookup("PROVIDER_PERMIT_IDLE_MS"),
+                    250,
+                )?),
             },
             settle_after: Duration::from_secs(parse_positive_or(
                 "SETTLE_AFTER_SECS",
@@ -93,6 +99,7 @@ impl Settings {
                 failure_rate: 0.0,
                 seed: 0,
                 concurrency: 4,
+                permit_idle: Duration::from_millis(250),
             },
             settle_after: Duration::from_secs(60),
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use coord::{Claimed, Session, WorkQueue};
 use payment_service::ledger::LedgerAudit;
-use payment_service::provider::{Charge, SimulatedProvider};
+use payment_service::provider::{Charge, ProviderSettings, SimulatedProvider};
 use payment_service::repository::{PaymentRow, PaymentsDb};
 use payment_service::worker::charge_order;
 use shop_common::coordination::SharedSession;
@@ -16,6 +16,7 @@ use shop_harness::{Services, ShopSettings};
 use shop_proto::v1 as pb;
 use shop_proto::v1::order_service_client::OrderServiceClient;
 use shop_proto::v1::payment_service_client::PaymentServiceClient;
+use sqlx::PgPool;
 use tonic::transport::Channel;
 
 /// The three services ([`Services`]), with what the payment suites ask of them.
@@ -207,11 +208,15 @@ impl Shop {
         }
     }
 
-    /// A payment worker of another process, driven by the test step by step, that can
-    /// die between any two steps (see [`CrashingWorker`]). Migrates the payment
-    /// database if the service has not started yet.
-    pub async fn crashing_worker(&self) -> CrashingWorker {
+    /// A provider of another process: the payment database (migrated if the service
+    /// has not started yet) and an etcd session of its own, as a payment replica has.
+    pub async fn provider_of_its_own(
+        &self,
+        adjust: impl FnOnce(&mut ProviderSettings),
+    ) -> (SimulatedProvider, PgPool, Arc<SharedSession>) {
         let settings = &self.payment_settings;
+        let mut provider_settings = settings.provider.clone();
+        adjust(&mut provider_settings);
         let pool = shop_common::db::connect_and_migrate(
             &settings.common.database,
             &payment_service::startup::MIGRATOR,
@@ -219,10 +224,18 @@ impl Shop {
         .await
         .expect("payment database");
         let etcd = Arc::new(SharedSession::new(settings.common.etcd.clone()));
+        let provider = SimulatedProvider::new(pool.clone(), provider_settings, etcd.clone());
+        (provider, pool, etcd)
+    }
+
+    /// A payment worker of another process, driven by the test step by step, that can
+    /// die between any two steps (see [`CrashingWorker`]).
+    pub async fn crashing_worker(&self) -> CrashingWorker {
+        let (provider, pool, etcd) = self.provider_of_its_own(|_| {}).await;
         let client = etcd.client().await.unwrap();
         CrashingWorker {
-            db: PaymentsDb::new(pool.clone()),
-            provider: SimulatedProvider::new(pool, settings.provider.clone(), etcd.clone()),
+            db: PaymentsDb::new(pool),
+            provider,
             queue: payment_queue(client.clone(), &self.etcd_prefix).unwrap(),
             session: Session::builder(client.clone())
                 .ttl(10)
