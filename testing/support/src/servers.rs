@@ -78,9 +78,15 @@ impl Drop for RunningServer {
 /// (Postgres, etcd, a peer service) without stopping that server for other tests.
 /// While cut, every open connection is closed and new ones are accepted and closed at
 /// once, which is what a client sees of a crashed or partitioned server.
+///
+/// It can also **hold replies** ([`TcpProxy::hold_replies`]): what the client sends
+/// still reaches the server, what the server answers waits in the proxy until
+/// [`TcpProxy::release_replies`] — a request that takes effect while its caller times
+/// out, the case a deadline cannot tell from a failure.
 pub struct TcpProxy {
     addr: SocketAddr,
     up: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    replies: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
     task: JoinHandle<()>,
 }
 
@@ -92,27 +98,39 @@ impl TcpProxy {
             .expect("bind the proxy");
         let addr = listener.local_addr().expect("proxy address");
         let up = std::sync::Arc::new(tokio::sync::watch::Sender::new(true));
+        let replies = std::sync::Arc::new(tokio::sync::watch::Sender::new(true));
         let task = tokio::spawn({
-            let up = up.clone();
+            let (up, replies) = (up.clone(), replies.clone());
             async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
+                while let Ok((inbound, _)) = listener.accept().await {
                     if !*up.borrow() {
                         continue; // dropped: closed at once
                     }
-                    let mut cut = up.subscribe();
+                    let (mut cut, flowing) = (up.subscribe(), replies.subscribe());
                     tokio::spawn(async move {
-                        let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
                             return;
                         };
+                        let (client_read, client_write) = inbound.into_split();
+                        let (server_read, server_write) = outbound.into_split();
+                        // Requests always flow (the sender lives as long as the pumps).
+                        let always = tokio::sync::watch::Sender::new(true);
+                        let open = always.subscribe();
                         tokio::select! {
-                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                            _ = pump(client_read, server_write, open) => {}
+                            _ = pump(server_read, client_write, flowing) => {}
                             _ = cut.wait_for(|up| !*up) => {}
                         }
                     });
                 }
             }
         });
-        TcpProxy { addr, up, task }
+        TcpProxy {
+            addr,
+            up,
+            replies,
+            task,
+        }
     }
 
     /// Where clients should connect.
@@ -128,6 +146,36 @@ impl TcpProxy {
     /// Forwards new connections again.
     pub fn restore(&self) {
         self.up.send_replace(true);
+    }
+
+    /// Keeps forwarding requests but holds every reply (bytes from the server) in the
+    /// proxy until [`TcpProxy::release_replies`].
+    pub fn hold_replies(&self) {
+        self.replies.send_replace(false);
+    }
+
+    /// Lets the held replies, and every later one, through.
+    pub fn release_replies(&self) {
+        self.replies.send_replace(true);
+    }
+}
+
+/// Copies `from` to `to`, each chunk only while `gate` is open.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut gate: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if gate.wait_for(|open| *open).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
 

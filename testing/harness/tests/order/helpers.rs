@@ -187,3 +187,49 @@ pub fn unique_key() -> String {
 pub fn status(order: &pb::Order) -> pb::OrderStatus {
     pb::OrderStatus::try_from(order.status).expect("known status")
 }
+
+/// Attempt A of a same-key race: a saga of its own whose calls to inventory go through
+/// `proxy` (each bounded by `call_timeout`) and which, once its Reserve has failed,
+/// announces it on `failed` and waits for `go` before it compensates.
+pub fn attempt_through(
+    proxy: &TcpProxy,
+    shop: &TestShop,
+    call_timeout: std::time::Duration,
+) -> (
+    order_service::saga::Saga,
+    std::sync::Arc<tokio::sync::Notify>,
+    std::sync::Arc<tokio::sync::Notify>,
+) {
+    use order_service::payment::PaymentQueueNotWired;
+    use order_service::repository::OrdersDb;
+    use order_service::saga::Saga;
+    use std::sync::Arc;
+    use tokio::sync::Notify;
+
+    let (failed, go) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let hook = {
+        let (failed, go) = (failed.clone(), go.clone());
+        move || {
+            let (failed, go) = (failed.clone(), go.clone());
+            Box::pin(async move {
+                failed.notify_one();
+                go.notified().await;
+            }) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+        }
+    };
+    let inventory = pb::inventory_service_client::InventoryServiceClient::new(
+        shop_common::propagation::traced_channel(
+            &format!("http://{}", proxy.addr()),
+            std::time::Duration::from_secs(2),
+            call_timeout,
+        )
+        .unwrap(),
+    );
+    let saga = Saga::new(
+        OrdersDb::new(shop.order_pool.clone()),
+        inventory,
+        Arc::new(PaymentQueueNotWired),
+    )
+    .with_reserve_failed_hook(Arc::new(hook));
+    (saga, failed, go)
+}

@@ -4,7 +4,7 @@ use shop_common::domain::Strategy;
 use shop_proto::v1 as pb;
 use tonic::Code;
 
-use crate::helpers::{status, unique_key, TestShop};
+use crate::helpers::{attempt_through, status, unique_key, TestShop};
 
 #[tokio::test]
 async fn the_same_key_twice_is_one_order() {
@@ -114,43 +114,13 @@ async fn one_key_from_two_customers_is_two_orders_and_leaks_nothing() {
 /// saga's test hook, so the interleaving is exact.
 #[tokio::test]
 async fn a_failed_attempt_does_not_release_the_units_a_concurrent_one_reserved() {
-    use std::sync::Arc;
-
-    use order_service::payment::PaymentQueueNotWired;
-    use order_service::repository::OrdersDb;
-    use order_service::saga::Saga;
     use shop_test_support::TcpProxy;
-    use tokio::sync::Notify;
 
     let shop = TestShop::spawn().await;
     shop.set_stock_as("tea", 3, Some(Strategy::Pg)).await;
     let proxy = TcpProxy::start(shop.inventory().addr()).await;
     proxy.cut();
-    let (failed, go) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    let hook = {
-        let (failed, go) = (failed.clone(), go.clone());
-        move || {
-            let (failed, go) = (failed.clone(), go.clone());
-            Box::pin(async move {
-                failed.notify_one();
-                go.notified().await;
-            }) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
-        }
-    };
-    let inventory = shop_proto::v1::inventory_service_client::InventoryServiceClient::new(
-        shop_common::propagation::traced_channel(
-            &format!("http://{}", proxy.addr()),
-            std::time::Duration::from_secs(2),
-            std::time::Duration::from_secs(5),
-        )
-        .unwrap(),
-    );
-    let a = Saga::new(
-        OrdersDb::new(shop.order_pool.clone()),
-        inventory,
-        Arc::new(PaymentQueueNotWired),
-    )
-    .with_reserve_failed_hook(Arc::new(hook));
+    let (a, failed, go) = attempt_through(&proxy, &shop, std::time::Duration::from_secs(5));
     let key = unique_key();
     let new = alices_tea_order(&key, Strategy::Pg);
     let attempt_a = tokio::spawn(async move { a.create_order(new).await });
@@ -254,7 +224,7 @@ async fn a_reserve_that_lands_after_a_same_key_rejection_gives_its_units_back() 
 
 /// Alice's order of three tea under `key`, as the saga takes it (the tests that drive
 /// an attempt through a saga of their own).
-fn alices_tea_order(key: &str, strategy: Strategy) -> order_service::domain::NewOrder {
+pub(crate) fn alices_tea_order(key: &str, strategy: Strategy) -> order_service::domain::NewOrder {
     use order_service::domain::{CustomerTier, IdempotencyKey, NewOrder};
     use shop_common::domain::{Cart, CustomerId};
     NewOrder {

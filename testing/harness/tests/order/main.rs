@@ -16,3 +16,4 @@ mod orders;
 mod outages;
 mod payments;
 mod properties;
+mod timeouts;
