@@ -86,8 +86,17 @@ impl OrdersDb {
                 .bind(&quantities)
                 .execute(&mut *tx)
                 .await?;
+                // Read the order back inside the insert's transaction: one transaction
+                // per new order instead of two.
+                let row = sqlx::query(&format!(
+                    "SELECT {ORDER_COLUMNS} FROM orders o WHERE order_id = $1"
+                ))
+                .bind(id.as_uuid())
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| vanished(id))?;
+                let order = order_from_row(&row)?;
                 tx.commit().await?;
-                let order = self.get(id).await?.ok_or_else(|| vanished(id))?;
                 return Ok(Inserted::New(order));
             }
             tx.rollback().await?;
@@ -188,21 +197,25 @@ impl OrdersDb {
         reason: &str,
         payment_id: Option<&str>,
     ) -> Result<Option<(Order, bool)>, sqlx::Error> {
-        let moved = sqlx::query(
-            "UPDATE orders SET status = $3, status_reason = $4,
-                               payment_id = COALESCE($5, payment_id), updated_at = now()
-             WHERE order_id = $1 AND status = $2",
-        )
+        // One statement in the common case: the update returns the order as it left it.
+        // Only when the compare-and-set found another status is the order read again.
+        let moved = sqlx::query(&format!(
+            "UPDATE orders o SET status = $3, status_reason = $4,
+                                 payment_id = COALESCE($5, payment_id), updated_at = now()
+             WHERE order_id = $1 AND status = $2
+             RETURNING {ORDER_COLUMNS}"
+        ))
         .bind(id.as_uuid())
         .bind(from.as_str())
         .bind(to.as_str())
         .bind(reason)
         .bind(payment_id)
-        .execute(&self.pool)
-        .await?
-        .rows_affected()
-            == 1;
-        Ok(self.get(id).await?.map(|order| (order, moved)))
+        .fetch_optional(&self.pool)
+        .await?;
+        match moved {
+            Some(row) => Ok(Some((order_from_row(&row)?, true))),
+            None => Ok(self.get(id).await?.map(|order| (order, false))),
+        }
     }
 
     /// Records the strategy inventory reserved the order under (the SKUs'), if the
