@@ -188,3 +188,68 @@ async fn a_reserve_whose_stm_claim_was_withdrawn_gives_its_units_back() {
     app.truth("sloe").await.assert_consistent(1);
     app.stop().await;
 }
+
+/// Two Reserves of one order racing a flash sale's opening (what two same-key
+/// CreateOrders become), stock equal to the cart and the customer's limit equal to it
+/// too: A arrives before the sale opens and is held once it has consulted the order's
+/// row, before it would wait at the sale's barrier; the sale opens; B arrives and
+/// reserves; A goes on through the open barrier. Both must answer RESERVED for the one
+/// reservation — not "out of stock" (the units are the order's own) and not "over the
+/// limit" (the purchase is the order's own, counted once).
+#[tokio::test]
+async fn same_order_reserves_around_a_sales_opening_make_one_reservation() {
+    let app = TestInventory::spawn().await;
+    for strategy in [
+        Strategy::MutexUnfenced,
+        Strategy::Mutex,
+        Strategy::Stm,
+        Strategy::Pg,
+    ] {
+        let (sku, sale) = (format!("fig-{strategy}"), format!("sale-{strategy}"));
+        app.set_stock_as(&sku, 3, Some(strategy)).await;
+        app.create_sale(&sale, 3).await;
+        let order = new_order_id();
+        let mut pause = pause_at(Moment::AfterOwnRow, order_id(&order));
+        let a = {
+            let mut client = app.client();
+            let request = pb::ReserveRequest {
+                customer_id: "carol".into(),
+                sale_id: Some(sale.clone()),
+                ..crate::helpers::reserve_request(&order, &[(&sku, 3)], strategy)
+            };
+            tokio::spawn(async move { client.reserve(request).await.map(|r| r.into_inner()) })
+        };
+        arrived(&mut pause, "A").await;
+
+        app.open_sale(&sale).await;
+        let b = app
+            .reserve_in_sale(&order, &[(&sku, 3)], strategy, &sale, "carol")
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome(&b),
+            pb::ReserveOutcome::Reserved,
+            "{strategy}: {}",
+            b.reason
+        );
+
+        pause.resume.send(()).unwrap();
+        let a = a.await.unwrap().expect("A answers");
+        assert_eq!(
+            outcome(&a),
+            pb::ReserveOutcome::Reserved,
+            "{strategy}: A was told {:?} ({}) for its own order's reservation",
+            outcome(&a),
+            a.reason
+        );
+        let truth = app.truth(&sku).await;
+        truth.assert_consistent(3);
+        assert_eq!((truth.reserved(), truth.promised()), (3, 3), "{strategy}");
+        assert_eq!(
+            app.purchased(&sale, "carol").await,
+            3,
+            "{strategy}: counted once"
+        );
+    }
+    app.stop().await;
+}
