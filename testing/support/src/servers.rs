@@ -87,6 +87,7 @@ pub struct TcpProxy {
     addr: SocketAddr,
     up: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
     replies: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    connections: std::sync::Arc<std::sync::atomic::AtomicU64>,
     task: JoinHandle<()>,
 }
 
@@ -99,10 +100,12 @@ impl TcpProxy {
         let addr = listener.local_addr().expect("proxy address");
         let up = std::sync::Arc::new(tokio::sync::watch::Sender::new(true));
         let replies = std::sync::Arc::new(tokio::sync::watch::Sender::new(true));
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let task = tokio::spawn({
-            let (up, replies) = (up.clone(), replies.clone());
+            let (up, replies, connections) = (up.clone(), replies.clone(), connections.clone());
             async move {
                 while let Ok((inbound, _)) = listener.accept().await {
+                    connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if !*up.borrow() {
                         continue; // dropped: closed at once
                     }
@@ -129,6 +132,7 @@ impl TcpProxy {
             addr,
             up,
             replies,
+            connections,
             task,
         }
     }
@@ -136,6 +140,12 @@ impl TcpProxy {
     /// Where clients should connect.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Connections clients opened to the proxy so far, refused ones (while cut)
+    /// included: how often a client tried.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Closes every forwarded connection and refuses new ones until [`TcpProxy::restore`].
