@@ -13,7 +13,7 @@ use super::observe::{etcd_leader, job_leader, keys_under, lease_gone, lock_holde
 use super::replay::replay_saga_messages;
 use super::report::{seconds, Injection};
 use super::section::pause_in_section;
-use super::stack::{HOLD, PROJECT};
+use super::stack::{docker_on, start_again, HOLD, PROJECT};
 use crate::{Stack, TTL};
 
 /// What was done, and the fault's hand-over time.
@@ -334,16 +334,4 @@ async fn kill_until_lease_gone(
     tokio::time::sleep(Duration::from_secs(2)).await;
     start_again(stack, service).await?;
     Ok(gone)
-}
-
-async fn start_again(stack: &Stack, service: &str) -> anyhow::Result<()> {
-    stack.start_again(service).await.map_err(anyhow::Error::msg)
-}
-
-async fn docker_on(stack: &Stack, verb: &[&str], service: &str) -> anyhow::Result<()> {
-    stack
-        .docker_on(verb, service)
-        .await
-        .map(|_| ())
-        .map_err(anyhow::Error::msg)
 }

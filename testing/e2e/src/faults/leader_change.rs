@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use coord::etcd_client::Client as EtcdClient;
 
-use super::observe::{job_leader, lock_holder, replica_lease};
+use super::observe::{job_leader, lock_holder, member_statuses, replica_lease};
 use super::report::seconds;
+use super::stack::{docker_on, start_again};
 use crate::{Stack, TTL};
 
 /// What was done, and the fault's hand-over time.
@@ -36,7 +37,7 @@ pub(super) async fn kill_lock_holder_move_leader(
     docker_on(stack, &["kill"], "inventory-1").await?;
     let moved = move_leader_while_lease_runs_out(members, &mut client, lease, at).await?;
     let gone = wait_lease_gone(&mut client, lease, at).await?;
-    start_again_after_kill(stack, "inventory-1").await?;
+    start_again(stack, "inventory-1").await?;
     Ok((
         format!(
             "inventory-1 killed{queued}; {}; its lease expired {} after the kill (TTL {}s); restarted",
@@ -74,7 +75,7 @@ pub(super) async fn kill_job_leader_move_leader(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let gone = wait_lease_gone(&mut client, lease, at).await?;
-    start_again_after_kill(stack, victim).await?;
+    start_again(stack, victim).await?;
     Ok((
         format!(
             "{victim} led expire-reservations, killed; {}; its lease expired {} and {survivor} led {} after the kill (TTL {}s); {victim} restarted",
@@ -190,57 +191,8 @@ async fn wait_lease_gone(
     Ok(None)
 }
 
-struct MemberStatus {
-    name: String,
-    endpoint: String,
-    id: u64,
-    /// The leader this member knows (0: none).
-    leader: u64,
-}
-
-/// The status of every member that answers.
-async fn member_statuses(members: &[(String, String)]) -> anyhow::Result<Vec<MemberStatus>> {
-    let mut statuses = Vec::new();
-    for (name, endpoint) in members {
-        let Ok(Ok(mut client)) = tokio::time::timeout(
-            Duration::from_secs(2),
-            EtcdClient::connect([endpoint.clone()], None),
-        )
-        .await
-        else {
-            continue;
-        };
-        let Ok(Ok(status)) = tokio::time::timeout(Duration::from_secs(2), client.status()).await
-        else {
-            continue;
-        };
-        if let Some(header) = status.header() {
-            statuses.push(MemberStatus {
-                name: name.clone(),
-                endpoint: endpoint.clone(),
-                id: header.member_id(),
-                leader: status.leader(),
-            });
-        }
-    }
-    anyhow::ensure!(!statuses.is_empty(), "no etcd member answered");
-    Ok(statuses)
-}
-
 /// A client of every etcd member.
 async fn etcd(members: &[(String, String)]) -> anyhow::Result<EtcdClient> {
     let endpoints: Vec<String> = members.iter().map(|(_, e)| e.clone()).collect();
     EtcdClient::connect(endpoints, None).await.context("etcd")
-}
-
-async fn start_again_after_kill(stack: &Stack, service: &str) -> anyhow::Result<()> {
-    stack.start_again(service).await.map_err(anyhow::Error::msg)
-}
-
-async fn docker_on(stack: &Stack, verb: &[&str], service: &str) -> anyhow::Result<()> {
-    stack
-        .docker_on(verb, service)
-        .await
-        .map(|_| ())
-        .map_err(anyhow::Error::msg)
 }

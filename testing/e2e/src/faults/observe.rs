@@ -103,8 +103,33 @@ pub(super) async fn lease_gone(
 
 /// The member name (`etcd1`…) of the current etcd leader, asked of `members`.
 pub(super) async fn etcd_leader(members: &[(String, String)]) -> anyhow::Result<String> {
-    let mut ids = Vec::new();
-    let mut leader = None;
+    let statuses = member_statuses(members).await?;
+    let leader = statuses
+        .iter()
+        .map(|s| s.leader)
+        .find(|leader| *leader != 0)
+        .context("no etcd member knows a leader")?;
+    statuses
+        .into_iter()
+        .find(|s| s.id == leader)
+        .map(|s| s.name)
+        .context("the leader is not among the members asked")
+}
+
+/// What one etcd member says of itself.
+pub(super) struct MemberStatus {
+    pub name: String,
+    pub endpoint: String,
+    pub id: u64,
+    /// The leader this member knows (0: none).
+    pub leader: u64,
+}
+
+/// The status of every member that answers.
+pub(super) async fn member_statuses(
+    members: &[(String, String)],
+) -> anyhow::Result<Vec<MemberStatus>> {
+    let mut statuses = Vec::new();
     for (name, endpoint) in members {
         let Ok(Ok(mut client)) = tokio::time::timeout(
             Duration::from_secs(2),
@@ -119,17 +144,16 @@ pub(super) async fn etcd_leader(members: &[(String, String)]) -> anyhow::Result<
             continue;
         };
         if let Some(header) = status.header() {
-            ids.push((header.member_id(), name.clone()));
-        }
-        if status.leader() != 0 {
-            leader = Some(status.leader());
+            statuses.push(MemberStatus {
+                name: name.clone(),
+                endpoint: endpoint.clone(),
+                id: header.member_id(),
+                leader: status.leader(),
+            });
         }
     }
-    let leader = leader.context("no etcd member knows a leader")?;
-    ids.into_iter()
-        .find(|(id, _)| *id == leader)
-        .map(|(_, name)| name)
-        .context("the leader is not among the members asked")
+    anyhow::ensure!(!statuses.is_empty(), "no etcd member answered");
+    Ok(statuses)
 }
 
 /// Who leads the order service's `expire-reservations` job, asked of `service`.

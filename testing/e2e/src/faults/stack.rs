@@ -68,3 +68,17 @@ pub(super) async fn etcd_endpoints(stack: &Stack) -> anyhow::Result<Vec<(String,
     }
     Ok(endpoints)
 }
+
+/// `docker <verb> <container of service>` on the suite's project.
+pub(super) async fn docker_on(stack: &Stack, verb: &[&str], service: &str) -> anyhow::Result<()> {
+    stack
+        .docker_on(verb, service)
+        .await
+        .map(|_| ())
+        .map_err(anyhow::Error::msg)
+}
+
+/// Starts a killed or stopped service of the suite's project again.
+pub(super) async fn start_again(stack: &Stack, service: &str) -> anyhow::Result<()> {
+    stack.start_again(service).await.map_err(anyhow::Error::msg)
+}
