@@ -93,6 +93,24 @@ pub(super) fn marked_blocks(text: &str, kind: &str) -> Result<Vec<MarkedBlock>, 
     Ok(blocks)
 }
 
+/// Every page of `files` with its `kind` blocks, read once; a page whose markers are
+/// broken is reported in `problems` instead.
+pub(super) fn pages_with_blocks(
+    kind: &str,
+    files: &[PathBuf],
+    problems: &mut Vec<String>,
+) -> Vec<(PathBuf, String, Vec<MarkedBlock>)> {
+    let mut pages = Vec::new();
+    for path in files {
+        let text = std::fs::read_to_string(path).expect("read markdown");
+        match marked_blocks(&text, kind) {
+            Ok(blocks) => pages.push((path.clone(), text, blocks)),
+            Err(e) => problems.push(format!("{}: {e}", relative(path))),
+        }
+    }
+    pages
+}
+
 pub(super) fn block_body(text: &str, block: &MarkedBlock) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[block.open + 1..block.close].join("\n")
@@ -177,15 +195,8 @@ pub(super) fn check_blocks(
     compare: fn(&str) -> String,
 ) -> Vec<String> {
     let mut problems = Vec::new();
-    for path in files {
-        let mut text = std::fs::read_to_string(path).expect("read markdown");
-        let blocks = match marked_blocks(&text, kind) {
-            Ok(blocks) => blocks,
-            Err(e) => {
-                problems.push(format!("{}: {e}", relative(path)));
-                continue;
-            }
-        };
+    for (path, mut text, blocks) in pages_with_blocks(kind, files, &mut problems) {
+        let path = &path;
         // Bottom up, so rewriting one block does not move the next.
         for block in blocks.iter().rev() {
             let Some(want) = expected.get(&block.arg) else {

@@ -29,8 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::docs::{
-    block_body, check_blocks, ids_replaced, markdown_files, marked_blocks, normalize, relative,
-    updating,
+    block_body, check_blocks, ids_replaced, markdown_files, normalize, pages_with_blocks, updating,
 };
 use super::docs_outputs::{build_examples, examples_dir};
 
@@ -340,15 +339,7 @@ fn etcdctl_sessions_in_the_docs_are_what_etcd_answers() {
     let files = markdown_files();
     let mut expected: HashMap<String, String> = HashMap::new();
     let mut problems = Vec::new();
-    for path in &files {
-        let text = std::fs::read_to_string(path).expect("read markdown");
-        let blocks = match marked_blocks(&text, "etcdctl") {
-            Ok(blocks) => blocks,
-            Err(e) => {
-                problems.push(format!("{}: {e}", relative(path)));
-                continue;
-            }
-        };
+    for (_, text, blocks) in pages_with_blocks("etcdctl", &files, &mut problems) {
         // `GROUP STEP [background [until TEXT]]`; the Chinese twin shows the same
         // blocks, so a block already run (on the English page) is not run again.
         let mut groups: Vec<(String, Vec<usize>)> = Vec::new();

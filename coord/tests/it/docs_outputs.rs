@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
 
-use super::docs::{check_blocks, markdown_files, marked_blocks, normalize, repo_root};
+use super::docs::{check_blocks, markdown_files, normalize, pages_with_blocks, repo_root};
 
 /// The directory cargo puts this workspace's examples in (beside the test binary's).
 pub(super) fn examples_dir() -> PathBuf {
@@ -125,15 +125,8 @@ fn example_outputs_on_the_pages_are_what_the_examples_print() {
     let files = markdown_files();
     let mut expected: HashMap<String, String> = HashMap::new();
     let mut problems = Vec::new();
-    for path in &files {
-        let text = std::fs::read_to_string(path).expect("read markdown");
-        let blocks = match marked_blocks(&text, "output") {
-            Ok(blocks) => blocks,
-            Err(e) => {
-                problems.push(format!("{}: {e}", path.display()));
-                continue;
-            }
-        };
+    for (path, text, blocks) in pages_with_blocks("output", &files, &mut problems) {
+        let path = &path;
         for block in blocks {
             let mut words = block.arg.split_whitespace();
             let example = words.next().unwrap_or_default().to_owned();
