@@ -88,14 +88,9 @@ impl OrdersDb {
                 .await?;
                 // Read the order back inside the insert's transaction: one transaction
                 // per new order instead of two.
-                let row = sqlx::query(&format!(
-                    "SELECT {ORDER_COLUMNS} FROM orders o WHERE order_id = $1"
-                ))
-                .bind(id.as_uuid())
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or_else(|| vanished(id))?;
-                let order = order_from_row(&row)?;
+                let order = fetch_order(&mut *tx, id)
+                    .await?
+                    .ok_or_else(|| vanished(id))?;
                 tx.commit().await?;
                 return Ok(Inserted::New(order));
             }
@@ -114,14 +109,7 @@ impl OrdersDb {
     }
 
     pub async fn get(&self, id: OrderId) -> Result<Option<Order>, sqlx::Error> {
-        sqlx::query(&format!(
-            "SELECT {ORDER_COLUMNS} FROM orders o WHERE order_id = $1"
-        ))
-        .bind(id.as_uuid())
-        .fetch_optional(&self.pool)
-        .await?
-        .map(|row| order_from_row(&row))
-        .transpose()
+        fetch_order(&self.pool, id).await
     }
 
     /// Orders in `status` whose last change is more than `age` ago, oldest first: the
@@ -274,6 +262,21 @@ fn vanished(id: OrderId) -> sqlx::Error {
 
 fn decode_error(what: &str, value: &str) -> sqlx::Error {
     sqlx::Error::Decode(format!("unexpected {what} {value:?} in the orders table").into())
+}
+
+/// The order `id` as `executor` sees it (the pool, or a transaction that just wrote it).
+async fn fetch_order<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    id: OrderId,
+) -> Result<Option<Order>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {ORDER_COLUMNS} FROM orders o WHERE order_id = $1"
+    ))
+    .bind(id.as_uuid())
+    .fetch_optional(executor)
+    .await?
+    .map(|row| order_from_row(&row))
+    .transpose()
 }
 
 fn order_from_row(row: &PgRow) -> Result<Order, sqlx::Error> {

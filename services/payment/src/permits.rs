@@ -13,8 +13,9 @@
 //! - **Others get their turn.** A permit goes back to etcd after [`MAX_USES`] requests
 //!   (the process then queues behind any waiting replica, since a new key is younger
 //!   than theirs), and after `PROVIDER_PERMIT_IDLE_MS` (default 250 ms) unused; with
-//!   `0` every request gives its permit back, as before. So a busy replica delays another replica's
-//!   charges by at most `MAX_USES` of its own — the trade for saving the writes.
+//!   `0` every request gives its permit back, as before. So a busy replica delays
+//!   another replica's charges by at most `MAX_USES` of its own — the trade for saving
+//!   the writes.
 //! - **A lost session loses its permits.** A permit is tied to the session's lease;
 //!   when the process's session is replaced (the old lease expired), kept permits of
 //!   the old one are dropped, never reused: their keys are gone and another process
@@ -48,13 +49,6 @@ pub struct Kept {
     idle_since: Instant,
 }
 
-impl Kept {
-    /// The permit's etcd key (tests read its lease from it).
-    pub fn key(&self) -> &str {
-        self.permit.key()
-    }
-}
-
 impl PermitPool {
     /// A pool for the semaphore `name` with `permits` permits, keeping an unused permit
     /// for `idle`. Starts the task that gives idle permits back; it ends when the pool
@@ -72,7 +66,7 @@ impl PermitPool {
             idle,
             kept: StdMutex::new(Vec::new()),
         });
-        tokio::spawn(give_back_idle(Arc::downgrade(&pool)));
+        tokio::spawn(give_back_idle_permits(Arc::downgrade(&pool)));
         pool
     }
 
@@ -116,11 +110,13 @@ impl PermitPool {
         self.kept.lock().expect("permit pool lock").len()
     }
 
-    /// Gives back every kept permit idle for at least `idle`.
-    async fn give_back_idle_for(&self, idle: Duration) {
+    /// Gives back every kept permit unused for the pool's idle time.
+    async fn give_back_idle(&self) {
         let stale: Vec<Kept> = {
             let mut kept = self.kept.lock().expect("permit pool lock");
-            let (stale, fresh) = kept.drain(..).partition(|k| k.idle_since.elapsed() >= idle);
+            let (stale, fresh) = kept
+                .drain(..)
+                .partition(|k| k.idle_since.elapsed() >= self.idle);
             *kept = fresh;
             stale
         };
@@ -149,7 +145,9 @@ async fn release(kept: Kept) {
     }
 }
 
-async fn give_back_idle(pool: Weak<PermitPool>) {
+/// The pool's background task: every half idle time, gives idle permits back; ends
+/// when the pool is dropped.
+async fn give_back_idle_permits(pool: Weak<PermitPool>) {
     let Some(idle) = pool.upgrade().map(|p| p.idle) else {
         return;
     };
@@ -158,6 +156,6 @@ async fn give_back_idle(pool: Weak<PermitPool>) {
     loop {
         tick.tick().await;
         let Some(pool) = pool.upgrade() else { return };
-        pool.give_back_idle_for(idle).await;
+        pool.give_back_idle().await;
     }
 }

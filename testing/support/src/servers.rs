@@ -116,12 +116,10 @@ impl TcpProxy {
                         };
                         let (client_read, client_write) = inbound.into_split();
                         let (server_read, server_write) = outbound.into_split();
-                        // Requests always flow (the sender lives as long as the pumps).
-                        let always = tokio::sync::watch::Sender::new(true);
-                        let open = always.subscribe();
                         tokio::select! {
-                            _ = pump(client_read, server_write, open) => {}
-                            _ = pump(server_read, client_write, flowing) => {}
+                            // Requests always flow; replies only while not held.
+                            _ = pump(client_read, server_write, None) => {}
+                            _ = pump(server_read, client_write, Some(flowing)) => {}
                             _ = cut.wait_for(|up| !*up) => {}
                         }
                     });
@@ -170,11 +168,11 @@ impl TcpProxy {
     }
 }
 
-/// Copies `from` to `to`, each chunk only while `gate` is open.
+/// Copies `from` to `to`; with a `gate`, each chunk only while the gate is open.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut gate: tokio::sync::watch::Receiver<bool>,
+    mut gate: Option<tokio::sync::watch::Receiver<bool>>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = vec![0u8; 16 * 1024];
@@ -183,7 +181,12 @@ async fn pump(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        if gate.wait_for(|open| *open).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+        if let Some(gate) = &mut gate {
+            if gate.wait_for(|open| *open).await.is_err() {
+                return;
+            }
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
             return;
         }
     }
