@@ -7,9 +7,8 @@
 # duplicate and out-of-order saga messages, etcd compaction, a lock holder held inside
 # its critical section (pause-in-section, fenced and unfenced, against the hooked
 # inventory image), a lock holder or job leader killed while etcd's leader is moved —
-# and rewrites the fault
-# matrix in docs/reliability.md with what the databases say (oversold, lost orders,
-# duplicate payments) and what it measured (stall, failover).
+# and rewrites the fault matrix in docs/reliability.md with what the databases say
+# (oversold, lost orders, duplicate payments) and what it measured (stall, failover).
 #
 #   scripts/faults.sh                      # every fault (about 15 minutes here)
 #   scripts/faults.sh --only kill-etcd-leader,compact-etcd --report -

@@ -4,12 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use coord::etcd_client::{Client as EtcdClient, CompactionOptions, GetOptions};
 
 use super::catalogue::Fault;
 use super::leader_change::{kill_job_leader_move_leader, kill_lock_holder_move_leader};
-use super::observe::{etcd_leader, job_leader, keys_under, lease_gone, lock_holder, replica_lease};
+use super::observe::{
+    etcd_leader, etcd_of, job_leader, keys_under, lease_gone, lock_holder, replica_lease,
+};
 use super::replay::replay_saga_messages;
 use super::report::{seconds, Injection};
 use super::section::pause_in_section;
@@ -29,8 +30,7 @@ struct Target<'a> {
 impl Target<'_> {
     /// A client of every etcd member.
     async fn etcd(&self) -> anyhow::Result<EtcdClient> {
-        let endpoints: Vec<String> = self.members.iter().map(|(_, e)| e.clone()).collect();
-        EtcdClient::connect(endpoints, None).await.context("etcd")
+        etcd_of(self.members).await
     }
 
     /// The hot SKU's lock keys.

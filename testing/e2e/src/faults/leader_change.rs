@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use coord::etcd_client::Client as EtcdClient;
 
-use super::observe::{job_leader, lock_holder, member_statuses, replica_lease};
+use super::observe::{
+    etcd_of, job_leader, leader_among, lock_holder, member_statuses, replica_lease,
+};
 use super::report::seconds;
 use super::stack::{docker_on, start_again};
 use crate::{Stack, TTL};
@@ -31,7 +33,7 @@ pub(super) async fn kill_lock_holder_move_leader(
     members: &[(String, String)],
     locks: &str,
 ) -> anyhow::Result<Injected> {
-    let mut client = etcd(members).await?;
+    let mut client = etcd_of(members).await?;
     let (lease, queued) = lock_holder(&mut client, locks).await?;
     let at = Instant::now();
     docker_on(stack, &["kill"], "inventory-1").await?;
@@ -61,7 +63,7 @@ pub(super) async fn kill_job_leader_move_leader(
     } else {
         ("order-2", "order-1")
     };
-    let mut client = etcd(members).await?;
+    let mut client = etcd_of(members).await?;
     let lease = replica_lease(&mut client, "order", victim).await?;
     let at = Instant::now();
     docker_on(stack, &["kill"], victim).await?;
@@ -134,17 +136,10 @@ async fn move_leader_while_lease_runs_out(
         "the lease {lease:x} expired before the leader could be moved"
     );
     let statuses = member_statuses(members).await?;
-    let leader_id = statuses
-        .iter()
-        .find_map(|s| (s.leader != 0).then_some(s.leader))
-        .context("no etcd member knows a leader")?;
-    let leader = statuses
-        .iter()
-        .find(|s| s.id == leader_id)
-        .context("the leader is not among the members")?;
+    let leader = leader_among(&statuses)?;
     let follower = statuses
         .iter()
-        .find(|s| s.id != leader_id)
+        .find(|s| s.id != leader.id)
         .context("no follower to move the leadership to")?;
     let mut on_leader = EtcdClient::connect([leader.endpoint.clone()], None)
         .await
@@ -189,10 +184,4 @@ async fn wait_lease_gone(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(None)
-}
-
-/// A client of every etcd member.
-async fn etcd(members: &[(String, String)]) -> anyhow::Result<EtcdClient> {
-    let endpoints: Vec<String> = members.iter().map(|(_, e)| e.clone()).collect();
-    EtcdClient::connect(endpoints, None).await.context("etcd")
 }

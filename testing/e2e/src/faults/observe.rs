@@ -101,18 +101,28 @@ pub(super) async fn lease_gone(
     Ok(None)
 }
 
+/// A client of every etcd member.
+pub(super) async fn etcd_of(members: &[(String, String)]) -> anyhow::Result<EtcdClient> {
+    let endpoints: Vec<String> = members.iter().map(|(_, e)| e.clone()).collect();
+    EtcdClient::connect(endpoints, None).await.context("etcd")
+}
+
 /// The member name (`etcd1`…) of the current etcd leader, asked of `members`.
 pub(super) async fn etcd_leader(members: &[(String, String)]) -> anyhow::Result<String> {
     let statuses = member_statuses(members).await?;
+    Ok(leader_among(&statuses)?.name.clone())
+}
+
+/// The status of the member the answering members call their leader.
+pub(super) fn leader_among(statuses: &[MemberStatus]) -> anyhow::Result<&MemberStatus> {
     let leader = statuses
         .iter()
         .map(|s| s.leader)
         .find(|leader| *leader != 0)
         .context("no etcd member knows a leader")?;
     statuses
-        .into_iter()
+        .iter()
         .find(|s| s.id == leader)
-        .map(|s| s.name)
         .context("the leader is not among the members asked")
 }
 

@@ -26,7 +26,7 @@ use loadtest::audit::{AuditScope, Auditor};
 use shop_common::domain::Strategy;
 use shop_proto::v1 as pb;
 
-use super::observe::lease_gone;
+use super::observe::{etcd_of, lease_gone};
 use super::report::Injection;
 use super::stack::{databases, HOLD};
 use crate::{Stack, TTL};
@@ -146,12 +146,7 @@ async fn experiment(
     strategy: Strategy,
 ) -> anyhow::Result<Experiment> {
     let sku = format!("{SKU_PREFIX}{run}-{}", strategy.as_str());
-    let mut etcd = EtcdClient::connect(
-        members.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>(),
-        None,
-    )
-    .await
-    .context("etcd")?;
+    let mut etcd = etcd_of(members).await?;
     stack
         .inventory("inventory-2")
         .await
