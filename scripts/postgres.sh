@@ -3,6 +3,8 @@
 #   scripts/postgres.sh start [port]   initdb (data under $TMPDIR), start, wait until ready
 #   scripts/postgres.sh stop  [port]   stop it and remove its data
 #   scripts/postgres.sh url   [port]   print the DATABASE_URL to use
+# PG_EXTRA_OPTIONS adds server options at start, e.g. to see where Postgres' time goes:
+#   PG_EXTRA_OPTIONS="-c shared_preload_libraries=pg_stat_statements" scripts/postgres.sh start
 #
 # The cluster trusts every connection from 127.0.0.1 as user `postgres` (no password):
 # it is for tests on this machine only. It is tuned for speed, not durability
@@ -47,7 +49,8 @@ case "$cmd" in
       >"$run/initdb.log" 2>&1 || { cat "$run/initdb.log" >&2; exit 1; }
     as_pg "$bin/pg_ctl" -D "$run/data" -l "$run/postgres.log" -w -t 60 start -o \
       "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$run \
-       -c max_connections=400 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+       -c max_connections=400 -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+       ${PG_EXTRA_OPTIONS:-}" \
       >/dev/null || { echo "postgres did not start; log:" >&2; cat "$run/postgres.log" >&2; exit 1; }
     for _ in $(seq 1 100); do
       if ready; then

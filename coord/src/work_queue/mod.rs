@@ -13,11 +13,17 @@
 //! <name>/items/<priority %05d>/<seq %020d>    envelope + payload (no lease)
 //! <name>/claims/<priority %05d>/<seq %020d>   who works on it (consumer's lease)
 //! <name>/ids/<id>                             item key, for idempotent enqueue by id
-//! <name>/seq                                  the sequence counter
 //! <name>/dead/<priority %05d>/<seq %020d>     items that failed max_attempts times
 //! ```
-//! Lower priority numbers are served first (like Go's PriorityQueue); FIFO within a
-//! priority, by the sequence number taken at enqueue. An item's value is one header
+//! Lower priority numbers are served first (like Go's PriorityQueue); within a
+//! priority, in the order of the sequence numbers taken at enqueue. A sequence number
+//! is the producer's clock in nanoseconds (strictly increasing within one process), so
+//! one producer's items are served in the order it enqueued them, and items from
+//! different producers by their enqueue times, within the clocks' skew. (Earlier builds
+//! numbered items from a shared `<name>/seq` counter that every enqueue had to
+//! compare-and-swap, so concurrent producers retried each other; their items sort
+//! before clock-numbered ones and are served first, and the counter is no longer
+//! written.) An item's value is one header
 //! line (`coord-wq/1 {json}`) followed by the payload bytes unchanged, so a JSON payload
 //! stays readable in `etcdctl get`.
 //!
@@ -65,8 +71,7 @@ use tracing::{debug, field, info_span, Instrument, Span};
 
 use crate::metrics;
 use crate::plumbing::key::{dir_prefix, show};
-use crate::plumbing::retry::Backoff;
-use crate::txn::{key_missing, mod_rev_is, Ops, Txn};
+use crate::txn::{key_missing, Ops, Txn};
 use crate::{Error, Result};
 pub use claimed::Claimed;
 pub use inspect::StoredItem;
@@ -91,6 +96,28 @@ pub struct Enqueued {
     pub id: String,
     /// False when an item with this id was already queued (nothing was added).
     pub created: bool,
+}
+
+/// The next sequence number for an item's slot: the wall clock in nanoseconds since
+/// the epoch, strictly increasing within this process (a clock that stands still or
+/// steps back continues from the last number). Producers in different processes take
+/// numbers from their own clocks, so their items interleave by enqueue time, within
+/// the clocks' skew.
+fn next_seq() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last + 1);
+        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
 }
 
 fn now_ms() -> u64 {
@@ -133,9 +160,6 @@ impl WorkQueue {
     fn id_key(&self, id: &str) -> String {
         format!("{}ids/{id}", self.prefix)
     }
-    fn seq_key(&self) -> String {
-        format!("{}seq", self.prefix)
-    }
     /// `<priority>/<seq>`, the part item, claim and dead keys share.
     fn slot_of<'k>(&self, item_key: &'k str) -> &'k str {
         &item_key[self.items().len()..]
@@ -177,27 +201,13 @@ impl WorkQueue {
     }
 
     async fn enqueue_new(&self, id: &str, payload: &[u8], priority: u32) -> Result<Enqueued> {
-        let (id_key, seq_key) = (self.id_key(id), self.seq_key());
-        let mut backoff = Backoff::default();
+        let id_key = self.id_key(id);
         loop {
-            // Take the next sequence number with a compare-and-swap on the counter, in
-            // the same txn that checks the id is new and writes the item.
-            let seq_now = self.client.clone().get(seq_key.as_str(), None).await?;
-            let (seq, seq_rev) = match seq_now.kvs().first() {
-                Some(kv) => (
-                    std::str::from_utf8(kv.value())
-                        .ok()
-                        .and_then(|s| s.parse::<u64>().ok())
-                        .ok_or_else(|| Error::Malformed {
-                            key: seq_key.clone(),
-                            reason: "sequence counter is not a number".into(),
-                        })?,
-                    kv.mod_revision(),
-                ),
-                None => (0, 0),
-            };
-            let next = seq + 1;
-            let item_key = format!("{}{priority:05}/{next:020}", self.items());
+            // One txn: the id is new and the slot is free, then the id and the item.
+            // The slot's sequence number comes from the clock (no shared counter to
+            // compare-and-swap, so concurrent producers never retry each other); the
+            // slot's own compare catches two producers picking the same number.
+            let item_key = format!("{}{priority:05}/{:020}", self.items(), next_seq());
             let envelope = Envelope {
                 id: id.to_owned(),
                 attempts: 0,
@@ -205,11 +215,10 @@ impl WorkQueue {
                 not_before_ms: 0,
             };
             let outcome = Txn::new()
-                .when(mod_rev_is(seq_key.as_str(), seq_rev))
                 .when(key_missing(id_key.as_str()))
+                .when(key_missing(item_key.as_str()))
                 .then(
                     Ops::new()
-                        .put(seq_key.as_str(), next.to_string())
                         .put(id_key.as_str(), item_key.as_str())
                         .put(item_key.as_str(), encode_item(&envelope, payload)),
                 )
@@ -232,7 +241,8 @@ impl WorkQueue {
                     created: false,
                 });
             }
-            backoff.wait(&"sequence counter moved; retrying").await; // another producer won
+            // Another producer took this very slot: the next number is a new one.
+            debug!(id, item = %item_key, "slot taken by another producer; picking the next");
         }
     }
 

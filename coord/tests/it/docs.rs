@@ -148,15 +148,20 @@ pub(super) fn ids_replaced(text: &str, is_id: impl Fn(&str) -> bool) -> String {
 }
 
 /// Replaces what differs between runs: lease ids and wall-clock numbers (runs of 10 or
-/// more hex digits that contain a digit and do not start with `0`; zero-padded
-/// sequence numbers stay exact), the seconds a lease has left and the order in which
-/// etcd lists a lease's keys.
+/// more hex digits that contain a digit and do not start with `0`, and a work queue's
+/// clock-numbered slots: 20 digits, one leading zero; zero-padded counters stay exact),
+/// the seconds a lease has left and the order in which etcd lists a lease's keys.
 pub(super) fn normalize(output: &str) -> String {
     let out = ids_replaced(output, |run| {
-        run.len() >= 10
-            && run.chars().all(|c| c.is_ascii_hexdigit())
-            && run.chars().any(|c| c.is_ascii_digit())
-            && !run.starts_with('0')
+        let clock_slot = run.len() == 20
+            && run.chars().all(|c| c.is_ascii_digit())
+            && run.starts_with('0')
+            && !run[1..].starts_with('0');
+        clock_slot
+            || (run.len() >= 10
+                && run.chars().all(|c| c.is_ascii_hexdigit())
+                && run.chars().any(|c| c.is_ascii_digit())
+                && !run.starts_with('0'))
     });
     let mut lines = Vec::new();
     for line in out.lines() {

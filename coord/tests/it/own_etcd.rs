@@ -140,6 +140,28 @@ impl OwnEtcd {
 
     /// The number of watchers this member serves (its `etcd_debugging_mvcc_watcher_total`).
     pub async fn watchers(&self) -> u64 {
+        self.metrics()
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix("etcd_debugging_mvcc_watcher_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .expect("etcd reports etcd_debugging_mvcc_watcher_total") as u64
+    }
+
+    /// The gRPC calls of `method` (`Txn`, `Range`, …) this member has answered so far,
+    /// whatever their outcome (its `grpc_server_handled_total`).
+    pub async fn handled(&self, method: &str) -> u64 {
+        let wanted = format!("grpc_method=\"{method}\"");
+        self.metrics()
+            .await
+            .lines()
+            .filter(|l| l.starts_with("grpc_server_handled_total{") && l.contains(&wanted))
+            .filter_map(|l| l.rsplit_once(' ')?.1.trim().parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+
+    /// The member's Prometheus metrics, as text.
+    async fn metrics(&self) -> String {
         let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
             .await
             .expect("metrics connection");
@@ -148,10 +170,7 @@ impl OwnEtcd {
             .unwrap();
         let mut body = String::new();
         conn.read_to_string(&mut body).await.unwrap();
-        body.lines()
-            .find_map(|l| l.strip_prefix("etcd_debugging_mvcc_watcher_total "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .expect("etcd reports etcd_debugging_mvcc_watcher_total") as u64
+        body
     }
 
     /// The leader this member knows of (0: none), asked over a connection of its own

@@ -140,14 +140,14 @@ impl Reserver {
         &self.stm
     }
 
-    /// The strategy a Reserve of `cart` runs under: its SKUs' one. Refuses unknown
-    /// SKUs, a cart whose SKUs disagree, and a request asserting another strategy.
-    pub async fn strategy_of(
-        &self,
+    /// The strategy a Reserve of `cart` runs under, given its SKUs' strategies as read:
+    /// their one. Refuses unknown SKUs, a cart whose SKUs disagree, and a request
+    /// asserting another strategy.
+    fn strategy_among(
+        strategies: BTreeMap<Sku, Strategy>,
         cart: &Cart,
         requested: Option<Strategy>,
     ) -> Result<Strategy, ReserveError> {
-        let strategies = self.db.strategies(cart.skus()).await?;
         let unknown: Vec<Sku> = cart
             .skus()
             .filter(|sku| !strategies.contains_key(*sku))
@@ -186,9 +186,14 @@ impl Reserver {
         request: &ReserveRequest,
     ) -> Result<(Strategy, ReserveOutcome), ReserveError> {
         let (order, cart) = (request.order, &request.cart);
-        let strategy = self.strategy_of(cart, request.strategy).await?;
+        // The SKUs' strategy and the order's own row, in one read.
+        let (strategies, state) = self
+            .db
+            .strategies_and_state(cart.skus(), Some(order))
+            .await?;
+        let strategy = Self::strategy_among(strategies, cart, request.strategy)?;
         // A retry (or a Reserve after Release) is answered without waiting or locking.
-        if let Some(outcome) = self.db.earlier_outcome(order, cart).await? {
+        if let Some(outcome) = self.db.outcome_in_state(state, order, cart).await? {
             return Ok((strategy, outcome));
         }
         moment!(AfterOwnRow, order);

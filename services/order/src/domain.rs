@@ -208,10 +208,11 @@ impl PaymentOutcome {
         } else {
             Ok(PaymentOutcome::Failed {
                 payment_id: (!payment_id.is_empty()).then(|| payment_id.to_owned()),
+                // Postgres text cannot hold NUL: it is kept as U+FFFD, the rest as given.
                 reason: if reason.is_empty() {
                     "payment failed".to_owned()
                 } else {
-                    reason.to_owned()
+                    reason.replace('\0', "\u{FFFD}")
                 },
             })
         }

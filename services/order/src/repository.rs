@@ -27,8 +27,8 @@ pub struct OrdersDb {
 
 const ORDER_COLUMNS: &str = "order_id, idempotency_key, customer_id, customer_tier, strategy, \
      sale_id, status, status_reason, payment_id, stock_settled, created_at, updated_at, \
-     (SELECT COALESCE(array_agg(l.sku ORDER BY l.sku), '{}') FROM order_lines l WHERE l.order_id = o.order_id) AS skus, \
-     (SELECT COALESCE(array_agg(l.quantity ORDER BY l.sku), '{}') FROM order_lines l WHERE l.order_id = o.order_id) AS quantities";
+     (SELECT COALESCE(array_agg(l.sku ORDER BY l.sku COLLATE \"C\"), '{}') FROM order_lines l WHERE l.order_id = o.order_id) AS skus, \
+     (SELECT COALESCE(array_agg(l.quantity ORDER BY l.sku COLLATE \"C\"), '{}') FROM order_lines l WHERE l.order_id = o.order_id) AS quantities";
 
 /// The insert of a new order; a key that exists already inserts nothing.
 #[cfg(not(feature = "knockout-idempotency-key"))]
@@ -58,43 +58,35 @@ impl OrdersDb {
     /// Inserts `new` as a PENDING order, unless its customer used its idempotency key: then the
     /// existing order is returned instead. Two concurrent calls with one key get one
     /// order (the unique index makes the second insert wait for the first, then yield).
+    ///
+    /// A new order is one statement: the order and its lines are inserted together and
+    /// the order is built from what was inserted, so the common case is one round trip.
     pub async fn insert_pending(&self, new: &NewOrder) -> Result<Inserted, sqlx::Error> {
         // The existing order can vanish between our insert conflict and our read (a
         // failed attempt deleting its PENDING order); then try again.
         for _ in 0..3 {
             let id = OrderId::new_random();
-            let mut tx = self.pool.begin().await?;
-            let inserted = sqlx::query(INSERT_PENDING)
-                .bind(id.as_uuid())
-                .bind(new.idempotency_key.as_str())
-                .bind(new.customer_id.as_str())
-                .bind(new.customer_tier.as_str())
-                .bind(new.strategy.map(Strategy::as_str))
-                .bind(new.sale_id.as_ref().map(SaleId::as_str))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                == 1;
-            if inserted {
-                let (skus, quantities) = new.cart.columns();
-                sqlx::query(
-                    "INSERT INTO order_lines (order_id, sku, quantity)
-                     SELECT $1, sku, quantity FROM UNNEST($2::text[], $3::int[]) AS l (sku, quantity)",
-                )
-                .bind(id.as_uuid())
-                .bind(&skus)
-                .bind(&quantities)
-                .execute(&mut *tx)
-                .await?;
-                // Read the order back inside the insert's transaction: one transaction
-                // per new order instead of two.
-                let order = fetch_order(&mut *tx, id)
-                    .await?
-                    .ok_or_else(|| vanished(id))?;
-                tx.commit().await?;
-                return Ok(Inserted::New(order));
+            let (skus, quantities) = new.cart.columns();
+            let inserted = sqlx::query(&format!(
+                "WITH o AS ({INSERT_PENDING} RETURNING order_id, created_at, updated_at),
+                      l AS (INSERT INTO order_lines (order_id, sku, quantity)
+                            SELECT o.order_id, l.sku, l.quantity
+                            FROM o, UNNEST($7::text[], $8::int[]) AS l (sku, quantity))
+                 SELECT created_at, updated_at FROM o"
+            ))
+            .bind(id.as_uuid())
+            .bind(new.idempotency_key.as_str())
+            .bind(new.customer_id.as_str())
+            .bind(new.customer_tier.as_str())
+            .bind(new.strategy.map(Strategy::as_str))
+            .bind(new.sale_id.as_ref().map(SaleId::as_str))
+            .bind(&skus)
+            .bind(&quantities)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(row) = inserted {
+                return Ok(Inserted::New(pending_order(id, new, &row)?));
             }
-            tx.rollback().await?;
             if let Some(existing) = self
                 .get_by_key(&new.customer_id, &new.idempotency_key)
                 .await?
@@ -109,7 +101,14 @@ impl OrdersDb {
     }
 
     pub async fn get(&self, id: OrderId) -> Result<Option<Order>, sqlx::Error> {
-        fetch_order(&self.pool, id).await
+        sqlx::query(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders o WHERE order_id = $1"
+        ))
+        .bind(id.as_uuid())
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|row| order_from_row(&row))
+        .transpose()
     }
 
     /// Orders in `status` whose last change is more than `age` ago, oldest first: the
@@ -174,9 +173,10 @@ impl OrdersDb {
         .transpose()
     }
 
-    /// Moves the order from `from` to `to` (with a reason and payment id) if it is
-    /// still in `from`. Returns the order as it is afterwards — moved by us (`true`),
-    /// or by whoever got there first (`false`) — or `None` if it no longer exists.
+    /// Moves the order from `from` to `to` (with a reason, payment id and, if the
+    /// order has none yet, the strategy inventory applied) if it is still in `from`.
+    /// Returns the order as it is afterwards — moved by us (`true`), or by whoever got
+    /// there first (`false`) — or `None` if it no longer exists.
     pub async fn transition(
         &self,
         id: OrderId,
@@ -184,12 +184,14 @@ impl OrdersDb {
         to: OrderStatus,
         reason: &str,
         payment_id: Option<&str>,
+        strategy: Option<Strategy>,
     ) -> Result<Option<(Order, bool)>, sqlx::Error> {
         // One statement in the common case: the update returns the order as it left it.
         // Only when the compare-and-set found another status is the order read again.
         let moved = sqlx::query(&format!(
             "UPDATE orders o SET status = $3, status_reason = $4,
-                                 payment_id = COALESCE($5, payment_id), updated_at = now()
+                                 payment_id = COALESCE($5, payment_id),
+                                 strategy = COALESCE(strategy, $6), updated_at = now()
              WHERE order_id = $1 AND status = $2
              RETURNING {ORDER_COLUMNS}"
         ))
@@ -198,27 +200,13 @@ impl OrdersDb {
         .bind(to.as_str())
         .bind(reason)
         .bind(payment_id)
+        .bind(strategy.map(Strategy::as_str))
         .fetch_optional(&self.pool)
         .await?;
         match moved {
             Some(row) => Ok(Some((order_from_row(&row)?, true))),
             None => Ok(self.get(id).await?.map(|order| (order, false))),
         }
-    }
-
-    /// Records the strategy inventory reserved the order under (the SKUs'), if the
-    /// client named none.
-    pub async fn record_strategy(
-        &self,
-        id: OrderId,
-        strategy: Strategy,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE orders SET strategy = $2 WHERE order_id = $1 AND strategy IS NULL")
-            .bind(id.as_uuid())
-            .bind(strategy.as_str())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
     }
 
     /// Sets the order's `updated_at` to now, which moves it to the back of the jobs'
@@ -232,15 +220,18 @@ impl OrdersDb {
         Ok(())
     }
 
-    /// Records that inventory confirmed the Commit/Release of a PAID/CANCELLED order.
-    pub async fn mark_stock_settled(&self, id: OrderId) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "UPDATE orders SET stock_settled = true, updated_at = now() WHERE order_id = $1",
-        )
+    /// Records that inventory confirmed the Commit/Release of a PAID/CANCELLED order;
+    /// returns the order as it is now (`None` if it no longer exists).
+    pub async fn mark_stock_settled(&self, id: OrderId) -> Result<Option<Order>, sqlx::Error> {
+        sqlx::query(&format!(
+            "UPDATE orders o SET stock_settled = true, updated_at = now() WHERE order_id = $1
+             RETURNING {ORDER_COLUMNS}"
+        ))
         .bind(id.as_uuid())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|row| order_from_row(&row))
+        .transpose()
     }
 
     /// Deletes the order (and its lines) if it is in `status`: used for an order a
@@ -256,27 +247,35 @@ impl OrdersDb {
     }
 }
 
-fn vanished(id: OrderId) -> sqlx::Error {
-    sqlx::Error::Protocol(format!("order {id} vanished right after it was written"))
+/// The order `insert_pending` just inserted: what it was given, with the id and the
+/// database's timestamps, its lines in the order a read gives them (by SKU, bytewise).
+fn pending_order(id: OrderId, new: &NewOrder, row: &PgRow) -> Result<Order, sqlx::Error> {
+    let mut lines: Vec<(&str, i32)> = new
+        .cart
+        .lines()
+        .iter()
+        .map(|l| (l.sku.as_str(), l.quantity.get()))
+        .collect();
+    lines.sort_unstable();
+    let cart = Cart::parse("order_lines", lines)
+        .map_err(|e| decode_error("order lines", &e.to_string()))?;
+    Ok(Order {
+        id,
+        request: NewOrder {
+            cart,
+            ..new.clone()
+        },
+        status: OrderStatus::Pending,
+        status_reason: String::new(),
+        payment_id: None,
+        stock_settled: false,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
 }
 
 fn decode_error(what: &str, value: &str) -> sqlx::Error {
     sqlx::Error::Decode(format!("unexpected {what} {value:?} in the orders table").into())
-}
-
-/// The order `id` as `executor` sees it (the pool, or a transaction that just wrote it).
-async fn fetch_order<'e>(
-    executor: impl sqlx::PgExecutor<'e>,
-    id: OrderId,
-) -> Result<Option<Order>, sqlx::Error> {
-    sqlx::query(&format!(
-        "SELECT {ORDER_COLUMNS} FROM orders o WHERE order_id = $1"
-    ))
-    .bind(id.as_uuid())
-    .fetch_optional(executor)
-    .await?
-    .map(|row| order_from_row(&row))
-    .transpose()
 }
 
 fn order_from_row(row: &PgRow) -> Result<Order, sqlx::Error> {

@@ -204,19 +204,22 @@ impl Saga {
                 async move { inventory.reserve(request).await }
             })
             .await;
-        let (to, reason) = match reserved {
+        // The strategy inventory applied is recorded with the status change.
+        let (to, reason, applied) = match reserved {
             Ok(response) => {
                 let response = response.into_inner();
-                if let Ok(Some(applied)) = Strategy::from_proto("strategy", response.strategy) {
-                    self.db.record_strategy(id, applied).await?;
-                }
+                let applied = Strategy::from_proto("strategy", response.strategy)
+                    .ok()
+                    .flatten();
                 match pb::ReserveOutcome::try_from(response.outcome) {
-                    Ok(pb::ReserveOutcome::Reserved) => (OrderStatus::Reserved, String::new()),
+                    Ok(pb::ReserveOutcome::Reserved) => {
+                        (OrderStatus::Reserved, String::new(), applied)
+                    }
                     Ok(pb::ReserveOutcome::OutOfStock | pb::ReserveOutcome::LimitExceeded) => {
-                        (OrderStatus::Rejected, response.reason)
+                        (OrderStatus::Rejected, response.reason, applied)
                     }
                     Ok(pb::ReserveOutcome::AlreadyReleased) => {
-                        (OrderStatus::Cancelled, response.reason)
+                        (OrderStatus::Cancelled, response.reason, applied)
                     }
                     _ => {
                         return self
@@ -258,7 +261,7 @@ impl Saga {
         };
         let current = self
             .db
-            .transition(id, OrderStatus::Pending, to, &reason, None)
+            .transition(id, OrderStatus::Pending, to, &reason, None, applied)
             .await?;
         let (order, moved) = match current {
             // This Reserve took units, but a concurrent attempt with the same key had
@@ -337,6 +340,7 @@ impl Saga {
                 OrderStatus::Cancelled,
                 &reason,
                 None,
+                None,
             )
             .await?;
         match claimed {
@@ -357,7 +361,14 @@ impl Saga {
             }
             Err(status) => {
                 self.db
-                    .transition(id, OrderStatus::Cancelled, OrderStatus::Pending, "", None)
+                    .transition(
+                        id,
+                        OrderStatus::Cancelled,
+                        OrderStatus::Pending,
+                        "",
+                        None,
+                        None,
+                    )
                     .await?;
                 Ok(Claim::Unconfirmed(status))
             }
@@ -388,28 +399,23 @@ impl Saga {
         id: OrderId,
         outcome: PaymentOutcome,
     ) -> Result<Order, PaymentResultError> {
-        let mut order = self
+        // RESERVED → PAID or CANCELLED, compare-and-set; an order that is no longer
+        // RESERVED (a duplicate result, a contradiction) comes back as it is.
+        let (to, reason, payment_id) = match &outcome {
+            PaymentOutcome::Captured { payment_id } => {
+                (OrderStatus::Paid, "", Some(payment_id.as_str()))
+            }
+            PaymentOutcome::Failed { payment_id, reason } => (
+                OrderStatus::Cancelled,
+                reason.as_str(),
+                payment_id.as_deref(),
+            ),
+        };
+        let (order, _) = self
             .db
-            .get(id)
+            .transition(id, OrderStatus::Reserved, to, reason, payment_id, None)
             .await?
             .ok_or(PaymentResultError::NotFound(id))?;
-        if order.status == OrderStatus::Reserved {
-            let (to, reason, payment_id) = match &outcome {
-                PaymentOutcome::Captured { payment_id } => {
-                    (OrderStatus::Paid, "", Some(payment_id.as_str()))
-                }
-                PaymentOutcome::Failed { payment_id, reason } => (
-                    OrderStatus::Cancelled,
-                    reason.as_str(),
-                    payment_id.as_deref(),
-                ),
-            };
-            (order, _) = self
-                .db
-                .transition(id, OrderStatus::Reserved, to, reason, payment_id)
-                .await?
-                .ok_or(PaymentResultError::NotFound(id))?;
-        }
         match (order.status, &outcome) {
             (OrderStatus::Paid, PaymentOutcome::Captured { payment_id })
                 if order.payment_id.as_deref() != Some(payment_id.as_str()) =>
@@ -421,8 +427,7 @@ impl Saga {
             }
             (OrderStatus::Paid, PaymentOutcome::Captured { .. })
             | (OrderStatus::Cancelled, PaymentOutcome::Failed { .. }) => {
-                self.settle_stock(&order).await?;
-                Ok(self.db.get(id).await?.unwrap_or(order))
+                Ok(self.settle_stock(&order).await?.unwrap_or(order))
             }
             (OrderStatus::Paid, PaymentOutcome::Failed { .. }) => Err(PaymentResultError::Conflict(format!(
                 "order {id} is already PAID (payment {}); a failed payment result cannot cancel it",
@@ -448,9 +453,11 @@ impl Saga {
     }
 
     /// Commit (PAID) or Release (CANCELLED) the order's stock until inventory confirms.
-    async fn settle_stock(&self, order: &Order) -> Result<(), PaymentResultError> {
+    /// Returns the order as recorded afterwards, or `None` when it was settled already
+    /// (then nothing was done and `order` is current).
+    async fn settle_stock(&self, order: &Order) -> Result<Option<Order>, PaymentResultError> {
         if order.stock_settled {
-            return Ok(());
+            return Ok(None);
         }
         let id = order.id.to_string();
         let (action, settled) = match order.status {
@@ -467,10 +474,7 @@ impl Saga {
             _ => ("release", self.release(order.id).await),
         };
         match settled {
-            Ok(()) => {
-                self.db.mark_stock_settled(order.id).await?;
-                Ok(())
-            }
+            Ok(()) => Ok(self.db.mark_stock_settled(order.id).await?),
             Err(status) if matches!(status.code(), Code::FailedPrecondition | Code::NotFound) => {
                 // Inventory disagrees with our record (e.g. committed vs released):
                 // a bug or a manual intervention; needs a human, so say so.
@@ -514,14 +518,15 @@ impl Saga {
                 OrderStatus::Cancelled,
                 reason,
                 None,
+                None,
             )
             .await?
             .ok_or(PaymentResultError::NotFound(id))?;
         if !moved {
             return Ok((order, false));
         }
-        self.settle_stock(&order).await?;
-        Ok((self.db.get(id).await?.unwrap_or(order), true))
+        let settled = self.settle_stock(&order).await?;
+        Ok((settled.unwrap_or(order), true))
     }
 
     /// Repeats the Commit (PAID) or Release (CANCELLED) of an order whose stock
@@ -532,10 +537,10 @@ impl Saga {
             .get(id)
             .await?
             .ok_or(PaymentResultError::NotFound(id))?;
-        if matches!(order.status, OrderStatus::Paid | OrderStatus::Cancelled) {
-            self.settle_stock(&order).await?;
+        if !matches!(order.status, OrderStatus::Paid | OrderStatus::Cancelled) {
+            return Ok(order);
         }
-        Ok(self.db.get(id).await?.unwrap_or(order))
+        Ok(self.settle_stock(&order).await?.unwrap_or(order))
     }
 
     /// Hands a RESERVED order to the payment step again (a crash may have come between

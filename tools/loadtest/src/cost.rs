@@ -75,6 +75,24 @@ pub fn per_order(value: Option<f64>) -> String {
 }
 
 impl Cost {
+    /// The cost per order of each `(strategy, cost)` side by side, as a markdown table.
+    pub fn markdown_table<'a>(rows: impl Iterator<Item = (&'a str, &'a Cost)>) -> String {
+        let mut out = String::from(
+            "| strategy | etcd writes | etcd requests | Postgres xacts | CPU ms (all processes) |\n\
+             |---|---:|---:|---:|---:|\n",
+        );
+        for (strategy, c) in rows {
+            out.push_str(&format!(
+                "| {strategy} | {} | {} | {} | {} |\n",
+                per_order(c.etcd_writes_per_order),
+                per_order(c.etcd_requests_per_order),
+                per_order(c.pg_xacts_per_order),
+                per_order(c.cpu_ms_per_order.get("total").copied()),
+            ));
+        }
+        out
+    }
+
     /// One line: etcd writes and requests, Postgres transactions, CPU ms by process.
     pub fn line(&self) -> String {
         let c = self;

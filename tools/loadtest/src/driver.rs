@@ -135,10 +135,15 @@ async fn play(
         .context("leaving the finish barrier")?;
 
     bar.set_message("settling payments");
-    shop.auditor
+    let settled = shop
+        .auditor
         .wait_settled(&names.key_prefix, config.settle_timeout)
         .await
         .context("reading the order database")?;
+    // From the window's start (the sale's opening, or the first order) to the moment
+    // the last order was seen settled (polled every 100 ms).
+    let settled =
+        (settled && !config.direct_reserve).then(|| clock.now().saturating_sub(window_start));
     let stock = sampler.stop(window_start).await;
     bar.set_message("reading what the orders cost");
     let cost = crate::cost::cost(
@@ -168,7 +173,11 @@ async fn play(
     bar.finish_and_clear();
 
     let measurements = Measurements::new(&samples.samples, window_start, stock);
-    Ok(StrategyReport::new(config, strategy, measurements, audit, samples.errors).with_cost(cost))
+    Ok(
+        StrategyReport::new(config, strategy, measurements, audit, samples.errors)
+            .with_cost(cost)
+            .with_settled(settled),
+    )
 }
 
 fn progress_bar(config: &RunConfig, strategy: Strategy) -> ProgressBar {

@@ -12,7 +12,7 @@ use shop_common::domain::Strategy;
 
 use crate::audit::Audit;
 use crate::config::RunConfig;
-use crate::cost::{per_order, Cost};
+use crate::cost::Cost;
 use crate::scenario::RunNames;
 use crate::stats::Measurements;
 
@@ -51,6 +51,15 @@ pub struct StrategyReport {
     /// Answered orders (accepted + rejected) per second of `elapsed_s`.
     pub throughput_rps: f64,
     pub accepted_rps: f64,
+    /// Seconds from the start (or the sale's opening) until every order of the run was
+    /// settled (PAID with its stock committed, REJECTED, or CANCELLED with its stock
+    /// released): what the whole saga took, payments included. `None`: not every order
+    /// settled within the settle timeout, or no orders (direct Reserve).
+    pub settled_s: Option<f64>,
+    /// Orders per second through the whole saga: this process's orders over
+    /// `settled_s`. CreateOrder answers at RESERVED, so `throughput_rps` can run ahead
+    /// of what the payment step keeps up with; this cannot.
+    pub saga_rps: Option<f64>,
     pub p50_ms: f64,
     pub p95_ms: f64,
     pub p99_ms: f64,
@@ -112,6 +121,8 @@ impl StrategyReport {
             elapsed_s: m.window.as_secs_f64(),
             throughput_rps: m.throughput_rps(),
             accepted_rps: m.accepted_rps(),
+            settled_s: None,
+            saga_rps: None,
             p50_ms: m.latency_ms(0.50),
             p95_ms: m.latency_ms(0.95),
             p99_ms: m.latency_ms(0.99),
@@ -127,6 +138,16 @@ impl StrategyReport {
             measurements,
             audit,
         }
+    }
+
+    /// The report with the time from the start until every order had settled.
+    pub fn with_settled(mut self, settled: Option<std::time::Duration>) -> StrategyReport {
+        self.settled_s = settled.map(|d| d.as_secs_f64());
+        self.saga_rps = self
+            .settled_s
+            .filter(|s| *s > 0.0)
+            .map(|s| self.orders as f64 / s);
+        self
     }
 
     /// The report with what its orders cost.
@@ -208,7 +229,7 @@ impl StrategyReport {
     }
 }
 
-const COLUMNS: [&str; 12] = [
+const COLUMNS: [&str; 13] = [
     "strategy",
     "accepted",
     "rejected",
@@ -218,12 +239,13 @@ const COLUMNS: [&str; 12] = [
     "lost",
     "dup. payments",
     "orders/s",
+    "saga orders/s",
     "p50 ms",
     "p95 ms",
     "p99 ms",
 ];
 
-fn row(r: &StrategyReport) -> [String; 12] {
+fn row(r: &StrategyReport) -> [String; 13] {
     [
         r.strategy.clone(),
         r.orders_accepted.to_string(),
@@ -234,6 +256,7 @@ fn row(r: &StrategyReport) -> [String; 12] {
         r.audit.lost_orders.to_string(),
         r.audit.duplicate_payments.to_string(),
         format!("{:.0}", r.throughput_rps),
+        r.saga_rps.map_or("n/a".into(), |v| format!("{v:.0}")),
         format!("{:.1}", r.p50_ms),
         format!("{:.1}", r.p95_ms),
         format!("{:.1}", r.p99_ms),
@@ -317,6 +340,15 @@ fn details(r: &StrategyReport) -> Vec<(String, String)> {
             ),
         ),
         (
+            "through the whole saga".into(),
+            match (r.saga_rps, r.settled_s) {
+                (Some(rps), Some(s)) => format!(
+                    "{rps:.0} orders/s: every order settled (paid and committed, or released) {s:.1} s after the start"
+                ),
+                _ => "not every order settled within the settle timeout".into(),
+            },
+        ),
+        (
             "latency".into(),
             format!(
                 "p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
@@ -370,7 +402,7 @@ pub fn render_text(reports: &[StrategyReport]) -> String {
             writeln!(out, "  {label:<width$}  {value}").unwrap();
         }
     }
-    let rows: Vec<[String; 12]> = reports.iter().map(row).collect();
+    let rows: Vec<[String; 13]> = reports.iter().map(row).collect();
     let widths: Vec<usize> = (0..COLUMNS.len())
         .map(|c| {
             rows.iter()
@@ -407,31 +439,6 @@ pub fn render_text(reports: &[StrategyReport]) -> String {
     out
 }
 
-/// The cost per order side by side, as a markdown table.
-pub fn markdown_cost_table(reports: &[StrategyReport]) -> String {
-    let mut out = String::new();
-    writeln!(
-        out,
-        "| strategy | etcd writes | etcd requests | Postgres xacts | CPU ms (all processes) |"
-    )
-    .unwrap();
-    writeln!(out, "|---|---:|---:|---:|---:|").unwrap();
-    for r in reports {
-        let c = &r.cost;
-        writeln!(
-            out,
-            "| {} | {} | {} | {} | {} |",
-            r.strategy,
-            per_order(c.etcd_writes_per_order),
-            per_order(c.etcd_requests_per_order),
-            per_order(c.pg_xacts_per_order),
-            per_order(c.cpu_ms_per_order.get("total").copied()),
-        )
-        .unwrap();
-    }
-    out
-}
-
 /// The comparison as a markdown table (also what docs/benchmarks.md shows).
 pub fn markdown_table(reports: &[StrategyReport]) -> String {
     let mut out = String::new();
@@ -456,7 +463,9 @@ pub fn markdown_summary(
     writeln!(out, "Command: `{command}`\n").unwrap();
     out.push_str(&markdown_table(reports));
     writeln!(out, "\nCost per order:\n").unwrap();
-    out.push_str(&markdown_cost_table(reports));
+    out.push_str(&Cost::markdown_table(
+        reports.iter().map(|r| (r.strategy.as_str(), &r.cost)),
+    ));
     for r in reports {
         writeln!(out, "\n## {}\n", r.strategy).unwrap();
         for (label, value) in details(r) {

@@ -34,7 +34,19 @@ impl InventoryDb {
         order: OrderId,
         cart: &Cart,
     ) -> Result<Option<ReserveOutcome>, ReserveDbError> {
-        match self.reservation_state(order).await? {
+        let state = self.reservation_state(order).await?;
+        self.outcome_in_state(state, order, cart).await
+    }
+
+    /// [`Self::earlier_outcome`] for a reservation state already read (`None`: the
+    /// order has no row).
+    pub async fn outcome_in_state(
+        &self,
+        state: Option<ReservationState>,
+        order: OrderId,
+        cart: &Cart,
+    ) -> Result<Option<ReserveOutcome>, ReserveDbError> {
+        match state {
             None | Some(ReservationState::Preparing) => Ok(None),
             Some(ReservationState::Released) => Ok(Some(ReserveOutcome::AlreadyReleased)),
             Some(_) => {

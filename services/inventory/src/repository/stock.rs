@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use shop_common::domain::{Cart, Sku, Strategy};
+use shop_common::domain::{Cart, OrderId, Sku, Strategy};
 use sqlx::{PgPool, Row};
 
-use super::model::{shortage, Seed, Shortage, StockLevel};
+use super::model::{shortage, ReservationState, Seed, Shortage, StockLevel};
 
 /// The inventory database. Cheap to clone (a pool handle).
 #[derive(Debug, Clone)]
@@ -66,19 +66,41 @@ impl InventoryDb {
         &self,
         skus: impl IntoIterator<Item = &'a Sku>,
     ) -> Result<BTreeMap<Sku, Strategy>, sqlx::Error> {
+        Ok(self.strategies_and_state(skus, None).await?.0)
+    }
+
+    /// The strategy of each given SKU that exists and, with an order, the state of
+    /// that order's reservation if it has one: everything a Reserve looks up before
+    /// it decides anything, in one statement. (With no SKU known there is no row to
+    /// carry the state; the Reserve is refused for its unknown SKUs then anyway.)
+    pub async fn strategies_and_state<'a>(
+        &self,
+        skus: impl IntoIterator<Item = &'a Sku>,
+        order: Option<OrderId>,
+    ) -> Result<(BTreeMap<Sku, Strategy>, Option<ReservationState>), sqlx::Error> {
         let skus: Vec<&Sku> = skus.into_iter().collect();
         let wanted: Vec<&str> = skus.iter().map(|s| s.as_str()).collect();
-        let known: Vec<(String, String)> =
-            sqlx::query_as("SELECT sku, strategy FROM stock WHERE sku = ANY($1)")
-                .bind(&wanted)
-                .fetch_all(self.pool())
-                .await?;
-        skus.into_iter()
+        let known: Vec<(String, String, Option<String>)> = sqlx::query_as(
+            "SELECT sku, strategy, (SELECT state FROM reservations WHERE order_id = $2)
+             FROM stock WHERE sku = ANY($1)",
+        )
+        .bind(&wanted)
+        .bind(order.map(OrderId::as_uuid))
+        .fetch_all(self.pool())
+        .await?;
+        let state = known
+            .first()
+            .and_then(|(_, _, state)| state.as_deref())
+            .map(ReservationState::from_db)
+            .transpose()?;
+        let strategies = skus
+            .into_iter()
             .filter_map(|sku| {
-                let (_, strategy) = known.iter().find(|(k, _)| k == sku.as_str())?;
+                let (_, strategy, _) = known.iter().find(|(k, _, _)| k == sku.as_str())?;
                 Some(parse_strategy(strategy).map(|st| (sku.clone(), st)))
             })
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok((strategies, state))
     }
 
     /// The given SKUs that do not exist, in the order given.

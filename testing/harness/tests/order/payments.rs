@@ -56,6 +56,24 @@ async fn a_failed_payment_cancels_the_order_and_releases_its_stock_once() {
     shop.stop().await;
 }
 
+/// A provider's reason is free text, and Postgres text cannot hold NUL: a failure whose
+/// reason contains one still cancels the order (NUL kept as U+FFFD), instead of failing
+/// on the database for ever while the payment worker retries it.
+#[tokio::test]
+async fn a_failed_payment_whose_reason_holds_a_nul_cancels_the_order() {
+    let shop = TestShop::spawn().await;
+    shop.set_stock("tea", 10).await;
+    let order = reserved_order(&shop, "tea", 2).await;
+    let cancelled = shop
+        .payment_failed(&order.order_id, "card\0declined")
+        .await
+        .unwrap();
+    assert_eq!(status(&cancelled), pb::OrderStatus::Cancelled);
+    assert_eq!(cancelled.status_reason, "card\u{FFFD}declined");
+    shop.truth("tea").await.check(10).unwrap();
+    shop.stop().await;
+}
+
 #[tokio::test]
 async fn racing_duplicates_of_a_result_settle_once() {
     let shop = TestShop::spawn().await;

@@ -122,3 +122,63 @@ async fn an_open_loop_run_places_rate_times_duration_orders_and_counts_a_stall_f
         r.max_ms
     );
 }
+
+/// `settled_s` and `saga_rps` count the whole saga, payments included (issue 17): with
+/// every payment held back until all the run's orders are answered and 2 s more, the
+/// run settles at least 2 s after its last answer, and `saga_rps` is the orders over
+/// that time, not over the answers' window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_saga_rate_waits_for_the_last_payment() {
+    const ORDERS: usize = 40;
+    const HOLD: Duration = Duration::from_secs(2);
+    let shop = Shop::spawn(Duration::ZERO).await;
+    let mut config = shop.config(Scenario::CartMix, &[Strategy::Pg], 8, 100_000);
+    config.skus = 20;
+    config.use_sale = false;
+    config.amount = Amount::Orders(ORDERS);
+    let keys = format!("lt-{}-pg-p", config.cluster.run_id);
+    // No payment can be recorded while this lock is held.
+    let mut lock = shop.payment_pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE payments IN SHARE ROW EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let run = tokio::spawn(async move { loadtest::run(&config).await });
+    // The moment: every order of the run is answered (RESERVED, waiting for payment).
+    let reserved = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM orders WHERE starts_with(idempotency_key, $1) AND status = 'RESERVED'",
+        )
+        .bind(&keys)
+        .fetch_one(&shop.order_pool)
+        .await
+        .unwrap()
+    };
+    while reserved().await < ORDERS as i64 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(HOLD).await;
+    lock.commit().await.unwrap();
+
+    let reports = run.await.unwrap().expect("the run");
+    let r = &reports[0];
+    assert_eq!(r.orders_accepted, ORDERS, "{:?}", r.errors);
+    assert_eq!(r.audit.orders_by_status.get("PAID"), Some(&(ORDERS as i64)));
+    let settled = r.settled_s.expect("every order settled");
+    eprintln!(
+        "answered over {:.2} s, settled after {settled:.2} s",
+        r.elapsed_s
+    );
+    assert!(
+        settled >= r.elapsed_s + HOLD.as_secs_f64(),
+        "settled after {settled} s, last answer at {} s",
+        r.elapsed_s
+    );
+    let saga = r.saga_rps.expect("a saga rate");
+    assert!((saga - ORDERS as f64 / settled).abs() < 1e-9, "{saga}");
+    assert!(saga < r.throughput_rps, "{saga} vs {}", r.throughput_rps);
+    let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+    for field in ["settled_s", "saga_rps"] {
+        assert!(json[field].is_number(), "--json lacks {field}");
+    }
+}
