@@ -46,6 +46,30 @@ fn claim_lease(session: &Session) -> Option<PutOptions> {
     Some(PutOptions::new().with_lease(session.lease()))
 }
 
+/// Deliverable items a claimer that lost a race spreads over (see [`claim_order`]).
+const SPREAD: usize = 8;
+
+/// Which of the untried candidates (their priorities, in queue order) to try next,
+/// after losing the race for one of `priority`: other claimers read the same head of
+/// the queue and are most likely trying the very next item too, so a random one of the
+/// next [`SPREAD`] of the same priority. Before any lost race: the first. A lone
+/// consumer never loses a race and takes items strictly in order; with several, no
+/// item is taken before an untried one of a more urgent priority, every candidate is
+/// tried once, and the items of one priority go in order give or take `SPREAD`.
+fn claim_order(untried: &[u32], lost: Option<u32>) -> usize {
+    let Some(priority) = lost else { return 0 };
+    let same = untried
+        .iter()
+        .take(SPREAD)
+        .take_while(|p| **p == priority)
+        .count();
+    if same > 1 {
+        rand::random::<u32>() as usize % same
+    } else {
+        0
+    }
+}
+
 /// The first key after `key` (for paging through a range).
 fn kv_after(key: &[u8]) -> Vec<u8> {
     let mut next = key.to_vec();
@@ -162,6 +186,9 @@ impl WorkQueue {
                 })
                 .unwrap_or_default();
             let now = now_ms();
+            // The page's deliverable items, in order; what cannot be delivered is set
+            // aside (dead-lettered) or noted (delayed) on the way.
+            let mut candidates = Vec::new();
             for kv in &items {
                 let item_key = show(kv.key());
                 let slot = self.slot_of(&item_key).to_owned();
@@ -193,14 +220,20 @@ impl WorkQueue {
                         .await?;
                     continue;
                 }
+                candidates.push((
+                    item_key,
+                    slot,
+                    kv.mod_revision(),
+                    (envelope, payload, priority),
+                ));
+            }
+            let mut lost = None;
+            while !candidates.is_empty() {
+                let priorities: Vec<u32> = candidates.iter().map(|c| c.3 .2).collect();
+                let (item_key, slot, rev, item) = candidates.remove(claim_order(&priorities, lost));
+                lost = Some(item.2);
                 if let Some(claimed) = self
-                    .claim_item(
-                        session,
-                        &item_key,
-                        &slot,
-                        kv.mod_revision(),
-                        (envelope, payload, priority),
-                    )
+                    .claim_item(session, &item_key, &slot, rev, item)
                     .await?
                 {
                     return Ok((Some(claimed), wake_at));
@@ -342,6 +375,28 @@ impl WorkQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_claimer_that_lost_a_race_spreads_within_its_priority() {
+        // Before any lost race, and for a lone consumer: strictly the first.
+        assert_eq!(claim_order(&[0, 0, 1], None), 0);
+        // After a lost race: one of the next SPREAD of the same priority, never past
+        // the end of that priority's run.
+        let mut seen = HashSet::new();
+        for _ in 0..500 {
+            let pick = claim_order(&[1, 1, 1, 2, 2], Some(1));
+            assert!(pick < 3, "{pick} is past priority 1's items");
+            seen.insert(pick);
+        }
+        assert_eq!(seen.len(), 3, "spread over all three: {seen:?}");
+        let far = (0..500)
+            .map(|_| claim_order(&[5; 20], Some(5)))
+            .max()
+            .unwrap();
+        assert!(far < SPREAD, "{far}");
+        // The lost priority's run is over: the first of what is left.
+        assert_eq!(claim_order(&[2, 2], Some(1)), 0);
+    }
 
     #[test]
     fn prefix_end_covers_the_prefix() {
