@@ -186,25 +186,31 @@ impl WorkQueue {
                 })
                 .unwrap_or_default();
             let now = now_ms();
-            // The page's deliverable items, in order; what cannot be delivered is set
-            // aside (dead-lettered) or noted (delayed) on the way.
-            let mut candidates = Vec::new();
+            // The page's unclaimed items, in order, with their priority (from the key).
+            // Each is decoded only when its turn comes: a lone consumer reads one value.
+            let mut untried = Vec::new();
             for kv in &items {
                 let item_key = show(kv.key());
                 let slot = self.slot_of(&item_key).to_owned();
                 if claimed_slots.contains(&slot) {
                     continue;
                 }
-                let decoded = parse_slot(&slot).and_then(|(priority, _)| {
-                    decode_item(&item_key, kv.value()).map(|(e, p)| (e, p, priority))
-                });
-                let (envelope, payload, priority) = match decoded {
+                match parse_slot(&slot) {
+                    Ok((priority, _)) => untried.push((kv, item_key, slot, priority)),
+                    Err(e) => {
+                        self.set_aside_malformed(&client, &item_key, &slot, kv, &e)
+                            .await?
+                    }
+                }
+            }
+            let mut lost = None;
+            while !untried.is_empty() {
+                let priorities: Vec<u32> = untried.iter().map(|c| c.3).collect();
+                let (kv, item_key, slot, priority) = untried.remove(claim_order(&priorities, lost));
+                let (envelope, payload) = match decode_item(&item_key, kv.value()) {
                     Ok(decoded) => decoded,
                     Err(e) => {
-                        // Not an item of ours: set it aside rather than let it block
-                        // every consumer of the queue.
-                        tracing::warn!(key = %item_key, error = %e, "malformed queue item dead-lettered");
-                        self.dead_letter(&client, &item_key, &slot, kv, None)
+                        self.set_aside_malformed(&client, &item_key, &slot, kv, &e)
                             .await?;
                         continue;
                     }
@@ -220,24 +226,14 @@ impl WorkQueue {
                         .await?;
                     continue;
                 }
-                candidates.push((
-                    item_key,
-                    slot,
-                    kv.mod_revision(),
-                    (envelope, payload, priority),
-                ));
-            }
-            let mut lost = None;
-            while !candidates.is_empty() {
-                let priorities: Vec<u32> = candidates.iter().map(|c| c.3 .2).collect();
-                let (item_key, slot, rev, item) = candidates.remove(claim_order(&priorities, lost));
-                lost = Some(item.2);
+                let item = (envelope, payload, priority);
                 if let Some(claimed) = self
-                    .claim_item(session, &item_key, &slot, rev, item)
+                    .claim_item(session, &item_key, &slot, kv.mod_revision(), item)
                     .await?
                 {
                     return Ok((Some(claimed), wake_at));
                 }
+                lost = Some(priority);
             }
             if (items.len() as i64) < BATCH {
                 return Ok((None, wake_at));
@@ -334,6 +330,20 @@ impl WorkQueue {
             settled: false,
             queue: self.prefix.clone(),
         }))
+    }
+
+    /// A value under `items/` this crate did not write: set aside (dead-lettered as it
+    /// is) rather than left to block every consumer of the queue.
+    async fn set_aside_malformed(
+        &self,
+        client: &Client,
+        item_key: &str,
+        slot: &str,
+        item: &etcd_client::KeyValue,
+        error: &Error,
+    ) -> Result<()> {
+        tracing::warn!(key = %item_key, error = %error, "malformed queue item dead-lettered");
+        self.dead_letter(client, item_key, slot, item, None).await
     }
 
     /// Moves an item that used up its attempts to the dead-letter area: the item and
