@@ -7,8 +7,8 @@
 Each sample's stack is folded into one line (root first); every frame is a box whose
 width is its share of the samples, stacked on its caller. Hovering a box shows its
 function, sample count and share. Frames are coloured by where they live: the kernel
-(orange), libc and the allocator (yellow), the shop's and coord's code (green), other
-Rust crates (blue).
+(orange, `[k]`), libc with its allocator (yellow, `[libc]`), the shop's and coord's code
+(green), other Rust crates (blue).
 """
 
 import argparse
@@ -35,9 +35,13 @@ def fold(lines):
         if in_sample:
             parts = line.strip().split(" ", 1)
             symbol = parts[1] if len(parts) > 1 else parts[0]
-            symbol = symbol.rsplit(" (", 1)[0]  # drop "(/path/to/dso)"
-            symbol = symbol.split("+0x", 1)[0]
-            frames.append(symbol or "[unknown]")
+            symbol, _, dso = symbol.rpartition(" (")  # "(/path/to/dso)"
+            symbol = symbol.split("+0x", 1)[0] or "[unknown]"
+            if "kernel" in dso:
+                symbol = "[k] " + symbol
+            elif "libc" in dso:
+                symbol = "[libc] " + symbol
+            frames.append(symbol)
     if frames:
         stacks[tuple(reversed(frames))] += 1
     return stacks
@@ -56,10 +60,9 @@ def tree(stacks):
 
 
 def colour(name):
-    lowered = name.lower()
-    if name.startswith("[k]") or "kernel" in lowered or lowered.startswith(("__x64_", "entry_syscall", "do_syscall", "tcp_", "__sys", "schedule")):
+    if name.startswith("[k] "):
         return "#f2a65a"
-    if any(k in lowered for k in ("malloc", "free", "memcpy", "memmove", "libc", "__lll", "pthread")):
+    if name.startswith("[libc] "):
         return "#f0d264"
     if any(k in name for k in ("coord::", "payment_service", "order_service", "inventory_service", "shop_common", "shop_proto")):
         return "#7bc47f"
