@@ -56,13 +56,9 @@ const SPREAD: usize = 8;
 /// consumer never loses a race and takes items strictly in order; with several, no
 /// item is taken before an untried one of a more urgent priority, every candidate is
 /// tried once, and the items of one priority go in order give or take `SPREAD`.
-fn claim_order(untried: &[u32], lost: Option<u32>) -> usize {
+fn claim_order(untried: impl Iterator<Item = u32>, lost: Option<u32>) -> usize {
     let Some(priority) = lost else { return 0 };
-    let same = untried
-        .iter()
-        .take(SPREAD)
-        .take_while(|p| **p == priority)
-        .count();
+    let same = untried.take(SPREAD).take_while(|p| *p == priority).count();
     if same > 1 {
         rand::random::<u32>() as usize % same
     } else {
@@ -205,8 +201,8 @@ impl WorkQueue {
             }
             let mut lost = None;
             while !untried.is_empty() {
-                let priorities: Vec<u32> = untried.iter().map(|c| c.3).collect();
-                let (kv, item_key, slot, priority) = untried.remove(claim_order(&priorities, lost));
+                let (kv, item_key, slot, priority) =
+                    untried.remove(claim_order(untried.iter().map(|c| c.3), lost));
                 let (envelope, payload) = match decode_item(&item_key, kv.value()) {
                     Ok(decoded) => decoded,
                     Err(e) => {
@@ -389,23 +385,23 @@ mod tests {
     #[test]
     fn a_claimer_that_lost_a_race_spreads_within_its_priority() {
         // Before any lost race, and for a lone consumer: strictly the first.
-        assert_eq!(claim_order(&[0, 0, 1], None), 0);
+        assert_eq!(claim_order([0, 0, 1].into_iter(), None), 0);
         // After a lost race: one of the next SPREAD of the same priority, never past
         // the end of that priority's run.
         let mut seen = HashSet::new();
         for _ in 0..500 {
-            let pick = claim_order(&[1, 1, 1, 2, 2], Some(1));
+            let pick = claim_order([1, 1, 1, 2, 2].into_iter(), Some(1));
             assert!(pick < 3, "{pick} is past priority 1's items");
             seen.insert(pick);
         }
         assert_eq!(seen.len(), 3, "spread over all three: {seen:?}");
         let far = (0..500)
-            .map(|_| claim_order(&[5; 20], Some(5)))
+            .map(|_| claim_order([5; 20].into_iter(), Some(5)))
             .max()
             .unwrap();
         assert!(far < SPREAD, "{far}");
         // The lost priority's run is over: the first of what is left.
-        assert_eq!(claim_order(&[2, 2], Some(1)), 0);
+        assert_eq!(claim_order([2, 2].into_iter(), Some(1)), 0);
     }
 
     #[test]

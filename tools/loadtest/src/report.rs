@@ -245,7 +245,7 @@ const COLUMNS: [&str; 13] = [
     "p99 ms",
 ];
 
-fn row(r: &StrategyReport) -> [String; 13] {
+fn row(r: &StrategyReport) -> [String; COLUMNS.len()] {
     [
         r.strategy.clone(),
         r.orders_accepted.to_string(),
@@ -345,6 +345,7 @@ fn details(r: &StrategyReport) -> Vec<(String, String)> {
                 (Some(rps), Some(s)) => format!(
                     "{rps:.0} orders/s: every order settled (paid and committed, or released) {s:.1} s after the start"
                 ),
+                _ if r.mode == "reserve" => "no orders (direct Reserve)".into(),
                 _ => "not every order settled within the settle timeout".into(),
             },
         ),
@@ -402,7 +403,7 @@ pub fn render_text(reports: &[StrategyReport]) -> String {
             writeln!(out, "  {label:<width$}  {value}").unwrap();
         }
     }
-    let rows: Vec<[String; 13]> = reports.iter().map(row).collect();
+    let rows: Vec<[String; COLUMNS.len()]> = reports.iter().map(row).collect();
     let widths: Vec<usize> = (0..COLUMNS.len())
         .map(|c| {
             rows.iter()
