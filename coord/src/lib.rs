@@ -23,7 +23,7 @@
 //! | [`double_barrier`] | `double_barrier.rs` | `count` participants enter together and leave together |
 //! | [`semaphore`] | `semaphore.rs` | N permits shared by sessions, released when a holder dies |
 //! | [`queue`] | `queue.rs` | Queue and PriorityQueue with Go recipes' layouts (an item leaves the queue when dequeued) |
-//! | [`work_queue`] | `work_queue/`: `mod.rs` (enqueue, stats), `claim.rs` (claiming, dead-lettering), `claimed.rs` ([`Claimed`]: ack/nack), `wire.rs` (the stored item format, crate-private) | reliable priority work queue: claim under a lease, ack/nack, redelivery when a consumer dies |
+//! | [`work_queue`] | `work_queue/`: `mod.rs` (enqueue, stats), `claim.rs` (claiming, dead-lettering), `claimed.rs` ([`Claimed`]: ack, ack-and-claim-next, nack), `wire.rs` (the stored item format, crate-private) | reliable priority work queue: claim under a lease, ack/nack, redelivery when a consumer dies |
 //! | [`config`] | `config.rs` | connecting to etcd (endpoints, credentials) from code or the environment |
 //! | [`error`] | `error.rs` | the crate's one error type and the `timeout` helper |
 //! | [`metrics`] | `metrics.rs` | what coord measures (lock wait/hold, STM retries, queue depth, leadership) through the `metrics` facade |

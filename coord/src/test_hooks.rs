@@ -6,6 +6,8 @@
 //!   first attempt as if etcd's answer had been lost, and stops before the retry.
 //! - [`silence_keepalives`]: a session keeps no keepalive of a lease from reaching
 //!   etcd, as if the network dropped them (the session then lives on its deadline).
+//! - [`hold_next`]: the next time the library reaches a named moment (see
+//!   [`claim_moment`]), it announces it and waits for the test's go-ahead.
 
 use std::collections::HashMap;
 use std::sync::Mutex as StdMutex;
@@ -77,4 +79,42 @@ pub(crate) async fn compare_delete_attempt(key: &str) -> Option<etcd_client::Err
     };
     let _ = go.await;
     None
+}
+
+/// An armed moment: where to announce that it came, and the go-ahead to wait for.
+type Held = (oneshot::Sender<()>, oneshot::Receiver<()>);
+
+/// Armed moments, by name.
+static MOMENTS: StdMutex<Option<HashMap<String, Held>>> = StdMutex::new(None);
+
+/// The moment a work queue named `queue` (as given to `WorkQueue::new`) has read the
+/// head of the queue and is about to send the transaction that claims an item.
+pub fn claim_moment(queue: &str) -> String {
+    format!("claim {}", queue.trim_end_matches('/'))
+}
+
+/// The next time the library reaches `moment`, it sends on the first returned channel
+/// and waits until the test sends on the second (or drops it).
+pub fn hold_next(moment: &str) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
+    let (announce, reached) = oneshot::channel();
+    let (go_on, go) = oneshot::channel();
+    MOMENTS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert_with(HashMap::new)
+        .insert(moment.to_owned(), (announce, go));
+    (reached, go_on)
+}
+
+/// Called by the library at `moment`: waits there if a test armed it.
+pub(crate) async fn reached(moment: &str) {
+    let armed = MOMENTS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_mut()
+        .and_then(|moments| moments.remove(moment));
+    if let Some((announce, go)) = armed {
+        let _ = announce.send(());
+        let _ = go.await;
+    }
 }

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use etcd_client::{
-    Client, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, WatchOptions,
+    Client, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 use tracing::{debug, field, info_span, Instrument, Span};
 
@@ -84,7 +84,7 @@ impl WorkQueue {
             // watch (one etcd request fewer per claim while the queue is busy). Only a
             // queue with nothing deliverable is watched, and looked at again once the
             // watch is open, so nothing committed between the two looks is missed.
-            if let (Some(claimed), _) = self.try_claim_round(session).await? {
+            if let (Some(claimed), _) = self.try_claim_round(session, &mut None).await? {
                 Span::current().record("id", claimed.id());
                 Span::current().record("attempt", claimed.attempt());
                 return Ok(claimed);
@@ -101,7 +101,7 @@ impl WorkQueue {
             )
             .await?;
             loop {
-                let (claimed, wake_at) = self.try_claim_round(session).await?;
+                let (claimed, wake_at) = self.try_claim_round(session, &mut None).await?;
                 if let Some(claimed) = claimed {
                     Span::current().record("id", claimed.id());
                     Span::current().record("attempt", claimed.attempt());
@@ -138,12 +138,22 @@ impl WorkQueue {
     /// Claims the next deliverable item if there is one, without waiting.
     pub async fn try_claim(&self, session: &Session) -> Result<Option<Claimed>> {
         session.check_alive()?;
-        Ok(self.try_claim_round(session).await?.0)
+        Ok(self.try_claim_round(session, &mut None).await?.0)
     }
 
     /// One pass over the head of the queue. Returns the claim, or when the earliest
     /// delayed item becomes deliverable (ms since epoch), if any.
-    async fn try_claim_round(&self, session: &Session) -> Result<(Option<Claimed>, Option<u64>)> {
+    ///
+    /// With an item in `ack`, the first claim attempt also acks it, in one transaction
+    /// ([`Claimed::ack_and_claim_next`]); `ack` is emptied once that transaction
+    /// committed the ack (whether or not its claim won), and the round goes on with
+    /// plain claims. If the ack's claim was no longer ours, nothing committed and the
+    /// round ends with [`Error::OwnershipLost`]. Left in `ack`: no claim was attempted.
+    pub(super) async fn try_claim_round(
+        &self,
+        session: &Session,
+        ack: &mut Option<Claimed>,
+    ) -> Result<(Option<Claimed>, Option<u64>)> {
         let client = self.client.clone();
         let items_end = prefix_end(&self.items());
         let mut from = self.items().into_bytes();
@@ -223,10 +233,23 @@ impl WorkQueue {
                     continue;
                 }
                 let item = (envelope, payload, priority);
-                if let Some(claimed) = self
-                    .claim_item(session, &item_key, &slot, kv.mod_revision(), item)
-                    .await?
+                let claimed = self
+                    .claim_item(
+                        session,
+                        &item_key,
+                        &slot,
+                        kv.mod_revision(),
+                        item,
+                        ack.as_ref(),
+                    )
+                    .await;
+                // The ack rode along: it committed unless its claim was no longer ours.
+                if let Some(mut acked) =
+                    ack.take_if(|_| matches!(claimed, Ok(_) | Err(Error::OwnershipLost(_))))
                 {
+                    acked.acked_with(claimed.is_ok())?;
+                }
+                if let Some(claimed) = claimed? {
                     return Ok((Some(claimed), wake_at));
                 }
                 lost = Some(priority);
@@ -240,7 +263,10 @@ impl WorkQueue {
     }
 
     /// Claims one item: creates the claim key under the consumer's lease and raises the
-    /// item's attempt counter, only if the item is unchanged and unclaimed.
+    /// item's attempt counter, only if the item is unchanged and unclaimed. With `ack`,
+    /// in a transaction nested inside the one that acks that item: then
+    /// [`Error::OwnershipLost`] means neither happened, and any other answer that the
+    /// ack committed.
     async fn claim_item(
         &self,
         session: &Session,
@@ -248,6 +274,7 @@ impl WorkQueue {
         slot: &str,
         item_rev: i64,
         (mut envelope, payload, priority): (Envelope, Vec<u8>, u32),
+        ack: Option<&Claimed>,
     ) -> Result<Option<Claimed>> {
         // What the item was before this claim: restored if the claim is cancelled in
         // flight, so an undelivered claim does not use up an attempt.
@@ -260,7 +287,7 @@ impl WorkQueue {
             "claimed_ms": now_ms(),
         })
         .to_string();
-        let txn = Txn::new()
+        let claim = Txn::new()
             .when([
                 mod_rev_is(item_key, item_rev),
                 key_missing(claim_key.as_str()),
@@ -269,21 +296,43 @@ impl WorkQueue {
                 TxnOp::put(claim_key.as_str(), claim_value, claim_lease(session)),
                 TxnOp::put(item_key, encode_item(&envelope, &payload), None),
             ]);
+        // The ack's claim key, when the claim rides in the ack's transaction.
+        let acking = ack.map(|a| a.claim.key.clone());
+        let txn = match ack {
+            Some(acked) => acked.ack_with(claim),
+            None => claim,
+        };
         let (mut client, lease, task_key) =
             (self.client.clone(), session.lease(), claim_key.clone());
+        #[cfg(feature = "test-hooks")]
+        let moment = crate::test_hooks::claim_moment(&self.prefix);
         let (undo_claim, undo_item) = (claim_key.clone(), item_key.to_owned());
         // The claim txn runs inline; if this future is dropped mid-flight, the pending
         // guard finishes it in the background and undoes the claim (never left behind),
         // putting the item back as it was (attempt counter included) while nobody
         // else changed it since the claim.
         let mut pending = PendingPut::start(self.client.clone(), async move {
+            #[cfg(feature = "test-hooks")]
+            crate::test_hooks::reached(&moment).await;
             let resp = client.txn(txn).await.map_err(|e| match e {
                 etcd_client::Error::GRpcStatus(s) if s.message().contains("lease not found") => {
                     Error::SessionExpired(lease)
                 }
                 other => other.into(),
             })?;
-            if resp.succeeded() {
+            let claimed = match acking {
+                None => resp.succeeded(),
+                // The ack's own claim was gone: nothing committed, the claim neither.
+                Some(acked_claim) if !resp.succeeded() => {
+                    return Err(Error::OwnershipLost(acked_claim))
+                }
+                // The ack committed; the claim is the nested transaction, last.
+                Some(_) => matches!(
+                    resp.op_responses().last(),
+                    Some(TxnOpResponse::Txn(nested)) if nested.succeeded()
+                ),
+            };
+            if claimed {
                 Ok((
                     Placed {
                         key: task_key,
@@ -316,7 +365,7 @@ impl WorkQueue {
         debug!(id = %envelope.id, attempt = envelope.attempts, "claimed");
         metrics::queue_event(metrics::QUEUE_CLAIMS, &self.prefix);
         Ok(Some(Claimed {
-            client: self.client.clone(),
+            queue: self.clone(),
             item_key: item_key.to_owned(),
             id_key: self.id_key(&envelope.id),
             claim,
@@ -324,7 +373,6 @@ impl WorkQueue {
             payload,
             priority,
             settled: false,
-            queue: self.prefix.clone(),
         }))
     }
 

@@ -1,23 +1,26 @@
-//! [`Claimed`]: an item a consumer holds, until it acks it (done) or nacks it (give it
-//! back); dropped unsettled, its claim is released in the background.
+//! [`Claimed`]: an item a consumer holds, until it acks it (done), acks it and claims
+//! the next in the same transaction, or nacks it (give it back); dropped unsettled, its
+//! claim is released in the background.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use etcd_client::{Client, Compare};
+use etcd_client::{Compare, TxnOp};
 use tracing::{info_span, Instrument};
 
 use super::now_ms;
 use super::wire::{encode_item, Envelope};
+use super::WorkQueue;
 use crate::metrics;
 use crate::ownership::owned::Placed;
 use crate::txn::{Ops, Txn};
-use crate::{Error, Result};
+use crate::{Error, Result, Session};
 
 /// An item this consumer holds. Finish it with [`Claimed::ack`] (done) or
 /// [`Claimed::nack`] (give it back); if dropped unsettled, the claim is released in
 /// the background and the item is delivered again.
 pub struct Claimed {
-    pub(super) client: Client,
+    /// The queue the item was claimed from.
+    pub(super) queue: WorkQueue,
     pub(super) item_key: String,
     pub(super) id_key: String,
     pub(super) claim: Placed,
@@ -25,8 +28,6 @@ pub struct Claimed {
     pub(super) payload: Vec<u8>,
     pub(super) priority: u32,
     pub(super) settled: bool,
-    /// The queue's prefix, the `queue` label of its metrics.
-    pub(super) queue: String,
 }
 
 impl Claimed {
@@ -72,13 +73,71 @@ impl Claimed {
     pub async fn ack(mut self) -> Result<()> {
         let span =
             info_span!("coord.queue.ack", id = %self.envelope.id, attempt = self.envelope.attempts);
-        let done = Ops::new()
-            .delete(self.item_key.as_str())
-            .delete(self.claim.key.as_str())
-            .delete(self.id_key.as_str());
+        let done = self.done_ops();
         self.settle(done, metrics::QUEUE_ACKS)
             .instrument(span)
             .await
+    }
+
+    /// Done, and the next deliverable item claimed for `session`'s consumer **in the
+    /// same etcd transaction**: one write instead of two for a consumer that goes
+    /// straight on to the next item. `Ok(Some(next))`: this item is acked and `next`
+    /// claimed. `Ok(None)`: this item is acked and nothing is deliverable now (wait with
+    /// [`WorkQueue::claim`]). [`Error::OwnershipLost`]: as for [`Claimed::ack`], nothing
+    /// changed, neither the ack nor a claim.
+    ///
+    /// The guarantees are [`Claimed::ack`]'s and [`WorkQueue::try_claim`]'s: the item
+    /// is deleted only while the claim is ours, and the next is claimed only if it is
+    /// unchanged and unclaimed (if another consumer takes it first, the ack still
+    /// commits and the claim moves on down the queue). Cancel-safe like both: dropped
+    /// in flight, the new claim (if it landed) is undone and this one is released.
+    pub async fn ack_and_claim_next(self, session: &Session) -> Result<Option<Claimed>> {
+        let span = info_span!("coord.queue.ack_and_claim_next", id = %self.envelope.id, attempt = self.envelope.attempts);
+        async {
+            session.check_alive()?;
+            let queue = self.queue.clone();
+            let mut unacked = Some(self);
+            // Boxed: a claim round is a large future, and this one sits inside the
+            // caller's work loop.
+            let (next, _) = Box::pin(queue.try_claim_round(session, &mut unacked)).await?;
+            // Nothing was claimable, so the ack had nothing to ride along with.
+            if let Some(this) = unacked {
+                this.ack().await?;
+            }
+            Ok(next)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The transaction that acks this item and, in a transaction nested inside it,
+    /// claims another (`claim`): the ack commits only while this claim is ours; the
+    /// nested claim only under its own conditions.
+    pub(super) fn ack_with(&self, claim: etcd_client::Txn) -> etcd_client::Txn {
+        Txn::new()
+            .when(self.is_owner())
+            .then(self.done_ops().op(TxnOp::txn(claim)))
+            .into_etcd()
+    }
+
+    /// Whether an [`Claimed::ack_with`] transaction committed its ack: records the
+    /// outcome (this claim is settled either way).
+    pub(super) fn acked_with(&mut self, committed: bool) -> Result<()> {
+        self.settled = true;
+        if committed {
+            metrics::queue_event(metrics::QUEUE_ACKS, &self.queue.prefix);
+            Ok(())
+        } else {
+            Err(Error::OwnershipLost(self.claim.key.clone()))
+        }
+    }
+
+    /// What acking deletes: the item, its claim and its id.
+    fn done_ops(&self) -> Ops {
+        Ops::new()
+            .delete(self.item_key.as_str())
+            .delete(self.claim.key.as_str())
+            .delete(self.id_key.as_str())
     }
 
     /// Gives the item back for redelivery now.
@@ -110,11 +169,11 @@ impl Claimed {
         let outcome = Txn::new()
             .when(self.is_owner())
             .then(ops)
-            .commit(&self.client)
+            .commit(&self.queue.client)
             .await?;
         self.settled = true;
         if outcome.succeeded() {
-            metrics::queue_event(event, &self.queue);
+            metrics::queue_event(event, &self.queue.prefix);
             Ok(())
         } else {
             Err(Error::OwnershipLost(self.claim.key.clone()))
@@ -135,7 +194,7 @@ impl std::fmt::Debug for Claimed {
 impl Drop for Claimed {
     fn drop(&mut self) {
         if !self.settled {
-            self.claim.delete_in_background(&self.client);
+            self.claim.delete_in_background(&self.queue.client);
         }
     }
 }

@@ -35,6 +35,9 @@
 //!   the claim key only if absent, in a txn that also checks the item is unchanged).
 //! - `ack` deletes the item only while the claim is still ours; a consumer whose claim
 //!   expired gets [`Error::OwnershipLost`] and the item stays for whoever has it now.
+//!   [`Claimed::ack_and_claim_next`] does the same and claims the next item in the same
+//!   transaction (nested, so the claim keeps its own conditions): one write per item
+//!   for a consumer that goes straight on.
 //! - Enqueue by id is idempotent: the same id twice is one item (while it is queued).
 //! - Waiting consumers are woken by a watch opened from now (commit-time wake-up);
 //!   a broken or compacted watch is re-opened and the queue re-read, never trusted.
@@ -61,7 +64,8 @@
 //!
 //! # Files
 //! `mod.rs`: [`WorkQueue`], enqueueing and the queue's counts; `claim.rs`: claiming
-//! (and dead-lettering on the way); `claimed.rs`: [`Claimed`], ack and nack; `wire.rs`:
+//! (and dead-lettering on the way); `claimed.rs`: [`Claimed`], ack (alone or with the
+//! next claim) and nack; `wire.rs`:
 //! the stored form of an item and its slot (crate-private); `inspect.rs`:
 //! [`StoredItem`], a read-only view of one stored item for tools that watch a queue.
 

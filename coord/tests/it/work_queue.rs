@@ -408,3 +408,169 @@ async fn concurrent_producers_enqueue_with_one_txn_each_in_their_own_order() {
         );
     }
 }
+
+/// The item is at `key` at revision `rev`.
+async fn exists_at(cl: &coord::etcd_client::Client, key: &str, rev: i64) -> bool {
+    let options = coord::etcd_client::GetOptions::new()
+        .with_revision(rev)
+        .with_count_only();
+    cl.clone().get(key, Some(options)).await.unwrap().count() == 1
+}
+
+/// Issue 17: a consumer that goes straight on acks and claims in one transaction. Each
+/// acked item is there one revision before the next item's claim and gone at it: the
+/// ack and the claim are one write, not two.
+#[tokio::test]
+async fn ack_and_claim_next_acks_and_claims_in_one_revision() {
+    let name = unique("wq-ack-claim");
+    let q = queue(&name).await;
+    let cl = client().await;
+    for id in ["a", "b", "c"] {
+        q.enqueue_with_id(id, id.as_bytes(), 0).await.unwrap();
+    }
+    let s = session(10).await;
+    let mut item = q.try_claim(&s).await.unwrap().expect("an item");
+    let mut seen = vec![item.id().to_owned()];
+    let mut acked_key = keys_under(&cl, &format!("{name}/items")).await[0].clone();
+    while let Some(next) = item.ack_and_claim_next(&s).await.unwrap() {
+        let rev = next.fencing_token();
+        assert!(
+            exists_at(&cl, &acked_key, rev - 1).await,
+            "{acked_key} there before {rev}"
+        );
+        assert!(
+            !exists_at(&cl, &acked_key, rev).await,
+            "{acked_key} acked in the claim's revision {rev}"
+        );
+        assert_eq!(next.attempt(), 1);
+        seen.push(next.id().to_owned());
+        acked_key = keys_under(&cl, &format!("{name}/items")).await[0].clone();
+        item = next;
+    }
+    assert_eq!(seen, ["a", "b", "c"]);
+    // The last one found nothing to claim, and was acked on its own.
+    assert_eq!(q.depth().await.unwrap(), 0);
+    no_claim_left(&cl, &name).await;
+}
+
+/// An item whose claim is no longer ours is neither acked nor used to claim another.
+#[tokio::test]
+async fn ack_and_claim_next_on_a_lost_claim_changes_nothing() {
+    let name = unique("wq-ack-claim-lost");
+    let q = queue(&name).await;
+    let cl = client().await;
+    q.enqueue_with_id("a", b"a", 0).await.unwrap();
+    q.enqueue_with_id("b", b"b", 0).await.unwrap();
+    let (stale, other) = (session(10).await, session(10).await);
+    let held = q.try_claim(&stale).await.unwrap().expect("a");
+    // As if the claim expired: its key goes, and another consumer takes the item.
+    cl.clone()
+        .delete(
+            keys_under(&cl, &format!("{name}/claims")).await[0].clone(),
+            None,
+        )
+        .await
+        .unwrap();
+    let retaken = q.try_claim(&other).await.unwrap().expect("a again");
+    assert_eq!((retaken.id(), retaken.attempt()), ("a", 2));
+    let err = held.ack_and_claim_next(&stale).await.unwrap_err();
+    assert!(matches!(err, Error::OwnershipLost(_)), "{err}");
+    assert_eq!(q.depth().await.unwrap(), 2, "a not acked");
+    assert_eq!(q.in_flight().await.unwrap(), 1, "b not claimed");
+    let b = q.try_claim(&other).await.unwrap().expect("b");
+    assert_eq!((b.id(), b.attempt()), ("b", 1));
+}
+
+/// The next item is taken by another consumer between the read and the transaction
+/// (the test holds the claimer at that moment): the ack still commits, and the claim
+/// goes on to the item after.
+#[tokio::test]
+async fn ack_and_claim_next_that_loses_the_next_item_acks_and_takes_the_one_after() {
+    let name = unique("wq-ack-claim-race");
+    let q = queue(&name).await;
+    for id in ["a", "b", "c"] {
+        q.enqueue_with_id(id, id.as_bytes(), 0).await.unwrap();
+    }
+    let (mine, theirs) = (session(10).await, session(10).await);
+    let a = q.try_claim(&mine).await.unwrap().expect("a");
+    let (reached, go) = coord::test_hooks::hold_next(&coord::test_hooks::claim_moment(&name));
+    let acking = {
+        let mine = mine.clone();
+        tokio::spawn(async move { a.ack_and_claim_next(&mine).await })
+    };
+    reached.await.expect("about to ack a and claim b");
+    let b = q.try_claim(&theirs).await.unwrap().expect("b");
+    assert_eq!(b.id(), "b");
+    go.send(()).unwrap();
+    let next = acking.await.unwrap().unwrap().expect("the one after b");
+    assert_eq!((next.id(), next.attempt()), ("c", 1));
+    assert_eq!(q.depth().await.unwrap(), 2, "a acked; b and c held");
+    assert_eq!(q.in_flight().await.unwrap(), 2);
+}
+
+/// Dropped while its transaction is in flight, an ack-and-claim leaves no claim behind:
+/// the held item is either acked or given back, and the next is unclaimed.
+#[tokio::test]
+async fn ack_and_claim_next_dropped_in_flight_leaves_no_claim() {
+    let s = session(10).await;
+    let cl = client().await;
+    for micros in [50, 100, 200, 400, 800, 1600, 3200, 6400] {
+        let name = unique("wq-ack-claim-cancel");
+        let q = queue(&name).await;
+        q.enqueue_with_id("a", b"a", 0).await.unwrap();
+        q.enqueue_with_id("b", b"b", 0).await.unwrap();
+        let a = q.try_claim(&s).await.unwrap().expect("a");
+        if let Ok(done) =
+            tokio::time::timeout(Duration::from_micros(micros), a.ack_and_claim_next(&s)).await
+        {
+            done.unwrap().expect("b").ack().await.unwrap();
+            assert_eq!(q.depth().await.unwrap(), 0);
+            continue;
+        }
+        no_claim_left(&cl, &name).await;
+        let mut left = Vec::new();
+        while let Some(item) = q.try_claim(&s).await.unwrap() {
+            left.push((item.id().to_owned(), item.attempt()));
+            item.ack().await.unwrap();
+        }
+        // a either acked, or back for a second delivery; b undelivered so far.
+        assert!(
+            left == [("b".to_owned(), 1)] || left == [("a".to_owned(), 2), ("b".to_owned(), 1)],
+            "cancelled after {micros} µs: {left:?}"
+        );
+    }
+}
+
+/// Four consumers that ack into their next claim still take every item exactly once.
+#[tokio::test]
+async fn four_consumers_acking_into_their_next_claim_take_every_item_exactly_once() {
+    let name = unique("wq-ack-claim-consumers");
+    let q = queue(&name).await;
+    for i in 0..200 {
+        q.enqueue(format!("item-{i}").as_bytes(), i % 3)
+            .await
+            .unwrap();
+    }
+    let seen = Arc::new(StdMutex::new(Vec::new()));
+    let consumers: Vec<_> = (0..4)
+        .map(|_| {
+            let (q, seen) = (q.clone(), seen.clone());
+            tokio::spawn(async move {
+                let s = session(10).await;
+                let mut next = q.try_claim(&s).await.unwrap();
+                while let Some(item) = next {
+                    seen.lock().unwrap().push(item.id().to_owned());
+                    next = item.ack_and_claim_next(&s).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for c in consumers {
+        c.await.unwrap();
+    }
+    let seen = seen.lock().unwrap().clone();
+    let distinct: HashSet<_> = seen.iter().collect();
+    assert_eq!(seen.len(), 200, "no item delivered twice");
+    assert_eq!(distinct.len(), 200, "every item delivered");
+    assert_eq!(q.depth().await.unwrap(), 0, "every item acked");
+}

@@ -4,7 +4,9 @@
 //! the order read from the order service (what to charge is the order's, never the
 //! queue item's) → `payments` row begins (or is found final) → provider charge under
 //! the idempotency key `order-<id>-charge` → row finished → `PaymentResult` to the
-//! order service → confirmation recorded (`reported_at`) → ack. Any failure before the ack gives the item back
+//! order service → confirmation recorded (`reported_at`) → ack, in the same etcd
+//! transaction as the claim of the next item (one write where a separate ack and claim
+//! took two), unless the worker is stopping. Any failure before the ack gives the item back
 //! (`nack_after`), and a crash gives it back by itself when the lease expires; every
 //! step is safe to repeat (see the crate docs). What a worker leaves unfinished for
 //! good (an item dead-lettered, a refused capture) the `settle-payments` job finishes.
@@ -47,33 +49,56 @@ pub fn spawn_workers(
 
 async fn run_worker(n: usize, context: Arc<WorkerContext>, mut stop: watch::Receiver<bool>) {
     let mut pause = Duration::from_millis(100);
+    // The item claimed together with the last ack, if any.
+    let mut next: Option<Claimed> = None;
     while !*stop.borrow() {
-        let claimed = async {
-            let session = context.session.get().await?;
-            let queue = payment_queue(context.session.client().await?, context.session.prefix())?;
-            queue.claim(&session).await
-        };
-        let claimed = tokio::select! {
-            claimed = claimed => claimed,
-            _ = stop.wait_for(|stop| *stop) => break,
-        };
-        match claimed {
-            Ok(item) => {
-                pause = Duration::from_millis(100);
-                deliver(&context, item).await;
+        let item = match next.take() {
+            Some(item) => item,
+            None => {
+                let claimed = async {
+                    let session = context.session.get().await?;
+                    let queue =
+                        payment_queue(context.session.client().await?, context.session.prefix())?;
+                    queue.claim(&session).await
+                };
+                let claimed = tokio::select! {
+                    claimed = claimed => claimed,
+                    _ = stop.wait_for(|stop| *stop) => break,
+                };
+                match claimed {
+                    Ok(item) => {
+                        pause = Duration::from_millis(100);
+                        item
+                    }
+                    Err(e) => {
+                        tracing::warn!(worker = n, error = %e, "cannot take payment requests; retrying");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                }
             }
-            Err(e) => {
-                tracing::warn!(worker = n, error = %e, "cannot take payment requests; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
-            }
+        };
+        // Boxed: a delivery is a large future (its ack claims the next item), and the
+        // worker loop would otherwise hold it in its own stack frame.
+        next = Box::pin(deliver(&context, item, &stop)).await;
+    }
+    // Stopping with an item claimed along with the last ack: give it back untouched.
+    if let Some(item) = next {
+        if let Err(e) = item.nack().await {
+            tracing::warn!(worker = n, error = %e, "could not give back a claimed payment request");
         }
     }
     tracing::debug!(worker = n, "payment worker stopped");
 }
 
-/// Handles one delivery, ending in ack (done) or nack (try again later).
-async fn deliver(context: &WorkerContext, item: Claimed) {
+/// Handles one delivery, ending in ack (done) or nack (try again later). Returns the
+/// next item when the ack claimed one in the same transaction.
+async fn deliver(
+    context: &WorkerContext,
+    item: Claimed,
+    stop: &watch::Receiver<bool>,
+) -> Option<Claimed> {
     let request = match PaymentItem::decode(item.payload()).and_then(|r| {
         Uuid::parse_str(&r.order_id)
             .map(|id| (id, r))
@@ -84,7 +109,7 @@ async fn deliver(context: &WorkerContext, item: Claimed) {
             // Redelivering cannot fix it; after max attempts it is dead-lettered.
             tracing::error!(item = item.id(), %reason, "malformed payment request");
             let _ = item.nack_after(Duration::from_secs(30)).await;
-            return;
+            return None;
         }
     };
     let (order_id, request) = request;
@@ -95,19 +120,36 @@ async fn deliver(context: &WorkerContext, item: Claimed) {
     shop_common::propagation::set_parent_from_map(&span, &request.trace);
     let settle = async {
         let settled = match pay_and_report(context, order_id, &request).await {
-            Ok(()) => item.ack().await,
+            Ok(()) => ack(context, item, stop).await,
             Err(e) => {
                 tracing::warn!(order_id = %order_id, error = %e, "payment delivery failed; will retry");
-                item.nack_after(Duration::from_secs(1)).await
+                item.nack_after(Duration::from_secs(1)).await.map(|()| None)
             }
         };
-        if let Err(e) = settled {
+        settled.unwrap_or_else(|e| {
             // The claim expired meanwhile: the item is (or will be) delivered again, and
             // every step above is safe to repeat.
             tracing::warn!(order_id = %order_id, error = %e, "could not settle the delivery");
-        }
+            None
+        })
     };
-    tracing::Instrument::instrument(settle, span).await;
+    tracing::Instrument::instrument(settle, span).await
+}
+
+/// Acks a finished delivery and, unless the worker is stopping, claims the next item in
+/// the same etcd transaction.
+async fn ack(
+    context: &WorkerContext,
+    item: Claimed,
+    stop: &watch::Receiver<bool>,
+) -> coord::Result<Option<Claimed>> {
+    if *stop.borrow() {
+        return item.ack().await.map(|()| None);
+    }
+    match context.session.get().await {
+        Ok(session) => item.ack_and_claim_next(&session).await,
+        Err(_) => item.ack().await.map(|()| None),
+    }
 }
 
 async fn pay_and_report(
