@@ -36,6 +36,9 @@ pub enum Moment {
     BeforeRecord,
     /// A Release whose tombstone insert found the order's row, before it locks it.
     ReleaseFoundRow,
+    /// A Reserve has taken its first line's units (that stock row is locked until it
+    /// commits), before it takes the next line's.
+    LineTaken,
 }
 
 type Waiting = (oneshot::Sender<()>, oneshot::Receiver<()>);

@@ -20,7 +20,9 @@
 //!   reserved anything: the row is a tombstone, and a Reserve arriving later finds it
 //!   and takes nothing (a "hanging" reservation is impossible). Otherwise it returns
 //!   the lines' units to `available`, once.
-//! - **Commit** moves the lines' units from `reserved` to `sold`, once.
+//! - **Commit** moves the lines' units from `reserved` to `sold`, once, in one
+//!   statement that takes its locks in the same order (the order's row, then the stock
+//!   rows in SKU order; `settle.rs`, `COMMIT`).
 //!
 //! Every stock change here is relative (`available = available - q`), except the
 //! critical section of `none`, `mutex-unfenced` and `mutex`, which writes the new

@@ -113,9 +113,10 @@ impl From<SettleRpcError> for Status {
             SettleRpcError::Settle(SettleError::Db(SettleDbError::Database(e))) => {
                 status_for(&e, "settle")
             }
-            SettleRpcError::Settle(e @ SettleError::Db(SettleDbError::Raced { .. })) => {
-                Status::aborted(e.to_string())
-            }
+            SettleRpcError::Settle(
+                e
+                @ SettleError::Db(SettleDbError::Raced { .. } | SettleDbError::CommitRaced { .. }),
+            ) => Status::aborted(e.to_string()),
             SettleRpcError::Settle(
                 e @ SettleError::Db(SettleDbError::StaleFencingToken { .. }),
             ) => {

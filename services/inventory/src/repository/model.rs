@@ -284,6 +284,10 @@ pub enum SettleDbError {
     /// nothing is reserved; retry.
     #[error("order {order}: concurrent stm Reserves of it withdrew their claim {attempts} times while releasing; nothing was released, retry")]
     Raced { order: OrderId, attempts: u32 },
+    /// The order's reservation changed between a Commit's snapshot and its lock, every
+    /// time it looked: nothing was committed; retry.
+    #[error("order {order}: its reservation changed under the commit {attempts} times in a row; nothing was committed, retry")]
+    CommitRaced { order: OrderId, attempts: u32 },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }

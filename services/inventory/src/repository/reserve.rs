@@ -209,6 +209,7 @@ impl InventoryDb {
                 tx.rollback().await?;
                 return Ok(ReserveOutcome::OutOfStock(shortage));
             }
+            moment!(LineTaken, order);
         }
         if let Some(buyer) = buyer {
             let counted = count_purchase(&mut tx, buyer, cart.units(), check.limit_guard()).await?;

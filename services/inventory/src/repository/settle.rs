@@ -14,36 +14,85 @@ use super::stock::InventoryDb;
 /// vanished (see [`InventoryDb::release`]).
 const RELEASE_ATTEMPTS: u32 = 5;
 
+/// How often a Commit looks again after the order's row changed under it.
+const COMMIT_ATTEMPTS: u32 = 5;
+
+/// Commit in one statement (`$1`: the order). In the order every other settlement and
+/// Reserve takes its locks, so none can wait for another in a cycle:
+/// 1. `committed` moves the order's row from RESERVED to COMMITTED, locking it (a
+///    concurrent Release or Commit of the order waits here, or we wait for it and then
+///    find the row no longer RESERVED and change nothing);
+/// 2. `locked` locks the stock rows of the order's lines **in SKU order** (a locking
+///    SELECT sorts before it locks); nothing if step 1 changed nothing;
+/// 3. `moved` moves each line's units from `reserved` to `sold`. Its condition on
+///    `ARRAY(SELECT … FROM locked)`, a subquery that depends on no row of the update,
+///    is computed in full before the update touches its first row, so every lock of
+///    step 2 is held by then.
+///
+/// Returns the order's row as the statement's snapshot saw it (state, strategy) and
+/// whether step 1 committed it now; no row: the order has no reservation.
+const COMMIT: &str = "
+    WITH committed AS (
+        UPDATE reservations SET state = 'COMMITTED', updated_at = now()
+        WHERE order_id = $1 AND state = 'RESERVED'
+        RETURNING order_id
+    ), locked AS (
+        SELECT s.sku FROM stock s
+        WHERE s.sku IN (SELECT l.sku FROM reservation_lines l JOIN committed USING (order_id))
+        ORDER BY s.sku
+        FOR UPDATE
+    ), moved AS (
+        UPDATE stock s
+        SET reserved = s.reserved - l.quantity, sold = s.sold + l.quantity, updated_at = now()
+        FROM reservation_lines l
+        WHERE l.order_id = $1 AND s.sku = l.sku AND s.sku = ANY (ARRAY(SELECT sku FROM locked))
+    )
+    SELECT r.state, r.strategy, EXISTS (SELECT 1 FROM committed)
+    FROM reservations r WHERE r.order_id = $1";
+
 impl InventoryDb {
     /// Moves an order's reserved units to sold. Idempotent.
+    ///
+    /// One statement, one round trip (see [`COMMIT`]). If the order's row changed
+    /// between the statement's snapshot and its lock (a concurrent Release or Commit
+    /// got there first), the statement changed nothing and is run again, to read
+    /// what that other call decided.
     pub async fn commit(&self, order: OrderId) -> Result<Settled, SettleDbError> {
-        let mut tx = self.pool().begin().await?;
-        let Some((state, strategy)) = lock_reservation(&mut tx, order).await? else {
-            return Err(SettleDbError::NotFound(order));
-        };
-        let settled = |state| Settled { state, strategy };
-        match state {
-            ReservationState::Committed => Ok(settled(ReservationState::Committed)),
-            state @ (ReservationState::Released | ReservationState::Preparing) => {
-                Err(SettleDbError::Conflict {
-                    order,
-                    state,
-                    action: "commit",
-                })
-            }
-            ReservationState::Reserved => {
-                move_lines(
-                    &mut tx,
-                    order,
-                    "UPDATE stock SET reserved = reserved - $2, sold = sold + $2, updated_at = now()
-                     WHERE sku = $1",
-                )
+        for _ in 0..COMMIT_ATTEMPTS {
+            let row: Option<(String, Option<String>, bool)> = sqlx::query_as(COMMIT)
+                .bind(order.as_uuid())
+                .fetch_optional(self.pool())
                 .await?;
-                set_state(&mut tx, order, ReservationState::Committed).await?;
-                tx.commit().await?;
-                Ok(settled(ReservationState::Committed))
+            let Some((state, strategy, committed_now)) = row else {
+                return Err(SettleDbError::NotFound(order));
+            };
+            let strategy = strategy
+                .map(|s| s.parse::<Strategy>())
+                .transpose()
+                .map_err(|e| sqlx::Error::Decode(e.into()))?;
+            let committed = Settled {
+                state: ReservationState::Committed,
+                strategy,
+            };
+            match ReservationState::from_db(&state)? {
+                _ if committed_now => return Ok(committed),
+                ReservationState::Committed => return Ok(committed),
+                state @ (ReservationState::Released | ReservationState::Preparing) => {
+                    return Err(SettleDbError::Conflict {
+                        order,
+                        state,
+                        action: "commit",
+                    })
+                }
+                // RESERVED in the snapshot, yet not committed by us: someone else
+                // changed the row meanwhile. Look again.
+                ReservationState::Reserved => {}
             }
         }
+        Err(SettleDbError::CommitRaced {
+            order,
+            attempts: COMMIT_ATTEMPTS,
+        })
     }
 
     /// The SKUs an order holds under a locked strategy (`mutex-unfenced`, `mutex`):
@@ -206,24 +255,6 @@ async fn lines_in_sku_order(
         .bind(order.as_uuid())
         .fetch_all(&mut **tx)
         .await
-}
-
-/// Runs `update` (binds: sku, quantity) for each of the order's lines, in SKU order so
-/// that concurrent settlements lock stock rows in one global order (no deadlocks).
-async fn move_lines(
-    tx: &mut Transaction<'_, Postgres>,
-    order: OrderId,
-    update: &'static str,
-) -> Result<(), sqlx::Error> {
-    let lines = lines_in_sku_order(tx, order).await?;
-    for (sku, quantity) in lines {
-        sqlx::query(update)
-            .bind(sku)
-            .bind(i64::from(quantity))
-            .execute(&mut **tx)
-            .await?;
-    }
-    Ok(())
 }
 
 /// Puts each of the order's lines back into `available`, in SKU order; with

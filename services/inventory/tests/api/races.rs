@@ -253,3 +253,60 @@ async fn same_order_reserves_around_a_sales_opening_make_one_reservation() {
     }
     app.stop().await;
 }
+
+/// A Commit of an order holding SKUs A and B, sent while another order's Reserve holds
+/// A's stock row (taken, the Reserve held before it takes B). The Commit must wait
+/// for A without holding B: it locks stock rows in SKU order, as a Reserve does. (If
+/// it held B, the Reserve would wait for B and the Commit for A: Postgres would end
+/// one of them with a deadlock error.) The test lets the Reserve go on only once
+/// Postgres shows the Commit waiting for a lock.
+#[tokio::test]
+async fn a_commit_waits_for_a_reserve_holding_its_first_sku_without_holding_the_next() {
+    let app = TestInventory::spawn().await;
+    for sku in ["lock-a", "lock-b"] {
+        app.set_stock_as(sku, 10, Some(Strategy::Pg)).await;
+    }
+    let cart = [("lock-a", 1), ("lock-b", 1)];
+    let held = new_order_id();
+    let r = app.reserve(&held, &cart, Strategy::Pg).await.unwrap();
+    assert_eq!(outcome(&r), pb::ReserveOutcome::Reserved);
+
+    let reserving = new_order_id();
+    let mut pause = pause_at(Moment::LineTaken, order_id(&reserving));
+    let reserve = app.spawn_reserve(&reserving, &cart, Strategy::Pg);
+    arrived(&mut pause, "the Reserve").await;
+    let commit = {
+        let mut client = app.client();
+        let request = pb::CommitRequest {
+            order_id: held.clone(),
+        };
+        tokio::spawn(async move { client.commit(request).await.map(|r| r.into_inner()) })
+    };
+    // Postgres says when the Commit waits for a lock (the Reserve's, on A).
+    let waiting = "SELECT count(*) FROM pg_stat_activity
+                   WHERE wait_event_type = 'Lock' AND query LIKE '%WITH committed AS%'";
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while sqlx::query_scalar::<_, i64>(waiting)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+            == 0
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the Commit waits for the Reserve's lock on A");
+    pause.resume.send(()).unwrap();
+
+    let reserved = reserve.await.unwrap().expect("the Reserve answers");
+    assert_eq!(outcome(&reserved), pb::ReserveOutcome::Reserved);
+    let committed = commit.await.unwrap().expect("the Commit answers");
+    assert_eq!(committed.state, pb::ReservationState::Committed as i32);
+    for sku in ["lock-a", "lock-b"] {
+        let t = app.truth(sku).await;
+        t.assert_consistent(10);
+        assert_eq!((t.available(), t.reserved(), t.sold()), (8, 1, 1), "{sku}");
+    }
+    app.stop().await;
+}

@@ -187,6 +187,104 @@ async fn overlapping_multi_sku_carts_never_deadlock_or_oversell() {
     app.stop().await;
 }
 
+/// Commits and Releases of orders holding overlapping pairs of SKUs, all at once, while
+/// new Reserves take the same rows: a Commit locks the order's row and then its stock
+/// rows in SKU order, as the others do, so none waits for another in a cycle (Postgres
+/// would end one with a deadlock error, and its call would fail).
+#[tokio::test]
+async fn commits_releases_and_reserves_of_overlapping_carts_never_deadlock() {
+    let app = TestInventory::spawn().await;
+    let skus: Vec<String> = (1..=3).map(|i| format!("settle-{i}")).collect();
+    for sku in &skus {
+        app.set_stock_as(sku, 100, Some(Strategy::Pg)).await;
+    }
+    // Each cart wants two of the three SKUs, listed in either order.
+    let cart = |i: usize| {
+        let (x, y) = (skus[i % 3].as_str(), skus[(i + 1) % 3].as_str());
+        if i.is_multiple_of(2) {
+            [(x, 1), (y, 1)]
+        } else {
+            [(y, 1), (x, 1)]
+        }
+    };
+    let mut held = Vec::new();
+    for i in 0..60 {
+        let order = new_order_id();
+        let r = app.reserve(&order, &cart(i), Strategy::Pg).await.unwrap();
+        assert_eq!(outcome(&r), pb::ReserveOutcome::Reserved);
+        held.push(order);
+    }
+    let settles = held.iter().enumerate().map(|(i, order)| {
+        let app = &app;
+        async move {
+            let settled = if i % 2 == 0 {
+                app.commit(order).await
+            } else {
+                app.release(order).await
+            };
+            settled.map(|_| ())
+        }
+    });
+    let reserves = (0..30).map(|i| {
+        let app = &app;
+        async move {
+            app.reserve(&new_order_id(), &cart(i), Strategy::Pg)
+                .await
+                .map(|_| ())
+        }
+    });
+    let (settled, reserved) = tokio::join!(
+        futures::future::join_all(settles),
+        futures::future::join_all(reserves)
+    );
+    for result in settled.iter().chain(&reserved) {
+        assert!(result.is_ok(), "{result:?}");
+    }
+    for sku in &skus {
+        let t = app.truth(sku).await;
+        t.assert_consistent(100);
+        // Each SKU is in 40 of the 60 held carts, half committed, half released; and in
+        // 20 of the 30 new ones.
+        assert_eq!((t.sold(), t.reserved()), (20, 20), "{sku}");
+    }
+    app.stop().await;
+}
+
+/// A Commit and a Release of the same order, sent at once, many times over: exactly
+/// one of the two decides, the other is refused with the state it decided, and the
+/// units go where the winner says.
+#[tokio::test]
+async fn a_commit_and_a_release_of_one_order_racing_end_in_exactly_one_of_them() {
+    let app = TestInventory::spawn().await;
+    let sku = "settle-race";
+    app.set_stock_as(sku, 40, Some(Strategy::Pg)).await;
+    let mut committed = 0;
+    for _ in 0..40 {
+        let order = new_order_id();
+        app.reserve(&order, &[(sku, 1)], Strategy::Pg)
+            .await
+            .unwrap();
+        let (commit, release) = tokio::join!(app.commit(&order), app.release(&order));
+        match (commit, release) {
+            (Ok(_), Err(e)) => {
+                assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+                assert!(e.message().contains("Committed"), "{e:?}");
+                committed += 1;
+            }
+            (Err(e), Ok(_)) => {
+                assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+                assert!(e.message().contains("Released"), "{e:?}");
+            }
+            both => panic!("one of the two must decide: {both:?}"),
+        }
+    }
+    let t = app.truth(sku).await;
+    t.assert_consistent(40);
+    assert_eq!((t.sold(), t.reserved()), (committed, 0));
+    assert_eq!(t.available(), 40 - committed);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn commit_of_an_order_that_reserved_nothing_is_not_found() {
     let app = TestInventory::spawn().await;
