@@ -143,35 +143,27 @@ impl InventoryDb {
             }
         }
         let mut tx = self.pool().begin().await?;
-        // Claim the order. If its row exists (or appears while we wait on a concurrent
-        // insert of it), an earlier Reserve or a Release decided already. An stm
-        // Reserve claimed it as PREPARING before going to etcd and now completes it.
-        let claimed = match check {
-            StockCheck::Decided => {
-                sqlx::query(
-                    "UPDATE reservations SET state = 'RESERVED', updated_at = now()
-                 WHERE order_id = $1 AND state = 'PREPARING'",
-                )
-                .bind(order.as_uuid())
-                .execute(&mut *tx)
-                .await?
-            }
-            _ => {
-                sqlx::query(
-                    "INSERT INTO reservations (order_id, state, strategy, sale_id, customer_id)
-                 VALUES ($1, 'RESERVED', $2, $3, $4)
-                 ON CONFLICT (order_id) DO NOTHING",
-                )
-                .bind(order.as_uuid())
+        // Claim the order, and record its lines with the claim (one statement; if a
+        // line cannot be served, the transaction rolls both back). If its row exists
+        // (or appears while we wait on a concurrent insert of it), an earlier Reserve
+        // or a Release decided already. An stm Reserve claimed it as PREPARING before
+        // going to etcd and now completes it.
+        let (skus, quantities) = cart.columns();
+        let claim = match check {
+            StockCheck::Decided => sqlx::query(CLAIM_PREPARED),
+            _ => sqlx::query(CLAIM_NEW)
                 .bind(strategy.as_str())
                 .bind(buyer.map(|b| b.sale.as_str()))
-                .bind(buyer.map(|b| b.customer.as_str()))
-                .execute(&mut *tx)
-                .await?
-            }
-        }
-        .rows_affected()
-            == 1;
+                .bind(buyer.map(|b| b.customer.as_str())),
+        };
+        let claimed = claim
+            .bind(order.as_uuid())
+            .bind(&skus)
+            .bind(&quantities)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
         if !claimed {
             tx.rollback().await?;
             if self.reservation_state(order).await? == Some(ReservationState::Preparing) {
@@ -218,20 +210,37 @@ impl InventoryDb {
                 return Ok(ReserveOutcome::LimitExceeded(exceeded));
             }
         }
-        let (skus, quantities) = cart.columns();
-        sqlx::query(
-            "INSERT INTO reservation_lines (order_id, sku, quantity)
-             SELECT $1, sku, quantity FROM UNNEST($2::text[], $3::int[]) AS l (sku, quantity)",
-        )
-        .bind(order.as_uuid())
-        .bind(&skus)
-        .bind(&quantities)
-        .execute(&mut *tx)
-        .await?;
         tx.commit().await?;
         Ok(ReserveOutcome::Reserved)
     }
 }
+
+/// A Reserve's claim of the order (`$4`: the order) with its lines (`$5`, `$6`: SKUs and
+/// quantities), inserted only if the order's row is new (`$1`..`$3`: strategy, sale,
+/// customer). Inserts no line if the row exists.
+const CLAIM_NEW: &str = "
+    WITH claimed AS (
+        INSERT INTO reservations (order_id, state, strategy, sale_id, customer_id)
+        VALUES ($4, 'RESERVED', $1, $2, $3)
+        ON CONFLICT (order_id) DO NOTHING
+        RETURNING order_id
+    )
+    INSERT INTO reservation_lines (order_id, sku, quantity)
+    SELECT claimed.order_id, l.sku, l.quantity
+    FROM claimed, UNNEST($5::text[], $6::int[]) AS l (sku, quantity)";
+
+/// [`CLAIM_NEW`] for an stm Reserve that claimed the order as PREPARING (`$1`: the
+/// order; `$2`, `$3`: SKUs and quantities): the row moves to RESERVED, and the lines
+/// go in, only if it is still PREPARING.
+const CLAIM_PREPARED: &str = "
+    WITH claimed AS (
+        UPDATE reservations SET state = 'RESERVED', updated_at = now()
+        WHERE order_id = $1 AND state = 'PREPARING'
+        RETURNING order_id
+    )
+    INSERT INTO reservation_lines (order_id, sku, quantity)
+    SELECT claimed.order_id, l.sku, l.quantity
+    FROM claimed, UNNEST($2::text[], $3::int[]) AS l (sku, quantity)";
 
 /// The SKU's fencing token under a fenced guard (`None` for the others).
 fn fencing_token(guard: Guard<'_>, sku: &Sku) -> Result<Option<i64>, ReserveDbError> {
