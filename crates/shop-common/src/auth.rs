@@ -109,6 +109,16 @@ impl InternalToken {
         InternalToken(hex.into())
     }
 
+    /// HMAC-SHA256 of `message` under this token: a seal only a holder of the token
+    /// can make (see `crate::payments::PaymentItem::seal`).
+    pub(crate) fn mac(&self, message: &[u8]) -> hmac::Hmac<sha2::Sha256> {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(self.0.as_bytes())
+            .expect("HMAC takes a key of any length");
+        mac.update(message);
+        mac
+    }
+
     /// `Bearer <token>`, the `authorization` header's value.
     fn header_value(&self) -> http::HeaderValue {
         http::HeaderValue::from_str(&format!("Bearer {}", self.0)).expect("checked printable ASCII")

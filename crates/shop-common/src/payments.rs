@@ -14,6 +14,7 @@ use coord::{Enqueued, WorkQueue};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::auth::InternalToken;
 use crate::coordination::SharedSession;
 
 /// Price of one unit in minor currency units: the shop has no catalogue prices yet, so
@@ -34,9 +35,47 @@ pub struct PaymentItem {
     /// empty map (and start a new trace).
     #[serde(default)]
     pub trace: std::collections::HashMap<String, String>,
+    /// A seal over the order id and `amount_minor` (hex HMAC-SHA256 under the shop's
+    /// internal token), set by whoever enqueued the item from the order's own record:
+    /// with it, a worker may charge `amount_minor` without reading the order back. An
+    /// item without one (no token configured, or enqueued before seals existed), or
+    /// whose seal does not verify (edited or forged), is charged what the order says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount_seal: Option<String>,
+}
+
+/// What a seal covers: a fixed label, the order id and the amount.
+fn sealed_message(order_id: &str, amount_minor: i64) -> Vec<u8> {
+    format!("coord-shop payment amount v1\n{order_id}\n{amount_minor}").into_bytes()
 }
 
 impl PaymentItem {
+    /// Seals the item's amount under `token` (nothing without one).
+    pub fn seal(mut self, token: Option<&InternalToken>) -> PaymentItem {
+        use hmac::Mac;
+        self.amount_seal = token.map(|token| {
+            let tag = token
+                .mac(&sealed_message(&self.order_id, self.amount_minor))
+                .finalize()
+                .into_bytes();
+            tag.iter().map(|b| format!("{b:02x}")).collect()
+        });
+        self
+    }
+
+    /// The amount to charge, if the item's seal verifies under `token` (in constant
+    /// time); `None` when there is no token, no seal, or a seal that does not match.
+    pub fn sealed_amount(&self, token: Option<&InternalToken>) -> Option<i64> {
+        use hmac::Mac;
+        let (token, seal) = (token?, self.amount_seal.as_deref()?);
+        let tag = decode_hex(seal)?;
+        token
+            .mac(&sealed_message(&self.order_id, self.amount_minor))
+            .verify_slice(&tag)
+            .ok()
+            .map(|()| self.amount_minor)
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("payment item serialises")
     }
@@ -45,6 +84,17 @@ impl PaymentItem {
     pub fn decode(bytes: &[u8]) -> Result<PaymentItem, String> {
         serde_json::from_slice(bytes).map_err(|e| format!("malformed payment item: {e}"))
     }
+}
+
+/// Bytes from lowercase or uppercase hex; `None` for anything else.
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// Queue priority of a customer tier: platinum first, then gold, then everyone else
@@ -105,6 +155,45 @@ pub fn spawn_queue_gauges(
 mod tests {
     use super::*;
 
+    /// A seal verifies under the token that made it, for the amount and order it was
+    /// made for, and nothing else.
+    #[test]
+    fn a_seal_vouches_for_its_amount_and_order_under_its_token_only() {
+        let (token, other) = (InternalToken::random(), InternalToken::random());
+        let item = PaymentItem {
+            order_id: "o-1".into(),
+            customer_id: "c".into(),
+            tier: "gold".into(),
+            amount_minor: 2000,
+            trace: Default::default(),
+            amount_seal: None,
+        };
+        assert_eq!(item.sealed_amount(Some(&token)), None, "no seal");
+        let sealed = item.clone().seal(Some(&token));
+        assert_eq!(sealed.sealed_amount(Some(&token)), Some(2000));
+        // Stored and read back, it still verifies.
+        let stored = PaymentItem::decode(&sealed.encode()).unwrap();
+        assert_eq!(stored.sealed_amount(Some(&token)), Some(2000));
+        assert_eq!(sealed.sealed_amount(Some(&other)), None, "another token");
+        assert_eq!(sealed.sealed_amount(None), None, "no token to verify with");
+        let mut more = sealed.clone();
+        more.amount_minor = 1;
+        assert_eq!(more.sealed_amount(Some(&token)), None, "amount edited");
+        let mut moved = sealed.clone();
+        moved.order_id = "o-2".into();
+        assert_eq!(moved.sealed_amount(Some(&token)), None, "order edited");
+        for garbage in ["", "zz", "abc", "00"] {
+            let mut bad = sealed.clone();
+            bad.amount_seal = Some(garbage.into());
+            assert_eq!(bad.sealed_amount(Some(&token)), None, "{garbage:?}");
+        }
+        assert_eq!(
+            item.clone().seal(None).amount_seal,
+            None,
+            "no token, no seal"
+        );
+    }
+
     #[test]
     fn items_round_trip_and_garbage_is_an_error() {
         let item = PaymentItem {
@@ -113,6 +202,7 @@ mod tests {
             tier: "gold".into(),
             amount_minor: 2000,
             trace: Default::default(),
+            amount_seal: None,
         };
         assert_eq!(PaymentItem::decode(&item.encode()).unwrap(), item);
         assert!(PaymentItem::decode(b"{}").is_err());
@@ -172,6 +262,7 @@ mod tests {
                 tier: "gold".into(),
                 amount_minor,
                 trace,
+                amount_seal: None,
             };
             let mut stored = item.encode();
             decodes_or_refuses(&stored);

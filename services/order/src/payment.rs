@@ -63,11 +63,17 @@ impl PaymentRequester for PaymentQueueNotWired {
 /// order twice is one item, so a retried saga step cannot cause a second charge.
 pub struct QueuePaymentRequester {
     session: std::sync::Arc<shop_common::coordination::SharedSession>,
+    /// Seals each item's amount (see `PaymentItem::seal`), so the worker need not read
+    /// the order back to know what to charge.
+    token: Option<shop_common::auth::InternalToken>,
 }
 
 impl QueuePaymentRequester {
-    pub fn new(session: std::sync::Arc<shop_common::coordination::SharedSession>) -> Self {
-        QueuePaymentRequester { session }
+    pub fn new(
+        session: std::sync::Arc<shop_common::coordination::SharedSession>,
+        token: Option<shop_common::auth::InternalToken>,
+    ) -> Self {
+        QueuePaymentRequester { session, token }
     }
 }
 
@@ -88,7 +94,9 @@ impl PaymentRequester for QueuePaymentRequester {
                 amount_minor: units * UNIT_PRICE_MINOR,
                 // The worker's spans continue this order's trace.
                 trace: shop_common::propagation::current_context_map(),
-            };
+                amount_seal: None,
+            }
+            .seal(self.token.as_ref());
             let enqueued = enqueue_payment(&self.session, &item).await?;
             tracing::debug!(order_id = %item.order_id, created = enqueued.created, "payment requested");
             Ok(())

@@ -139,8 +139,12 @@ impl Application {
         payments: Option<Arc<dyn PaymentRequester>>,
     ) -> anyhow::Result<Application> {
         let mut shell = ServiceShell::build(&settings.common, &MIGRATOR).await?;
-        let payments = payments
-            .unwrap_or_else(|| Arc::new(QueuePaymentRequester::new(shell.session().clone())));
+        let payments = payments.unwrap_or_else(|| {
+            Arc::new(QueuePaymentRequester::new(
+                shell.session().clone(),
+                settings.common.internal_token.clone(),
+            ))
+        });
         // Connects on first use, and again after a failure: inventory may start later.
         let inventory = InventoryServiceClient::new(
             traced_channel(

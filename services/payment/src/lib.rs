@@ -38,8 +38,9 @@
 //! A capture can still arrive for an order the order service has cancelled meanwhile
 //! (its reservation expired). The order service refuses it, and `settle-payments`
 //! refunds it — once, under the key `order-<id>-refund` — so at most one charge per
-//! order is *kept*. The amount charged is the order's, read from the order service,
-//! never the queue item's copy.
+//! order is *kept*. The amount charged is the order's: the item's own amount only if its
+//! seal (made by the order service with the internal token) verifies, else read from
+//! the order service; an edited or forged item never sets it.
 
 pub mod grpc;
 pub mod ledger;

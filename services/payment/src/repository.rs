@@ -68,6 +68,7 @@ impl PaymentRow {
             tier: self.tier.clone(),
             amount_minor: self.amount_minor,
             trace: Default::default(),
+            amount_seal: None,
         }
     }
 }

@@ -202,7 +202,11 @@ async fn order_cancelled(payments: &WorkerContext, row: &PaymentRow) -> anyhow::
 /// Puts a PROCESSING payment's request back on the queue; `true` if it was missing
 /// (a no-op otherwise: enqueue is idempotent on the order id).
 async fn redrive(payments: &WorkerContext, row: &PaymentRow) -> anyhow::Result<bool> {
-    let enqueued = enqueue_payment(&payments.session, &row.request()).await?;
+    let enqueued = enqueue_payment(
+        &payments.session,
+        &row.request().seal(payments.token.as_ref()),
+    )
+    .await?;
     payments.db.touch(row.order_id).await?;
     if enqueued.created {
         tracing::warn!(order_id = %row.order_id, deliveries = row.deliveries, "PROCESSING payment had no queue item; request put back on the queue");

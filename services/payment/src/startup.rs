@@ -138,6 +138,7 @@ impl Application {
             db: db.clone(),
             provider,
             orders,
+            token: settings.common.internal_token.clone(),
         });
         let api = PaymentApi::new(db, session, shell.leaders(vec![settle::JOB]));
         let max_message = shell.max_message_bytes();

@@ -1,8 +1,9 @@
 //! Payment workers: every replica runs several, all taking from one queue.
 //!
 //! One delivery: claim (the claim is held under this process's etcd lease) → decode →
-//! the order read from the order service (what to charge is the order's, never the
-//! queue item's) → `payments` row begins (or is found final) → provider charge under
+//! what to charge: the item's amount if its seal verifies (the order service sealed it
+//! from the order's lines with the internal token), else the order read from the order
+//! service (an unsealed, edited or forged item never sets the amount) → `payments` row begins (or is found final) → provider charge under
 //! the idempotency key `order-<id>-charge` → row finished → `PaymentResult` to the
 //! order service → confirmation recorded (`reported_at`) → ack, in the same etcd
 //! transaction as the claim of the next item (one write where a separate ack and claim
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coord::Claimed;
+use shop_common::auth::InternalToken;
 use shop_common::coordination::SharedSession;
 use shop_common::payments::{payment_queue, PaymentItem};
 use shop_common::propagation::TracedChannel;
@@ -33,6 +35,8 @@ pub struct WorkerContext {
     pub db: PaymentsDb,
     pub provider: Arc<SimulatedProvider>,
     pub orders: OrderServiceClient<TracedChannel>,
+    /// Verifies a queue item's sealed amount (see `PaymentItem::sealed_amount`).
+    pub token: Option<InternalToken>,
 }
 
 /// Starts `count` workers; they stop taking new items once `stop` turns true and
@@ -157,10 +161,20 @@ async fn pay_and_report(
     order_id: Uuid,
     request: &PaymentItem,
 ) -> anyhow::Result<()> {
-    let amount_minor = amount_of_order(&context.orders, order_id).await?;
-    if amount_minor != request.amount_minor {
-        tracing::warn!(order_id = %order_id, queued = request.amount_minor, order = amount_minor, "the payment request's amount is not the order's; charging the order's");
-    }
+    let amount_minor = match request.sealed_amount(context.token.as_ref()) {
+        // Sealed by the order service from the order's own lines: no need to ask it.
+        Some(amount) => amount,
+        None => {
+            if request.amount_seal.is_some() {
+                tracing::warn!(order_id = %order_id, "the payment request's seal does not verify; reading the order");
+            }
+            let amount_minor = amount_of_order(&context.orders, order_id).await?;
+            if amount_minor != request.amount_minor {
+                tracing::warn!(order_id = %order_id, queued = request.amount_minor, order = amount_minor, "the payment request's amount is not the order's; charging the order's");
+            }
+            amount_minor
+        }
+    };
     let mut row = context.db.begin(order_id, request, amount_minor).await?;
     if !row.state.is_final() {
         let charge = charge_order(&context.provider, order_id, row.amount_minor).await?;

@@ -3,6 +3,8 @@
 //! the order's, whatever the queue item says.
 
 use payment_service::provider::{ChargeRequest, ChargeStatus, ProviderError};
+use shop_common::auth::InternalToken;
+use shop_common::payments::PaymentItem;
 use shop_proto::v1 as pb;
 use shop_proto::v1::CustomerTier;
 use uuid::Uuid;
@@ -130,24 +132,35 @@ async fn authorize_then_capture_then_refund_each_once_per_key() {
 
 /// What to charge is the order's (its lines, read from the order service), not the
 /// queue item's copy: an item edited to say 1 minor unit still charges the order's 2 000.
-#[tokio::test]
-async fn a_forged_queue_item_cannot_change_the_amount_charged() {
-    let mut shop = Shop::spawn(|_| {}, false).await;
-    let tea = sku("tea");
-    shop.set_stock(&tea, 5).await;
-    let order = shop.buy("k", "frank", CustomerTier::Gold, &tea, 2).await;
-    let owed = 2 * shop_common::payments::UNIT_PRICE_MINOR;
+/// A shop whose order and payment services share an internal token (`Some`), so the
+/// order service seals each item's amount and the workers verify it; or none (`None`).
+async fn shop_sealing_with(token: Option<InternalToken>) -> Shop {
+    Shop::spawn_with(
+        |s| {
+            s.order.common.internal_token = token.clone();
+            s.payment.common.internal_token = token;
+        },
+        false,
+    )
+    .await
+}
 
-    // Someone with access to etcd swaps the order service's item for a forged one.
+/// Takes the order service's queue item for `order` off the queue and puts `edit`ed
+/// back in its place (as someone with access to etcd could), then lets the payment
+/// service run: what the provider charged for the order.
+async fn charged_for_edited_item(
+    shop: &mut Shop,
+    order: &pb::Order,
+    edit: impl FnOnce(PaymentItem) -> PaymentItem,
+) -> Vec<i64> {
     let worker = shop.crashing_worker().await;
-    let (claim, mut forged) = worker.claim().await;
-    assert_eq!(forged.amount_minor, owed);
+    let (claim, item) = worker.claim().await;
     claim.ack().await.unwrap();
-    forged.amount_minor = 1;
-    let priority = shop_common::payments::tier_priority(&forged.tier);
+    let edited = edit(item);
+    let priority = shop_common::payments::tier_priority(&edited.tier);
     worker
         .queue
-        .enqueue_with_id(&forged.order_id, &forged.encode(), priority)
+        .enqueue_with_id(&edited.order_id, &edited.encode(), priority)
         .await
         .unwrap();
     worker.die(Vec::new()).await;
@@ -155,17 +168,73 @@ async fn a_forged_queue_item_cannot_change_the_amount_charged() {
     shop.start_payment().await;
     let settled = shop.settled(&order.order_id).await;
     assert_eq!(settled.status, pb::OrderStatus::Paid as i32, "{settled:?}");
-    assert_eq!(shop.payment_row(&order.order_id).await.amount_minor, owed);
-    let charged: Vec<i64> =
-        sqlx::query_scalar("SELECT amount_minor FROM provider_charges WHERE order_id = $1::uuid")
-            .bind(&order.order_id)
-            .fetch_all(&shop.payment_pool)
-            .await
-            .unwrap();
+    sqlx::query_scalar("SELECT amount_minor FROM provider_charges WHERE order_id = $1::uuid")
+        .bind(&order.order_id)
+        .fetch_all(&shop.payment_pool)
+        .await
+        .unwrap()
+}
+
+/// An item whose amount was changed is charged what the order says, whether the shop
+/// seals amounts (the edit breaks the seal) or not (nothing vouches for the amount).
+async fn a_forged_amount_is_not_charged(token: Option<InternalToken>) {
+    let mut shop = shop_sealing_with(token.clone()).await;
+    let tea = sku("tea");
+    shop.set_stock(&tea, 5).await;
+    let order = shop.buy("k", "frank", CustomerTier::Gold, &tea, 2).await;
+    let owed = 2 * shop_common::payments::UNIT_PRICE_MINOR;
+    let charged = charged_for_edited_item(&mut shop, &order, |mut item| {
+        assert_eq!(item.amount_minor, owed);
+        assert_eq!(item.amount_seal.is_some(), token.is_some(), "{item:?}");
+        item.amount_minor = 1;
+        item
+    })
+    .await;
     assert_eq!(
         charged,
         vec![owed],
         "the provider charged the order's amount"
+    );
+    assert_eq!(shop.payment_row(&order.order_id).await.amount_minor, owed);
+    shop.stop().await;
+}
+
+#[tokio::test]
+async fn a_forged_queue_item_cannot_change_the_amount_charged() {
+    a_forged_amount_is_not_charged(None).await;
+}
+
+#[tokio::test]
+async fn a_forged_queue_item_cannot_change_a_sealed_amount() {
+    a_forged_amount_is_not_charged(Some(InternalToken::random())).await;
+}
+
+/// With a seal that verifies, the worker charges the item's amount without reading the
+/// order back (one request to the order service and its database fewer per payment).
+/// Shown by an item resealed with the shop's own token for another amount: that amount
+/// is charged, which a worker that read the order would not do.
+#[tokio::test]
+async fn a_sealed_amount_is_charged_without_reading_the_order() {
+    let token = InternalToken::random();
+    let mut shop = shop_sealing_with(Some(token.clone())).await;
+    let tea = sku("tea");
+    shop.set_stock(&tea, 5).await;
+    let order = shop.buy("k", "grace", CustomerTier::Gold, &tea, 2).await;
+    let owed = 2 * shop_common::payments::UNIT_PRICE_MINOR;
+    let charged = charged_for_edited_item(&mut shop, &order, |mut item| {
+        assert_eq!(
+            item.sealed_amount(Some(&token)),
+            Some(owed),
+            "sealed by the order service"
+        );
+        item.amount_minor = 1_500;
+        item.seal(Some(&token))
+    })
+    .await;
+    assert_eq!(
+        charged,
+        vec![1_500],
+        "charged as sealed, not read from the order"
     );
     shop.stop().await;
 }

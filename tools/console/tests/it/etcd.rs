@@ -133,6 +133,7 @@ async fn a_mutex_with_waiters_an_election_a_work_queue_and_a_semaphore_as_the_co
             tier: tier.into(),
             amount_minor: 1000,
             trace: Default::default(),
+            amount_seal: None,
         };
         payment_queue(client.clone(), &prefix)
             .unwrap()
