@@ -46,24 +46,19 @@ fn claim_lease(session: &Session) -> Option<PutOptions> {
     Some(PutOptions::new().with_lease(session.lease()))
 }
 
-/// Deliverable items a claimer that lost a race spreads over (see [`claim_order`]).
-const SPREAD: usize = 8;
+/// Deliverable items one claim transaction tries, in queue order (see
+/// [`WorkQueue::claim_first_free`]).
+const CANDIDATES: usize = 8;
 
-/// Which of the untried candidates (their priorities, in queue order) to try next,
-/// after losing the race for one of `priority`: other claimers read the same head of
-/// the queue and are most likely trying the very next item too, so a random one of the
-/// next [`SPREAD`] of the same priority. Before any lost race: the first. A lone
-/// consumer never loses a race and takes items strictly in order; with several, no
-/// item is taken before an untried one of a more urgent priority, every candidate is
-/// tried once, and the items of one priority go in order give or take `SPREAD`.
-fn claim_order(untried: impl Iterator<Item = u32>, lost: Option<u32>) -> usize {
-    let Some(priority) = lost else { return 0 };
-    let same = untried.take(SPREAD).take_while(|p| *p == priority).count();
-    if same > 1 {
-        rand::random::<u32>() as usize % same
-    } else {
-        0
-    }
+/// An item a claim may take: what it was when the page was read, decoded.
+struct Candidate {
+    item_key: String,
+    slot: String,
+    /// The item's mod revision when read: the claim holds only if it is unchanged.
+    rev: i64,
+    envelope: Envelope,
+    payload: Vec<u8>,
+    priority: u32,
 }
 
 /// The first key after `key` (for paging through a range).
@@ -192,28 +187,19 @@ impl WorkQueue {
                 })
                 .unwrap_or_default();
             let now = now_ms();
-            // The page's unclaimed items, in order, with their priority (from the key).
-            // Each is decoded only when its turn comes: a lone consumer reads one value.
-            let mut untried = Vec::new();
+            // The page's unclaimed, deliverable items, in order, tried by up to
+            // CANDIDATES per transaction; on the way, what used up its attempts is
+            // dead-lettered and what is not an item is set aside.
+            let mut candidates = Vec::new();
             for kv in &items {
                 let item_key = show(kv.key());
                 let slot = self.slot_of(&item_key).to_owned();
                 if claimed_slots.contains(&slot) {
                     continue;
                 }
-                match parse_slot(&slot) {
-                    Ok((priority, _)) => untried.push((kv, item_key, slot, priority)),
-                    Err(e) => {
-                        self.set_aside_malformed(&client, &item_key, &slot, kv, &e)
-                            .await?
-                    }
-                }
-            }
-            let mut lost = None;
-            while !untried.is_empty() {
-                let (kv, item_key, slot, priority) =
-                    untried.remove(claim_order(untried.iter().map(|c| c.3), lost));
-                let (envelope, payload) = match decode_item(&item_key, kv.value()) {
+                let decoded = parse_slot(&slot)
+                    .and_then(|(priority, _)| Ok((decode_item(&item_key, kv.value())?, priority)));
+                let ((envelope, payload), priority) = match decoded {
                     Ok(decoded) => decoded,
                     Err(e) => {
                         self.set_aside_malformed(&client, &item_key, &slot, kv, &e)
@@ -232,27 +218,25 @@ impl WorkQueue {
                         .await?;
                     continue;
                 }
-                let item = (envelope, payload, priority);
-                let claimed = self
-                    .claim_item(
-                        session,
-                        &item_key,
-                        &slot,
-                        kv.mod_revision(),
-                        item,
-                        ack.as_ref(),
-                    )
-                    .await;
-                // The ack rode along: it committed unless its claim was no longer ours.
-                if let Some(mut acked) =
-                    ack.take_if(|_| matches!(claimed, Ok(_) | Err(Error::OwnershipLost(_))))
-                {
-                    acked.acked_with(claimed.is_ok())?;
+                candidates.push(Candidate {
+                    item_key,
+                    slot,
+                    rev: kv.mod_revision(),
+                    envelope,
+                    payload,
+                    priority,
+                });
+                if candidates.len() == CANDIDATES {
+                    let tried = std::mem::take(&mut candidates);
+                    if let Some(claimed) = self.claim_tried(session, tried, ack).await? {
+                        return Ok((Some(claimed), wake_at));
+                    }
                 }
-                if let Some(claimed) = claimed? {
+            }
+            if !candidates.is_empty() {
+                if let Some(claimed) = self.claim_tried(session, candidates, ack).await? {
                     return Ok((Some(claimed), wake_at));
                 }
-                lost = Some(priority);
             }
             if (items.len() as i64) < BATCH {
                 return Ok((None, wake_at));
@@ -262,52 +246,93 @@ impl WorkQueue {
         }
     }
 
-    /// Claims one item: creates the claim key under the consumer's lease and raises the
-    /// item's attempt counter, only if the item is unchanged and unclaimed. With `ack`,
-    /// in a transaction nested inside the one that acks that item: then
-    /// [`Error::OwnershipLost`] means neither happened, and any other answer that the
-    /// ack committed.
-    async fn claim_item(
+    /// [`Self::claim_first_free`], settling `ack` by the outcome: once a transaction
+    /// with the ack in it committed, the ack is done (whether or not a claim won) and
+    /// `ack` is emptied; [`Error::OwnershipLost`] (nothing committed) settles it too.
+    async fn claim_tried(
         &self,
         session: &Session,
-        item_key: &str,
-        slot: &str,
-        item_rev: i64,
-        (mut envelope, payload, priority): (Envelope, Vec<u8>, u32),
+        candidates: Vec<Candidate>,
+        ack: &mut Option<Claimed>,
+    ) -> Result<Option<Claimed>> {
+        let claimed = self
+            .claim_first_free(session, candidates, ack.as_ref())
+            .await;
+        if let Some(mut acked) =
+            ack.take_if(|_| matches!(claimed, Ok(_) | Err(Error::OwnershipLost(_))))
+        {
+            acked.acked_with(claimed.is_ok())?;
+        }
+        claimed
+    }
+
+    /// Claims the first of `candidates` (in queue order) that is still unchanged and
+    /// unclaimed, in **one** transaction: each candidate's claim is a transaction
+    /// nested in the failure branch of the one before, so etcd tries them in turn and
+    /// commits the first that holds. A claim creates the claim key under the
+    /// consumer's lease and raises the item's attempt counter. Consumers racing for
+    /// the head of the queue thus cost one request each, not one per item lost.
+    ///
+    /// With `ack`, the whole chain is nested inside the transaction that acks that item:
+    /// then [`Error::OwnershipLost`] means neither happened, and any other answer that
+    /// the ack committed.
+    async fn claim_first_free(
+        &self,
+        session: &Session,
+        candidates: Vec<Candidate>,
         ack: Option<&Claimed>,
     ) -> Result<Option<Claimed>> {
-        // What the item was before this claim: restored if the claim is cancelled in
-        // flight, so an undelivered claim does not use up an attempt.
-        let unclaimed_item = encode_item(&envelope, &payload);
-        envelope.attempts = envelope.attempts.saturating_add(1);
-        let claim_key = format!("{}{slot}", self.claims());
-        let claim_value = serde_json::json!({
-            "lease": format!("{:x}", session.lease()),
-            "attempt": envelope.attempts,
-            "claimed_ms": now_ms(),
-        })
-        .to_string();
-        let claim = Txn::new()
-            .when([
-                mod_rev_is(item_key, item_rev),
-                key_missing(claim_key.as_str()),
-            ])
-            .and_then([
-                TxnOp::put(claim_key.as_str(), claim_value, claim_lease(session)),
-                TxnOp::put(item_key, encode_item(&envelope, &payload), None),
-            ]);
-        // The ack's claim key, when the claim rides in the ack's transaction.
+        let claimed_ms = now_ms();
+        // Each candidate as it would be once claimed, and as it was (restored if the
+        // claim is cancelled in flight, so an undelivered claim uses up no attempt).
+        let mut chain: Option<Txn> = None;
+        let mut undo_values = Vec::with_capacity(candidates.len());
+        for c in candidates.iter().rev() {
+            let claim_key = format!("{}{}", self.claims(), c.slot);
+            let mut envelope = c.envelope.clone();
+            envelope.attempts = envelope.attempts.saturating_add(1);
+            let claim_value = serde_json::json!({
+                "lease": format!("{:x}", session.lease()),
+                "attempt": envelope.attempts,
+                "claimed_ms": claimed_ms,
+            })
+            .to_string();
+            let mut claim = Txn::new()
+                .when([
+                    mod_rev_is(c.item_key.as_str(), c.rev),
+                    key_missing(claim_key.as_str()),
+                ])
+                .and_then([
+                    TxnOp::put(claim_key.as_str(), claim_value, claim_lease(session)),
+                    TxnOp::put(
+                        c.item_key.as_str(),
+                        encode_item(&envelope, &c.payload),
+                        None,
+                    ),
+                ]);
+            if let Some(next) = chain.take() {
+                claim = claim.or_else([TxnOp::txn(next)]);
+            }
+            chain = Some(claim);
+            undo_values.push((
+                claim_key,
+                c.item_key.clone(),
+                encode_item(&c.envelope, &c.payload),
+            ));
+        }
+        let Some(chain) = chain else { return Ok(None) };
+        undo_values.reverse();
+        let claim_keys: Vec<String> = undo_values.iter().map(|(k, _, _)| k.clone()).collect();
+        // The ack's claim key, when the chain rides in the ack's transaction.
         let acking = ack.map(|a| a.claim.key.clone());
         let txn = match ack {
-            Some(acked) => acked.ack_with(claim),
-            None => claim,
+            Some(acked) => acked.ack_with(chain),
+            None => chain,
         };
-        let (mut client, lease, task_key) =
-            (self.client.clone(), session.lease(), claim_key.clone());
+        let (mut client, lease) = (self.client.clone(), session.lease());
         #[cfg(feature = "test-hooks")]
         let moment = crate::test_hooks::claim_moment(&self.prefix);
-        let (undo_claim, undo_item) = (claim_key.clone(), item_key.to_owned());
-        // The claim txn runs inline; if this future is dropped mid-flight, the pending
+        // The transaction runs inline; if this future is dropped mid-flight, the pending
         // guard finishes it in the background and undoes the claim (never left behind),
         // putting the item back as it was (attempt counter included) while nobody
         // else changed it since the claim.
@@ -320,53 +345,72 @@ impl WorkQueue {
                 }
                 other => other.into(),
             })?;
-            let claimed = match acking {
-                None => resp.succeeded(),
-                // The ack's own claim was gone: nothing committed, the claim neither.
+            let chain = match acking {
+                None => resp.clone(),
+                // The ack's own claim was gone: nothing committed, no claim either.
                 Some(acked_claim) if !resp.succeeded() => {
                     return Err(Error::OwnershipLost(acked_claim))
                 }
-                // The ack committed; the claim is the nested transaction, last.
-                Some(_) => matches!(
-                    resp.op_responses().last(),
-                    Some(TxnOpResponse::Txn(nested)) if nested.succeeded()
-                ),
+                // The ack committed; the chain is the nested transaction, last.
+                Some(acked_claim) => match resp.op_responses().pop() {
+                    Some(TxnOpResponse::Txn(chain)) => chain,
+                    _ => {
+                        return Err(Error::Malformed {
+                            key: acked_claim,
+                            reason: "the ack answered without its claim transaction".into(),
+                        })
+                    }
+                },
             };
-            if claimed {
-                Ok((
+            match first_to_hold(chain, claim_keys.len()) {
+                Some(won) => Ok((
                     Placed {
-                        key: task_key,
+                        key: claim_keys[won].clone(),
                         rev: txn_rev(&resp),
                     },
-                    (),
-                ))
-            } else {
-                // Someone claimed or changed it first: not ours, nothing created.
-                Err(Error::Locked(task_key))
+                    won,
+                )),
+                // Every candidate was claimed or changed first: not ours, nothing created.
+                None => Err(Error::Locked(claim_keys[0].clone())),
             }
         })
         .with_undo(move |placed| {
+            let (claim_key, item_key, unclaimed) = undo_values
+                .into_iter()
+                .find(|(claim_key, _, _)| *claim_key == placed.key)
+                .expect("the placed claim is one of the candidates");
             Txn::new()
                 .when([
-                    create_rev_is(undo_claim.as_str(), placed.rev),
-                    mod_rev_is(undo_item.as_str(), placed.rev),
+                    create_rev_is(claim_key.as_str(), placed.rev),
+                    mod_rev_is(item_key.as_str(), placed.rev),
                 ])
                 .and_then([
-                    TxnOp::delete(undo_claim, None),
-                    TxnOp::put(undo_item, unclaimed_item, None),
+                    TxnOp::delete(claim_key, None),
+                    TxnOp::put(item_key, unclaimed, None),
                 ])
         });
-        match pending.placed().await {
-            Ok(_) => {}
+        let won = match pending.placed().await {
+            Ok((_, won)) => won,
             Err(Error::Locked(_)) => return Ok(None),
             Err(e) => return Err(e),
-        }
+        };
         let claim = pending.keep();
+        let Candidate {
+            item_key,
+            mut envelope,
+            payload,
+            priority,
+            ..
+        } = candidates
+            .into_iter()
+            .nth(won)
+            .expect("the winner is a candidate");
+        envelope.attempts = envelope.attempts.saturating_add(1);
         debug!(id = %envelope.id, attempt = envelope.attempts, "claimed");
         metrics::queue_event(metrics::QUEUE_CLAIMS, &self.prefix);
         Ok(Some(Claimed {
             queue: self.clone(),
-            item_key: item_key.to_owned(),
+            item_key,
             id_key: self.id_key(&envelope.id),
             claim,
             envelope,
@@ -426,31 +470,24 @@ impl WorkQueue {
     }
 }
 
+/// Which of a chain of `n` claim transactions (each nested in the failure branch of
+/// the one before, see [`WorkQueue::claim_first_free`]) committed, if any.
+fn first_to_hold(mut txn: etcd_client::TxnResponse, n: usize) -> Option<usize> {
+    for i in 0..n {
+        if txn.succeeded() {
+            return Some(i);
+        }
+        match txn.op_responses().pop() {
+            Some(TxnOpResponse::Txn(next)) => txn = next,
+            _ => return None,
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_claimer_that_lost_a_race_spreads_within_its_priority() {
-        // Before any lost race, and for a lone consumer: strictly the first.
-        assert_eq!(claim_order([0, 0, 1].into_iter(), None), 0);
-        // After a lost race: one of the next SPREAD of the same priority, never past
-        // the end of that priority's run.
-        let mut seen = HashSet::new();
-        for _ in 0..500 {
-            let pick = claim_order([1, 1, 1, 2, 2].into_iter(), Some(1));
-            assert!(pick < 3, "{pick} is past priority 1's items");
-            seen.insert(pick);
-        }
-        assert_eq!(seen.len(), 3, "spread over all three: {seen:?}");
-        let far = (0..500)
-            .map(|_| claim_order([5; 20].into_iter(), Some(5)))
-            .max()
-            .unwrap();
-        assert!(far < SPREAD, "{far}");
-        // The lost priority's run is over: the first of what is left.
-        assert_eq!(claim_order([2, 2].into_iter(), Some(1)), 0);
-    }
 
     #[test]
     fn prefix_end_covers_the_prefix() {

@@ -52,12 +52,11 @@
 //! - A value under `items/` that this crate did not write (or a key outside the
 //!   layout) is moved to `dead/` as it is, with a warning, instead of failing every
 //!   claim; its `ids/` key, unreadable, stays behind.
-//! - Strict order under several consumers. A lone consumer takes items strictly in
-//!   order; a consumer that loses the race for an item to another tries a random one of
-//!   the next 8 of the same priority rather than the very next (which the others are
-//!   trying too), so with several consumers the items of one priority start in order
-//!   give or take 8. None is taken while an unclaimed item of a more urgent priority
-//!   that its consumer saw is untried.
+//! - Strict order under several consumers. A claim sends one transaction that tries
+//!   the next (up to 8) deliverable items it read, in queue order, and takes the first
+//!   still free when it commits; so items start in queue order as each claimer saw the
+//!   queue, but an item enqueued (or given back) after a claimer's read waits for a
+//!   later claim even if it is more urgent.
 //! - Finding the next item reads up to 64 items and all claims per round, so the cost
 //!   grows with the number of items *in flight* at the head of the queue, not with the
 //!   queue's length; a queue whose head is full of delayed (nacked) items costs more.

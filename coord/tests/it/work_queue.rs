@@ -574,3 +574,49 @@ async fn four_consumers_acking_into_their_next_claim_take_every_item_exactly_onc
     assert_eq!(distinct.len(), 200, "every item delivered");
     assert_eq!(q.depth().await.unwrap(), 0, "every item acked");
 }
+
+/// Issue 17: consumers racing for the head of the queue cost one request per claim. X
+/// reads a, b and c and is held just before its claim transaction; meanwhile Y takes
+/// a and b. X's one transaction then takes c: it tries its candidates in queue order
+/// and commits the first still free, instead of a request per item lost (counted on an
+/// etcd of the test's own).
+#[tokio::test]
+async fn a_claim_whose_first_items_were_taken_takes_the_next_free_in_one_txn() {
+    use crate::own_etcd::{OwnEtcd, ServerTls, ONE_AT_A_TIME};
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let etcd = OwnEtcd::start("wq-first-free", ServerTls::default()).await;
+    let cl = coord::etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .unwrap();
+    let name = "/wq-first-free";
+    let q = WorkQueue::new(cl.clone(), name).unwrap();
+    for id in ["a", "b", "c"] {
+        q.enqueue_with_id(id, id.as_bytes(), 0).await.unwrap();
+    }
+    let x = coord::Session::new(cl.clone()).await.unwrap();
+    let y = coord::Session::new(cl.clone()).await.unwrap();
+    let (reached, go) = coord::test_hooks::hold_next(&coord::test_hooks::claim_moment(name));
+    let claiming = {
+        let q = q.clone();
+        tokio::spawn(async move {
+            q.try_claim(&x)
+                .await
+                .map(|c| c.map(|c| (c.id().to_owned(), c.attempt())))
+        })
+    };
+    reached.await.expect("X read a, b, c and is about to claim");
+    for expected in ["a", "b"] {
+        let taken = q.try_claim(&y).await.unwrap().expect("an item for Y");
+        assert_eq!(taken.id(), expected);
+        std::mem::forget(taken); // Y keeps its claims until its session ends
+    }
+    let txns = etcd.handled("Txn").await;
+    go.send(()).unwrap();
+    let got = claiming.await.unwrap().unwrap();
+    assert_eq!(got, Some(("c".to_owned(), 1)));
+    assert_eq!(
+        etcd.handled("Txn").await - txns,
+        1,
+        "X's claim is one transaction"
+    );
+}
