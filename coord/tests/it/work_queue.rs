@@ -14,6 +14,10 @@ async fn queue(name: &str) -> WorkQueue {
     WorkQueue::new(client().await, name).unwrap()
 }
 
+/// How long the cancellation tests let a claim run before dropping it: some of these
+/// cancel before its transaction commits, some after.
+const CANCEL_AFTER_MICROS: [u64; 8] = [50, 100, 200, 400, 800, 1600, 3200, 6400];
+
 /// Waits (bounded) until the queue `name` has no claim key.
 async fn no_claim_left(cl: &coord::etcd_client::Client, name: &str) {
     eventually(Duration::from_secs(5), "no claim key is left", || {
@@ -327,8 +331,7 @@ async fn nack_after_duration_max_parks_the_item() {
 async fn a_claim_cancelled_in_flight_does_not_use_up_an_attempt() {
     let s = session(10).await;
     let cl = client().await;
-    // As above: some of these cancel before the claim commits, some after.
-    for micros in [50, 100, 200, 400, 800, 1600, 3200, 6400] {
+    for micros in CANCEL_AFTER_MICROS {
         let name = unique("wq-cancel-attempt");
         let q = queue(&name).await.with_max_attempts(1).unwrap();
         q.enqueue_with_id("order-1", b"pay", 0).await.unwrap();
@@ -514,7 +517,7 @@ async fn ack_and_claim_next_that_loses_the_next_item_acks_and_takes_the_one_afte
 async fn ack_and_claim_next_dropped_in_flight_leaves_no_claim() {
     let s = session(10).await;
     let cl = client().await;
-    for micros in [50, 100, 200, 400, 800, 1600, 3200, 6400] {
+    for micros in CANCEL_AFTER_MICROS {
         let name = unique("wq-ack-claim-cancel");
         let q = queue(&name).await;
         q.enqueue_with_id("a", b"a", 0).await.unwrap();
