@@ -581,8 +581,10 @@ async fn four_consumers_acking_into_their_next_claim_take_every_item_exactly_onc
 /// Issue 17: consumers racing for the head of the queue cost one request per claim. X
 /// reads a, b and c and is held just before its claim transaction; meanwhile Y takes
 /// a and b. X's one transaction then takes c: it tries its candidates in queue order
-/// and commits the first still free, instead of a request per item lost (counted on an
-/// etcd of the test's own).
+/// and commits the first still free, instead of a request per item lost. Counted on an
+/// etcd of the test's own, from the start: 3 enqueues, 2 reads and 2 claims for Y, and
+/// for X one read and one claim — 9 `Txn` requests (with one item per claim
+/// transaction, X alone makes 4).
 #[tokio::test]
 async fn a_claim_whose_first_items_were_taken_takes_the_next_free_in_one_txn() {
     use crate::own_etcd::{OwnEtcd, ServerTls, ONE_AT_A_TIME};
@@ -591,6 +593,7 @@ async fn a_claim_whose_first_items_were_taken_takes_the_next_free_in_one_txn() {
     let cl = coord::etcd_client::Client::connect([etcd.endpoint()], None)
         .await
         .unwrap();
+    let before = etcd.handled("Txn").await;
     let name = "/wq-first-free";
     let q = WorkQueue::new(cl.clone(), name).unwrap();
     for id in ["a", "b", "c"] {
@@ -601,11 +604,7 @@ async fn a_claim_whose_first_items_were_taken_takes_the_next_free_in_one_txn() {
     let (reached, go) = coord::test_hooks::hold_next(&coord::test_hooks::claim_moment(name));
     let claiming = {
         let q = q.clone();
-        tokio::spawn(async move {
-            q.try_claim(&x)
-                .await
-                .map(|c| c.map(|c| (c.id().to_owned(), c.attempt())))
-        })
+        tokio::spawn(async move { q.try_claim(&x).await })
     };
     reached.await.expect("X read a, b, c and is about to claim");
     for expected in ["a", "b"] {
@@ -613,13 +612,22 @@ async fn a_claim_whose_first_items_were_taken_takes_the_next_free_in_one_txn() {
         assert_eq!(taken.id(), expected);
         std::mem::forget(taken); // Y keeps its claims until its session ends
     }
-    let txns = etcd.handled("Txn").await;
     go.send(()).unwrap();
-    let got = claiming.await.unwrap().unwrap();
-    assert_eq!(got, Some(("c".to_owned(), 1)));
+    // Held until the count is read: dropped, it would release its claim (a request).
+    let got = claiming.await.unwrap().unwrap().expect("an item for X");
+    assert_eq!((got.id(), got.attempt()), ("c", 1));
+    // etcd counts a request just after answering it: wait for the last count, then
+    // one more round trip, and read the total.
+    let expected = 9;
+    eventually(Duration::from_secs(5), "every Txn is counted", || async {
+        etcd.handled("Txn").await - before >= expected
+    })
+    .await;
+    cl.clone().get("/wq-first-free/", None).await.unwrap();
     assert_eq!(
-        etcd.handled("Txn").await - txns,
-        1,
-        "X's claim is one transaction"
+        etcd.handled("Txn").await - before,
+        expected,
+        "Txn requests: X's claim must be one transaction"
     );
+    drop(got);
 }
