@@ -412,17 +412,34 @@ async fn concurrent_producers_enqueue_with_one_txn_each_in_their_own_order() {
     }
 }
 
-/// The item is at `key` at revision `rev`.
-async fn exists_at(cl: &coord::etcd_client::Client, key: &str, rev: i64) -> bool {
-    let options = coord::etcd_client::GetOptions::new()
-        .with_revision(rev)
-        .with_count_only();
-    cl.clone().get(key, Some(options)).await.unwrap().count() == 1
+/// The revision at which `key` is deleted, from `stream` (a watch opened before the
+/// delete; bounded wait). A watch, not a read at an old revision: other tests compact
+/// the shared etcd.
+async fn deleted_at(stream: &mut coord::etcd_client::WatchStream, key: &str) -> i64 {
+    use coord::etcd_client::EventType;
+    let deleted = async {
+        loop {
+            let resp = stream
+                .message()
+                .await
+                .unwrap()
+                .expect("the watch stays open");
+            for event in resp.events() {
+                let kv = event.kv().expect("an event has its key");
+                if event.event_type() == EventType::Delete && kv.key() == key.as_bytes() {
+                    return kv.mod_revision();
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), deleted)
+        .await
+        .unwrap_or_else(|_| panic!("{key} is not deleted"))
 }
 
 /// Issue 17: a consumer that goes straight on acks and claims in one transaction. Each
-/// acked item is there one revision before the next item's claim and gone at it: the
-/// ack and the claim are one write, not two.
+/// acked item is deleted at the very revision that created the next item's claim (its
+/// fencing token): the ack and the claim are one write, not two.
 #[tokio::test]
 async fn ack_and_claim_next_acks_and_claims_in_one_revision() {
     let name = unique("wq-ack-claim");
@@ -434,20 +451,20 @@ async fn ack_and_claim_next_acks_and_claims_in_one_revision() {
     let s = session(10).await;
     let mut item = q.try_claim(&s).await.unwrap().expect("an item");
     let mut seen = vec![item.id().to_owned()];
-    let mut acked_key = keys_under(&cl, &format!("{name}/items")).await[0].clone();
-    while let Some(next) = item.ack_and_claim_next(&s).await.unwrap() {
+    loop {
+        let held_key = keys_under(&cl, &format!("{name}/items")).await[0].clone();
+        let mut stream = cl.clone().watch(held_key.as_str(), None).await.unwrap();
+        let Some(next) = item.ack_and_claim_next(&s).await.unwrap() else {
+            break;
+        };
         let rev = next.fencing_token();
-        assert!(
-            exists_at(&cl, &acked_key, rev - 1).await,
-            "{acked_key} there before {rev}"
-        );
-        assert!(
-            !exists_at(&cl, &acked_key, rev).await,
-            "{acked_key} acked in the claim's revision {rev}"
+        assert_eq!(
+            deleted_at(&mut stream, &held_key).await,
+            rev,
+            "{held_key} acked in the revision that claimed the next item"
         );
         assert_eq!(next.attempt(), 1);
         seen.push(next.id().to_owned());
-        acked_key = keys_under(&cl, &format!("{name}/items")).await[0].clone();
         item = next;
     }
     assert_eq!(seen, ["a", "b", "c"]);
