@@ -28,9 +28,10 @@ async fn the_cost_per_order_is_read_from_etcd_postgres_and_the_processes() {
     let c = &reports[0].cost;
     eprintln!("{}", reports[0].to_json());
     assert_eq!(reports[0].orders_accepted, 60, "{:?}", reports[0].errors);
-    // A paid order commits at least its payment's enqueue, claim and ack in etcd.
+    // A paid order commits at least its payment's enqueue and its claim in etcd (the
+    // claim commits with the previous item's ack, or the ack goes alone).
     let writes = c.etcd_writes_per_order.expect("etcd's revision was read");
-    assert!(writes >= 3.0, "{writes} etcd writes per order");
+    assert!(writes >= 2.0, "{writes} etcd writes per order");
     let requests = c.etcd_requests_per_order.expect("etcd's /metrics was read");
     assert!(requests >= writes, "{requests} requests, {writes} writes");
     assert!(
