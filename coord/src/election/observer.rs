@@ -11,7 +11,7 @@ use futures::Stream;
 use tracing::{debug, info_span, Instrument};
 
 use crate::plumbing::key::{dir_prefix, header_rev, show};
-use crate::plumbing::retry::Backoff;
+use crate::plumbing::retry::{retrying, Backoff};
 use crate::{Error, Result};
 
 /// Read-only access to an election ([`Election::observer`](super::Election::observer)): who leads, and a stream of
@@ -108,6 +108,8 @@ impl ElectionObserver {
 
     /// The current leader (the oldest key under `<name>/`), or [`Error::NoLeader`].
     /// Already stale when it arrives; a leader acts on [`LeaderContext::is_owner`](super::LeaderContext::is_owner) instead.
+    /// A failure that may pass (a member down or restarting) is retried a few times
+    /// with backoff before it is returned.
     pub async fn leader(&self) -> Result<LeaderInfo> {
         let (leader, _) = read_leader(&self.client, &self.prefix).await?;
         leader.ok_or_else(|| Error::NoLeader(self.name.clone()))
@@ -178,7 +180,13 @@ async fn read_leader(client: &Client, prefix: &str) -> Result<(Option<LeaderInfo
         .with_prefix()
         .with_sort(SortTarget::Create, SortOrder::Ascend)
         .with_limit(1);
-    let resp = client.clone().get(prefix, Some(oldest)).await?;
+    // A read, so safe to repeat: a failure that passes (a member that is down or
+    // restarting answers Unavailable) is tried again, and may reach another member.
+    let resp = retrying(|| {
+        let (mut client, oldest) = (client.clone(), oldest.clone());
+        async move { client.get(prefix, Some(oldest)).await }
+    })
+    .await?;
     let leader = resp.kvs().first().map(LeaderInfo::from_kv);
     Ok((leader, header_rev(resp.header())))
 }

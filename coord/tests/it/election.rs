@@ -748,3 +748,30 @@ async fn local_campaign_wait_ends_when_the_session_is_lost() {
     });
     revoke_and_expect_expired(&s, waiter).await;
 }
+
+/// Asking who leads survives a member that is down: with one endpoint that answers
+/// nothing beside a live one, every `leader()` answers (a read that failed on the dead
+/// endpoint is tried again, and reaches the live one). Seen in the compose suite: a
+/// `ListLeaders` right after an etcd member restarted answered UNAVAILABLE.
+#[tokio::test]
+async fn the_leader_is_read_with_a_member_down() {
+    // A port nothing listens on, for the member that is down.
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_endpoint = dead.local_addr().unwrap().to_string();
+    drop(dead);
+    let mut with_dead = vec![dead_endpoint];
+    with_dead.extend(endpoints());
+    let name = unique("election-member-down");
+    let s = session(10).await;
+    let _leader = Election::new(&s, &name)
+        .unwrap()
+        .campaign("me")
+        .await
+        .unwrap();
+    let observer =
+        Election::observer(Client::connect(with_dead, None).await.unwrap(), &name).unwrap();
+    for _ in 0..20 {
+        let leader = observer.leader().await.expect("the live member answers");
+        assert_eq!(leader.value_str(), "me");
+    }
+}

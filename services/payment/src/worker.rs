@@ -3,11 +3,12 @@
 //! One delivery: claim (the claim is held under this process's etcd lease) → decode →
 //! what to charge: the item's amount if its seal verifies (the order service sealed it
 //! from the order's lines with the internal token), else the order read from the order
-//! service (an unsealed, edited or forged item never sets the amount) → `payments` row begins (or is found final) → provider charge under
-//! the idempotency key `order-<id>-charge` → row finished → `PaymentResult` to the
-//! order service → confirmation recorded (`reported_at`) → ack, in the same etcd
-//! transaction as the claim of the next item (one write where a separate ack and claim
-//! took two), unless the worker is stopping. Any failure before the ack gives the item back
+//! service (an unsealed, edited or forged item never sets the amount) → `payments` row
+//! begins (or is found final) → provider charge under the idempotency key
+//! `order-<id>-charge` → row finished → `PaymentResult` to the order service →
+//! confirmation recorded (`reported_at`) → ack, in the same etcd transaction as the
+//! claim of the next item (one write where a separate ack and claim took two), unless
+//! the worker is stopping. Any failure before the ack gives the item back
 //! (`nack_after`), and a crash gives it back by itself when the lease expires; every
 //! step is safe to repeat (see the crate docs). What a worker leaves unfinished for
 //! good (an item dead-lettered, a refused capture) the `settle-payments` job finishes.
