@@ -66,15 +66,12 @@ impl InventoryDb {
             let Some((state, strategy, committed_now)) = row else {
                 return Err(SettleDbError::NotFound(order));
             };
-            let strategy = strategy
-                .map(|s| s.parse::<Strategy>())
-                .transpose()
-                .map_err(|e| sqlx::Error::Decode(e.into()))?;
+            let (state, strategy) = reservation_row(&state, strategy)?;
             let committed = Settled {
                 state: ReservationState::Committed,
                 strategy,
             };
-            match ReservationState::from_db(&state)? {
+            match state {
                 _ if committed_now => return Ok(committed),
                 ReservationState::Committed => return Ok(committed),
                 state @ (ReservationState::Released | ReservationState::Preparing) => {
@@ -234,16 +231,20 @@ async fn lock_reservation(
             .bind(order.as_uuid())
             .fetch_optional(&mut **tx)
             .await?;
-    row.map(|(state, strategy)| {
-        let strategy = strategy
-            .map(|s| {
-                s.parse::<Strategy>()
-                    .map_err(|e| sqlx::Error::Decode(e.into()))
-            })
-            .transpose()?;
-        Ok((ReservationState::from_db(&state)?, strategy))
-    })
-    .transpose()
+    row.map(|(state, strategy)| reservation_row(&state, strategy))
+        .transpose()
+}
+
+/// A `reservations` row's state and strategy, decoded.
+fn reservation_row(
+    state: &str,
+    strategy: Option<String>,
+) -> Result<(ReservationState, Option<Strategy>), sqlx::Error> {
+    let strategy = strategy
+        .map(|s| s.parse::<Strategy>())
+        .transpose()
+        .map_err(|e| sqlx::Error::Decode(e.into()))?;
+    Ok((ReservationState::from_db(state)?, strategy))
 }
 
 /// The order's lines (SKU, quantity), in SKU order.
