@@ -283,16 +283,18 @@ impl WorkQueue {
         ack: Option<&Claimed>,
     ) -> Result<Option<Claimed>> {
         let claimed_ms = now_ms();
-        // Each candidate as it would be once claimed, and as it was (restored if the
-        // claim is cancelled in flight, so an undelivered claim uses up no attempt).
+        let lease_hex = format!("{:x}", session.lease());
+        let claim_keys: Vec<String> = candidates
+            .iter()
+            .map(|c| format!("{}{}", self.claims(), c.slot))
+            .collect();
+        // Each candidate as it would be once claimed, the last one innermost.
         let mut chain: Option<Txn> = None;
-        let mut undo_values = Vec::with_capacity(candidates.len());
-        for c in candidates.iter().rev() {
-            let claim_key = format!("{}{}", self.claims(), c.slot);
+        for (c, claim_key) in candidates.iter().zip(&claim_keys).rev() {
             let mut envelope = c.envelope.clone();
             envelope.attempts = envelope.attempts.saturating_add(1);
             let claim_value = serde_json::json!({
-                "lease": format!("{:x}", session.lease()),
+                "lease": lease_hex,
                 "attempt": envelope.attempts,
                 "claimed_ms": claimed_ms,
             })
@@ -314,15 +316,12 @@ impl WorkQueue {
                 claim = claim.or_else([TxnOp::txn(next)]);
             }
             chain = Some(claim);
-            undo_values.push((
-                claim_key,
-                c.item_key.clone(),
-                encode_item(&c.envelope, &c.payload),
-            ));
         }
         let Some(chain) = chain else { return Ok(None) };
-        undo_values.reverse();
-        let claim_keys: Vec<String> = undo_values.iter().map(|(k, _, _)| k.clone()).collect();
+        // Shared with the undo, which restores the winner as it was (attempt counter
+        // included) if the claim is cancelled in flight: encoded only if that happens.
+        let candidates = std::sync::Arc::new(candidates);
+        let (undo_from, undo_keys) = (candidates.clone(), claim_keys.clone());
         // The ack's claim key, when the chain rides in the ack's transaction.
         let acking = ack.map(|a| a.claim.key.clone());
         let txn = match ack {
@@ -375,18 +374,23 @@ impl WorkQueue {
             }
         })
         .with_undo(move |placed| {
-            let (claim_key, item_key, unclaimed) = undo_values
-                .into_iter()
-                .find(|(claim_key, _, _)| *claim_key == placed.key)
+            let won = undo_keys
+                .iter()
+                .position(|claim_key| *claim_key == placed.key)
                 .expect("the placed claim is one of the candidates");
+            let c = &undo_from[won];
             Txn::new()
                 .when([
-                    create_rev_is(claim_key.as_str(), placed.rev),
-                    mod_rev_is(item_key.as_str(), placed.rev),
+                    create_rev_is(placed.key.as_str(), placed.rev),
+                    mod_rev_is(c.item_key.as_str(), placed.rev),
                 ])
                 .and_then([
-                    TxnOp::delete(claim_key, None),
-                    TxnOp::put(item_key, unclaimed, None),
+                    TxnOp::delete(placed.key.as_str(), None),
+                    TxnOp::put(
+                        c.item_key.as_str(),
+                        encode_item(&c.envelope, &c.payload),
+                        None,
+                    ),
                 ])
         });
         let won = match pending.placed().await {
@@ -395,16 +399,9 @@ impl WorkQueue {
             Err(e) => return Err(e),
         };
         let claim = pending.keep();
-        let Candidate {
-            item_key,
-            mut envelope,
-            payload,
-            priority,
-            ..
-        } = candidates
-            .into_iter()
-            .nth(won)
-            .expect("the winner is a candidate");
+        let winner = &candidates[won];
+        let (item_key, mut envelope) = (winner.item_key.clone(), winner.envelope.clone());
+        let (payload, priority) = (winner.payload.clone(), winner.priority);
         envelope.attempts = envelope.attempts.saturating_add(1);
         debug!(id = %envelope.id, attempt = envelope.attempts, "claimed");
         metrics::queue_event(metrics::QUEUE_CLAIMS, &self.prefix);
